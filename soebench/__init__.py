@@ -1,0 +1,28 @@
+"""soebench: small object editing benchmarks -- build, evaluate, inspect, train.
+
+The library API is imported lazily so that the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_dataset": "soebench.mining.build",
+    "read_manifest": "soebench.manifest.io",
+    "write_manifest": "soebench.manifest.io",
+    "evaluate": "soebench.evaluate",
+    "to_fiftyone": "soebench.fiftyone_export",
+    "SoebenchError": "soebench.errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'soebench' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,1 @@
+"""The soebench command line: thin typer commands over the library API."""

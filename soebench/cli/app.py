@@ -1,0 +1,69 @@
+"""Entry point: builds the typer app from the command modules and renders SoebenchError once."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from soebench.errors import SoebenchError
+
+app = typer.Typer(
+    name="soebench",
+    help="Small object editing: build benchmark manifests, evaluate inpainters, inspect failures.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each command module adds its commands to ``app`` in ``register``; imports stay light so that
+# ``soebench --help`` starts fast (heavy libraries are imported inside the commands).
+from soebench.cli import build as _build  # noqa: E402
+from soebench.cli import evaluate as _evaluate  # noqa: E402
+from soebench.cli import inspect as _inspect  # noqa: E402
+
+@app.callback()
+def _root() -> None:
+    """Small object editing: build benchmark manifests, evaluate inpainters, inspect failures."""
+
+
+for _module in (_build, _evaluate, _inspect):
+    _module.register(app)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the soebench version and the manifest schema version."""
+    from soebench import __version__
+    from soebench.manifest.schema import SCHEMA_VERSION
+
+    typer.echo(f"soebench {__version__} (manifest schema {SCHEMA_VERSION})")
+
+
+def render_error(err: SoebenchError) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+    if err.hint:
+        console.print(f"[yellow]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; click renders usage errors, SoebenchError is rendered here, once."""
+    try:
+        app(args=argv, prog_name="soebench")
+    except SoebenchError as err:
+        render_error(err)
+        return err.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,19 @@
+"""Annotated options shared by several commands (one name for one thing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Process at most this many samples/objects.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (results are deterministic).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", exists=True, dir_okay=False, help="YAML file with the same options (flags win)."),
+]
+ManifestPath = Annotated[Path, typer.Option("--manifest", "-m", help="Manifest file or folder of parts.")]
+Device = Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1, mps ...")]

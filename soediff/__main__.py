@@ -1,0 +1,3 @@
+from soediff.cli import run
+
+run()
