@@ -21,13 +21,14 @@ app = typer.Typer(
 from soebench.cli import build as _build  # noqa: E402
 from soebench.cli import evaluate as _evaluate  # noqa: E402
 from soebench.cli import inspect as _inspect  # noqa: E402
+from soebench.cli import taxonomy as _taxonomy  # noqa: E402
 
 @app.callback()
 def _root() -> None:
     """Small object editing: build benchmark manifests, evaluate inpainters, inspect failures."""
 
 
-for _module in (_build, _evaluate, _inspect):
+for _module in (_build, _evaluate, _inspect, _taxonomy):
     _module.register(app)
 
 
