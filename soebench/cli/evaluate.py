@@ -1,9 +1,144 @@
-"""Commands of this area (filled in by its owner)."""
+"""``soebench evaluate`` and ``soebench compare``: thin commands over :mod:`soebench.evaluate`
+and :mod:`soebench.run.compare` (heavy libraries are imported inside the commands)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from soebench.cli.options import Device, JsonOut, Limit, ManifestPath, Overwrite, Seed
+
+ModelName = Annotated[
+    str,
+    typer.Option("--model", help="Adapter: diffusers, python, command, folder, original, opencv-telea, opencv-ns, mean-fill."),
+]
+ModelArgs = Annotated[
+    str | None, typer.Option("--model-args", help="Adapter options k=v,k=v (e.g. path=DIR,steps=20,guidance=7.5,lora=DIR).")
+]
+PromptKey = Annotated[
+    str, typer.Option("--prompt", help="Manifest prompt key: label, small_label, color_label, small_color_label.")
+]
+RunDir = Annotated[Path, typer.Option("--out", "-o", help="Run folder (images/, samples.parquet, summary.json, report).")]
+Metrics = Annotated[
+    str | None,
+    typer.Option("--metrics", help="Comma-separated metrics (default: every metric whose weights are available)."),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per adapter call and per metric batch.")]
+ClipModel = Annotated[str, typer.Option("--clip-model", help="open_clip architecture name or model-config JSON.")]
+ClipPretrained = Annotated[
+    str, typer.Option("--clip-pretrained", help="open_clip pretrained tag whose cached weights to use ('' for none).")
+]
+ClipWeights = Annotated[str | None, typer.Option("--clip-weights", help="Local CLIP checkpoint file or folder.")]
+InceptionWeights = Annotated[
+    str | None, typer.Option("--inception-weights", help="TorchScript FID Inception file (default: search the usual places).")
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an existing run: cached outputs are reused.")]
+NoReport = Annotated[bool, typer.Option("--no-report", help="Skip report.md/report.html and plots.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def evaluate_command(
+    manifest: ManifestPath,
+    out: RunDir,
+    model: ModelName = "original",
+    model_args: ModelArgs = None,
+    prompt: PromptKey = "color_label",
+    metrics: Metrics = None,
+    limit: Limit = None,
+    batch_size: BatchSize = 8,
+    device: Device = "cpu",
+    seed: Seed = 0,
+    clip_model: ClipModel = "ViT-B-32",
+    clip_pretrained: ClipPretrained = "openai",
+    clip_weights: ClipWeights = None,
+    inception_weights: InceptionWeights = None,
+    overwrite: Overwrite = False,
+    resume: Resume = False,
+    no_report: NoReport = False,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Run an inpainter on a manifest and score it (CLIP-Score, background preservation, FID/KID,
+    failure taxonomy), with resume and a report."""
+    import json
+
+    from soebench.evaluate import evaluate
+    from soebench.run.results import json_safe
+
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    result = evaluate(
+        manifest, model, out, model_args=model_args, prompt_key=prompt, metrics=chosen, limit=limit,
+        batch_size=batch_size, device=device, seed=seed, clip_model=clip_model, clip_pretrained=clip_pretrained or None,
+        clip_weights=clip_weights, inception_weights=inception_weights, overwrite=overwrite, resume=resume,
+        report=not no_report, progress=not quiet and not json_out,
+    )
+    if result.summary is None:  # a rank other than 0 of a sharded run
+        return
+    if json_out:
+        typer.echo(json.dumps(json_safe(result.summary), indent=2))
+        return
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from soebench.run.report import fmt, fmt_ci
+
+    s = result.summary
+    console = Console()
+    table = Table(title=f"{s['run_name']}: {s['model']['name']} on {s['manifest']['num_samples']} samples")
+    table.add_column("metric")
+    table.add_column("value")
+    for name, d in s["metrics"]["means"].items():
+        table.add_row(name, fmt_ci(d))
+    for name, d in s["metrics"]["distances"].items():
+        table.add_row(name, fmt(d.get("value")))
+    if s["taxonomy"].get("available"):
+        table.add_row("taxonomy", ", ".join(f"{k} {v:.0%}" for k, v in s["taxonomy"]["fractions"].items()))
+    table.add_row("errors", str(s["errors"]["count"]))
+    console.print(table)
+    for name, why in s["metrics"].get("skipped", {}).items():
+        console.print(f"[yellow]skipped {name}[/]: {why.splitlines()[0]}", highlight=False, soft_wrap=True)
+    console.print(f"generated {result.adapter_calls}, reused {result.from_cache} from the cache; "
+                  f"results in {result.run_dir}", highlight=False)
+
+
+def compare_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by soebench evaluate.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write compare.md/.html and plots here.")] = None,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Compare runs side by side: metric means with 95 % intervals, FID/KID, taxonomy, errors."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from soebench.run.compare import compare_runs
+
+    result = compare_runs(runs, out, overwrite=overwrite)
+    if json_out:
+        typer.echo(json.dumps({k: [str(f) for f in v] if k == "files" else v for k, v in result.items()}, indent=2))
+        return
+    console = Console()
+    table = Table(title="SOEBench comparison")
+    for col in result["header"]:
+        table.add_column(col)
+    for row in result["rows"]:
+        table.add_row(*row)
+    console.print(table)
+    for w in result["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if result["files"]:
+        console.print(f"wrote {result['files'][0].parent}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the soebench app."""
+    """Add ``evaluate`` and ``compare`` to the soebench app."""
+    app.command("evaluate")(evaluate_command)
+    app.command("compare")(compare_command)

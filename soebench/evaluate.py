@@ -1,0 +1,415 @@
+"""``evaluate(manifest, model, out)``: run an inpainter on a SOEBench manifest and score it.
+
+manifest rows -> (this process's shard) -> batches -> decoded inputs -> adapter through the
+generation cache -> ``images/<sample_id>.png`` -> per-sample metrics + taxonomy and set-level
+FID/KID states -> (rank 0: merge shards) -> ``samples.parquet``, ``summary.json``, report.
+
+``model`` is a registered adapter name (``soebench.models.MODELS``) with ``model_args``, an
+object with ``inpaint(requests)``, or a plain function. A run folder that exists is refused
+unless ``overwrite`` (start again) or ``resume`` (reuse every cached output) is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from soebench.errors import ConfigError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("samples.parquet", "summary.json", "report.md", "report.html", "run.json")
+RUN_DIRS = ("images", "cache", "shards", "plots")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Options of a run (the CLI flags of ``soebench evaluate``).
+
+    ``metrics`` None: every metric whose weights are available (the summary lists the others);
+    ``clip_model``/``clip_pretrained``/``clip_weights`` and ``inception_weights`` go to the metric
+    loaders; ``seed`` is the base of the per-sample seeds; ``shard`` (rank, world size) defaults to
+    the ``RANK``/``WORLD_SIZE`` environment; ``shard_timeout`` is how long rank 0 waits for the
+    other shards."""
+
+    prompt_key: str = "color_label"
+    metrics: tuple[str, ...] | None = None
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    clip_weights: str | None = None
+    inception_weights: str | None = None
+    batch_size: int = 8
+    device: str = "cpu"
+    limit: int | None = None
+    seed: int = 0
+    overwrite: bool = False
+    resume: bool = False
+    report: bool = True
+    progress: bool = True
+    run_name: str | None = None
+    shard: tuple[int, int] | None = None
+    shard_timeout: float = 3600.0
+
+    def check(self) -> None:
+        from soebench.manifest.schema import PROMPT_KEYS
+
+        if self.prompt_key not in PROMPT_KEYS:
+            raise ConfigError(f"unknown prompt key {self.prompt_key!r}", hint=f"choose one of {', '.join(PROMPT_KEYS)}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1; got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1; got {self.limit}")
+        if self.overwrite and self.resume:
+            raise ConfigError("--overwrite and --resume exclude each other")
+
+
+@dataclass
+class RunResult:
+    """What a run produced (``summary`` is None on a rank other than 0)."""
+
+    run_dir: Path
+    summary: dict[str, Any] | None
+    samples: Any = None  # pandas DataFrame
+    adapter_calls: int = 0
+    from_cache: int = 0
+    shard_path: Path | None = None
+
+
+@dataclass
+class _Run:
+    """Everything the loop needs, built (and checked) before any work starts."""
+
+    run_dir: Path
+    manifest: Any
+    rows: list[dict[str, Any]]
+    adapter: Any
+    model_name: str
+    model_args: dict[str, Any]
+    scorer: Any
+    opts: EvalOptions
+    shard: Any
+    metrics_info: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(
+    manifest: str | Path | Any,
+    model: str | Any,
+    out: str | Path,
+    *,
+    model_args: Mapping[str, Any] | str | None = None,
+    options: EvalOptions | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Evaluate ``model`` on ``manifest`` into the run folder ``out`` (see module docstring).
+    Keyword ``overrides`` set :class:`EvalOptions` fields."""
+    opts = _options(options, overrides)
+    run = _prepare(manifest, model, Path(out), model_args, opts)
+    return _execute(run)
+
+
+def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOptions:
+    base = asdict(options) if options is not None else {}
+    unknown = set(overrides) - set(EvalOptions.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
+    values = {**base, **overrides}
+    if values.get("metrics") is not None:
+        values["metrics"] = tuple(values["metrics"])
+    if values.get("shard") is not None:
+        values["shard"] = tuple(values["shard"])
+    opts = EvalOptions(**values)
+    opts.check()
+    return opts
+
+
+def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: EvalOptions) -> _Run:
+    from soebench.manifest.io import Manifest, read_manifest
+    from soebench.models import build_model
+    from soebench.run.generate import ROW_COLUMNS
+    from soebench.run.shard import Shard, detect_shard
+
+    shard = Shard(*opts.shard) if opts.shard else detect_shard()
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    adapter, args_dict = build_model(model, model_args, device=opts.device)
+    model_name = model if isinstance(model, str) else str(getattr(adapter, "name", type(adapter).__name__))
+    scorer, info = _build_scorer(opts)
+    table = man.table.select(list(ROW_COLUMNS))
+    if opts.limit is not None:
+        table = table.slice(0, opts.limit)
+    rows = table.to_pylist()
+    for i, row in enumerate(rows):
+        row["_index"] = i
+    if shard.is_main:
+        _claim_run_dir(run_dir, opts)
+    return _Run(run_dir, man, rows, adapter, model_name, args_dict, scorer, opts, shard, info)
+
+
+def _build_scorer(opts: EvalOptions):
+    """Resolve the metrics (fail before any generation when weights are missing) and load their
+    networks; taxonomy's ``classify`` when that module is installed."""
+    from soebench.metrics import ClipSpec, load_clip, load_inception, resolve_metrics
+    from soebench.run.scoring import CLIP_METRICS, DISTANCE_METRICS, Scorer
+
+    spec = ClipSpec(opts.clip_model, opts.clip_pretrained, opts.clip_weights)
+    chosen = resolve_metrics(list(opts.metrics) if opts.metrics is not None else None, spec, opts.inception_weights)
+    names = set(chosen.available)
+    clip = load_clip(spec, device=opts.device) if names & set(CLIP_METRICS) else None
+    inception = load_inception(opts.inception_weights, device=opts.device) if names & set(DISTANCE_METRICS) else None
+    classify, taxonomy_reason = _taxonomy()
+    info = {
+        "requested": list(opts.metrics) if opts.metrics is not None else "default (all with weights)",
+        "available": list(chosen.available),
+        "skipped": dict(chosen.skipped),
+        "weights": dict(chosen.weights),
+        "clip": getattr(clip, "source", None),
+        "inception": getattr(inception, "source", None),
+        "taxonomy": "soebench.taxonomy.classify" if classify else f"unavailable: {taxonomy_reason}",
+    }
+    return Scorer(chosen, clip=clip, inception=inception, classify=classify), info
+
+
+def _taxonomy() -> tuple[Callable | None, str | None]:
+    try:
+        from soebench.taxonomy import classify
+    except ImportError as exc:
+        return None, str(exc)
+    return classify, None
+
+
+def _claim_run_dir(run_dir: Path, opts: EvalOptions) -> None:
+    """Refuse an existing run folder unless --overwrite (cleared) or --resume (kept)."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if opts.resume:
+            return
+        if not opts.overwrite:
+            raise OutputExistsError(
+                f"run folder {run_dir} already exists", hint="pass --resume to continue it or --overwrite to start again"
+            )
+        ours = [run_dir / n for n in RUN_FILES + RUN_DIRS]
+        if not any(p.exists() for p in ours):
+            raise OutputExistsError(
+                f"{run_dir} is not a soebench run folder (no {', '.join(RUN_FILES[:2])}); refusing to clear it",
+                hint="choose another --out or remove the folder yourself",
+            )
+        for p in ours:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _config(run: _Run) -> dict[str, Any]:
+    """What defines the run's results (hashed to tell shards of different runs apart)."""
+    opts = run.opts
+    return {
+        "model": {"name": run.model_name, "args": run.model_args},
+        "manifest": str(run.manifest.path),
+        "prompt_key": opts.prompt_key,
+        "metrics": list(run.scorer.names),
+        "clip": {"model": opts.clip_model, "pretrained": opts.clip_pretrained, "weights": opts.clip_weights},
+        "inception_weights": opts.inception_weights,
+        "limit": opts.limit,
+        "seed": opts.seed,
+    }
+
+
+def _config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _execute(run: _Run) -> RunResult:
+    from soebench.run.cache import GenerationCache
+    from soebench.run.generate import CachedAdapter
+    from soebench.run.results import write_json
+    from soebench.run.shard import barrier, read_shards, write_shard
+
+    config = _config(run)
+    config_hash = _config_hash(config)
+    if run.shard.is_main:
+        write_json(run.run_dir / "run.json", {"config": config, "config_hash": config_hash,
+                                              "started": _now(), "world_size": run.shard.world_size})
+    barrier()
+    source = CachedAdapter(run.adapter, GenerationCache(run.run_dir / "cache"))
+    started = time.perf_counter()
+    rows = _process(run, source)
+    stats = {"adapter_calls": source.calls, "from_cache": sum(1 for r in rows if r.get("_from_cache")),
+             "seconds": time.perf_counter() - started}
+    states = run.scorer.state_dict()
+    shard_file = None
+    if run.shard.world_size > 1:
+        shard_file = write_shard(run.run_dir, run.shard, config_hash, rows, states, stats)
+        barrier()
+        if not run.shard.is_main:
+            return RunResult(run.run_dir, None, None, source.calls, stats["from_cache"], shard_file)
+        parts = read_shards(run.run_dir, run.shard.world_size, config_hash, timeout=run.opts.shard_timeout)
+    else:
+        parts = [{"rows": rows, "states": states, "stats": stats}]
+    summary, frame = finalize(run, config, parts)
+    return RunResult(run.run_dir, summary, frame, source.calls, stats["from_cache"], shard_file)
+
+
+def _process(run: _Run, source: Any) -> list[dict[str, Any]]:
+    """Generate and score this shard's samples batch by batch, with a progress bar."""
+    from soebench.run.generate import load_inputs
+
+    from soebench.run.cache import BackgroundWriter
+
+    todo = run.shard.select(run.rows)
+    out: list[dict[str, Any]] = []
+    batches = [todo[i : i + run.opts.batch_size] for i in range(0, len(todo), run.opts.batch_size)]
+    writer = BackgroundWriter()
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="soebench-decode")
+    try:  # on Ctrl-C the pending PNG writes still finish: nothing generated is lost
+        with _progress(run.opts.progress, len(todo), run.model_name) as advance:
+            # decode batch k+1 on a thread while batch k is generated and scored
+            load = lambda b: load_inputs(run.manifest, b, run.opts.prompt_key, run.opts.seed)  # noqa: E731
+            upcoming = reader.submit(load, batches[0]) if batches else None
+            for k, batch in enumerate(batches):
+                items = upcoming.result()
+                upcoming = reader.submit(load, batches[k + 1]) if k + 1 < len(batches) else None
+                generated = source.run(items)
+                out.extend(_score(run, items, generated, source, writer))
+                advance(len(batch))
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.close()
+    return out
+
+
+def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: Any, writer: Any) -> list[dict[str, Any]]:
+    from soebench.metrics import size_bucket
+    from soebench.run.cache import link_or_copy, persist_output
+    from soebench.run.results import evidence_columns
+    from soebench.run.scoring import ScoredSample
+
+    rows, ok = [], []
+    for item, gen in zip(items, generated):
+        r = item.row
+        row = {
+            "_index": r["_index"], "_from_cache": gen.from_cache,
+            "sample_id": item.sample_id, "image_id": r["image_id"], "category": r["category"],
+            "size_bucket": size_bucket(r["mask_area_fraction"]), "mask_area_fraction": r["mask_area_fraction"],
+            "prompt": item.prompt, "seed": item.seed, "output_path": None, "error": gen.error,
+        }
+        if gen.error is None:
+            rel = f"images/{item.sample_id}.png"
+            if gen.from_cache:
+                writer.submit(link_or_copy, gen.cache_path, run.run_dir / rel)
+            else:
+                writer.submit(persist_output, source.cache, gen.key, gen.image, run.run_dir / rel)
+            row["output_path"] = rel
+            ok.append((row, ScoredSample(item.sample_id, item.image, gen.image, item.mask, item.prompt, r["bbox"],
+                                         r["eval_crop"], r["color"])))
+        else:
+            row["failure"] = "error"
+        rows.append(row)
+    scores = run.scorer.score([s for _, s in ok])
+    for (row, _), values in zip(ok, scores):
+        evidence = values.pop("_evidence", None)
+        row.update(values)
+        row.update(evidence_columns(evidence))
+    return rows
+
+
+class _progress:
+    """A rich progress bar over samples (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, label: str):
+        self.enabled, self.total, self.label = enabled, total, label
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self._bar.__enter__()
+        task = self._bar.add_task(f"evaluate {self.label}", total=self.total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)
+
+
+def finalize(run: _Run, config: dict[str, Any], parts: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """Merge shard rows and metric states; write samples.parquet, summary.json and the report."""
+    from soebench.run.results import samples_frame, write_json, write_samples
+
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r["_index"])
+    run.scorer.load_merged([p["states"] for p in parts])
+    frame = samples_frame(rows)
+    write_samples(run.run_dir / "samples.parquet", frame)
+    summary = build_summary(run, config, frame, parts)
+    write_json(run.run_dir / "summary.json", summary)
+    if run.opts.report:
+        from soebench.run.report import write_report
+
+        write_report(run.run_dir, summary, frame, run.manifest)
+    return summary, frame
+
+
+def build_summary(run: _Run, config: dict[str, Any], frame: Any, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    from soebench import __version__
+    from soebench.metrics import CLIP_PREPROCESS_MODE, FID_RESIZE_DESCRIPTION, FID_RESIZE_MODE, SIZE_BUCKET_NAMES
+    from soebench.run.results import breakdown, errors_summary, git_commit, manifest_sha256, metric_means, \
+        package_versions, taxonomy_summary
+    from soebench.run.scoring import PER_SAMPLE_METRICS
+
+    per_sample = [m for m in PER_SAMPLE_METRICS if m in run.scorer.names]
+    ok = frame[frame["error"].isna()]
+    git = git_commit()
+    stats = [p.get("stats", {}) for p in parts]
+    return {
+        "run_name": run.opts.run_name or run.run_dir.name,
+        "created": _now(),
+        "soebench_version": __version__,
+        "model": {"name": run.model_name, "args": run.model_args,
+                  "cache_token": run.adapter.cache_token() if callable(getattr(run.adapter, "cache_token", None)) else None},
+        "manifest": {"path": str(run.manifest.path), "sha256": manifest_sha256(run.manifest.path),
+                     "num_samples": int(len(frame)), "num_rows": int(len(run.manifest)), "limit": run.opts.limit,
+                     "metadata": {k: v for k, v in run.manifest.metadata.items() if k in ("preset", "images_root", "schema_version")}},
+        "prompt_key": run.opts.prompt_key,
+        "seed": run.opts.seed,
+        "batch_size": run.opts.batch_size,
+        "device": run.opts.device,
+        "world_size": run.shard.world_size,
+        "config_hash": _config_hash(config),
+        "metrics": {
+            **run.metrics_info,
+            "modes": {"fid_resize": FID_RESIZE_MODE, "fid_resize_description": FID_RESIZE_DESCRIPTION,
+                      "clip_preprocess": CLIP_PREPROCESS_MODE,
+                      "bg_dilation_radius_at_512": run.scorer.bg.radius_at_512,
+                      "bg_psnr_mean": "finite values only; untouched backgrounds (inf dB) counted in n_inf"},
+            "n_scored": int(len(ok)),
+            "means": metric_means(ok, per_sample, seed=run.opts.seed),
+            "distances": run.scorer.distances(),
+            "by_size_bucket": breakdown(ok, per_sample, "size_bucket", SIZE_BUCKET_NAMES, seed=run.opts.seed),
+            "by_category": breakdown(ok, per_sample, "category", seed=run.opts.seed),
+            "bootstrap": {"n_resamples": 1000, "level": 0.95, "seed": run.opts.seed},
+        },
+        "taxonomy": taxonomy_summary(frame),
+        "errors": errors_summary(frame),
+        "size_buckets": {str(k): int(v) for k, v in frame["size_bucket"].value_counts().items()},
+        "timing": {"seconds_per_shard": [s.get("seconds") for s in stats],
+                   "adapter_calls": sum(int(s.get("adapter_calls", 0)) for s in stats),
+                   "from_cache": sum(int(s.get("from_cache", 0)) for s in stats)},
+        "versions": package_versions(),
+        "git_commit": git["commit"],
+        "git_dirty": git["dirty"],
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,70 @@
+"""The shared shape of the stateful metrics (torchmetrics style, without the torch dependency).
+
+A metric keeps its state as named arrays that *add up* across shards: ``a + b`` (or
+``a.merge(b)``) gives the metric of the union of their samples, and ``state_dict()`` /
+``load_state_dict()`` move states between processes (sum them, load the sum, ``compute()``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+
+class SummableMetric:
+    """Base class: subclasses list their summable state names in ``_state_names`` and set them
+    in ``reset()``; list-valued states (kept samples) are concatenated on merge."""
+
+    _state_names: tuple[str, ...] = ()
+
+    def reset(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _config(self) -> dict[str, Any]:
+        """Settings that must agree for two states to be merged."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self._state_names:
+            value = getattr(self, name)
+            out[name] = [np.array(v, copy=True) for v in value] if isinstance(value, list) else np.array(value, copy=True)
+        out["_config"] = self._config()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        config = state.get("_config", {})
+        if config and config != self._config():
+            raise ValueError(f"cannot load a {type(self).__name__} state made with {config}; this one uses {self._config()}")
+        for name in self._state_names:
+            value = state[name]
+            setattr(self, name, [np.array(v) for v in value] if isinstance(value, list) else np.array(value))
+
+    def merge(self, other: SummableMetric) -> SummableMetric:
+        """Add ``other``'s state into this one (in place) and return self."""
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        if other._config() != self._config():
+            raise ValueError(f"cannot merge states with different settings: {other._config()} vs {self._config()}")
+        for name in self._state_names:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, list):
+                setattr(self, name, mine + list(theirs))
+            elif np.ndim(mine) and np.ndim(theirs) and np.shape(mine) != np.shape(theirs):
+                if np.size(mine) == 0:  # an empty state has no feature dimension yet
+                    setattr(self, name, np.array(theirs, copy=True))
+                elif np.size(theirs) != 0:
+                    raise ValueError(f"state {name!r} shapes differ: {np.shape(mine)} vs {np.shape(theirs)}")
+            else:
+                setattr(self, name, mine + theirs)
+        return self
+
+    def __add__(self, other: SummableMetric) -> SummableMetric:
+        """A new metric holding both states; shares (does not copy) the injected network."""
+        out = copy.copy(self)
+        for name in self._state_names:
+            value = getattr(self, name)
+            setattr(out, name, list(value) if isinstance(value, list) else np.array(value, copy=True))
+        return out.merge(other)

@@ -1,0 +1,210 @@
+"""FID and KID over Inception features of real (original) and fake (generated) images.
+
+``FID`` keeps running sums (count, feature sum, sum of outer products, float64) per side, so
+shards merge by adding. ``KID`` needs the features themselves (its unbiased MMD is a kernel
+over sample pairs), so its state is the list of feature blocks per side; merging concatenates.
+
+The feature extractor is injected: any callable mapping float32 ``(N, 299, 299, 3)`` images in
+[0, 255] to ``(N, D)`` features (:func:`soebench.metrics.features.load_inception`, or a stand-in in
+tests). ``update(images, real=...)`` resizes uint8 images with the ``clean`` mode first; callers
+that already hold features use ``update_features``. Results carry the resize mode's name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from soebench.metrics._state import SummableMetric
+from soebench.metrics.functional import frechet_distance, kernel_inception_distance
+from soebench.metrics.preprocess import FID_RESIZE_MODE, clean_resize
+
+FeatureExtractor = Callable[[np.ndarray], np.ndarray]
+
+
+def extract_features(
+    extractor: FeatureExtractor, images: Sequence[np.ndarray], *, mode: str = FID_RESIZE_MODE
+) -> np.ndarray:
+    """Resize uint8 images with ``mode`` and run them through ``extractor`` -> ``(N, D)`` features
+    (in the extractor's float dtype; float32 for the Inception)."""
+    if mode != FID_RESIZE_MODE:
+        raise ValueError(f"unknown FID resize mode {mode!r}; supported: {FID_RESIZE_MODE!r}")
+    if len(images) == 0:
+        return np.zeros((0, 0))
+    batch = np.stack([clean_resize(img) for img in images])
+    feats = np.asarray(extractor(batch))
+    if not np.issubdtype(feats.dtype, np.floating):
+        feats = feats.astype(np.float64)
+    if feats.ndim != 2 or feats.shape[0] != len(images):
+        raise ValueError(f"feature extractor returned shape {feats.shape} for {len(images)} images")
+    return feats
+
+
+@dataclass(frozen=True)
+class DistanceResult:
+    """A FID or KID value with what it was computed from. ``value`` is NaN when it could not be
+    computed and ``reason`` then says why."""
+
+    metric: str
+    value: float
+    n_real: int
+    n_fake: int
+    mode: str
+    std: float | None = None
+    reason: str | None = None
+    extra: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["extra"] is None:
+            d.pop("extra")
+        return d
+
+
+class _FeatureSides(SummableMetric):
+    def __init__(self, extractor: FeatureExtractor | None = None, *, mode: str = FID_RESIZE_MODE):
+        if mode != FID_RESIZE_MODE:
+            raise ValueError(f"unknown FID resize mode {mode!r}; supported: {FID_RESIZE_MODE!r}")
+        self.extractor = extractor
+        self.mode = mode
+        self.reset()
+
+    def _config(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+    def update(self, images: Sequence[np.ndarray], *, real: bool) -> np.ndarray:
+        """Add uint8 ``HxWx3`` images (any size) to the real or fake side; returns their features."""
+        if self.extractor is None:
+            raise ValueError(f"{type(self).__name__} has no feature extractor; use update_features()")
+        feats = extract_features(self.extractor, images, mode=self.mode)
+        if len(feats):
+            self.update_features(feats, real=real)
+        return feats
+
+    def update_features(self, features: np.ndarray, *, real: bool) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FID(_FeatureSides):
+    """Fréchet Inception Distance, states as sums (see module docstring)."""
+
+    _state_names = ("n_real", "sum_real", "outer_real", "n_fake", "sum_fake", "outer_fake")
+
+    def reset(self) -> None:
+        for side in ("real", "fake"):
+            setattr(self, f"n_{side}", np.array(0, dtype=np.int64))
+            setattr(self, f"sum_{side}", np.zeros((0,), dtype=np.float64))
+            setattr(self, f"outer_{side}", np.zeros((0, 0), dtype=np.float64))
+
+    def update_features(self, features: np.ndarray, *, real: bool) -> None:
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2:
+            raise ValueError(f"features must be (N, D); got shape {f.shape}")
+        side = "real" if real else "fake"
+        s, o = getattr(self, f"sum_{side}"), getattr(self, f"outer_{side}")
+        if s.size == 0:
+            s, o = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
+        if s.shape[0] != f.shape[1]:
+            raise ValueError(f"feature dimension {f.shape[1]} differs from earlier updates ({s.shape[0]})")
+        setattr(self, f"sum_{side}", s + f.sum(axis=0))
+        setattr(self, f"outer_{side}", o + f.T @ f)
+        setattr(self, f"n_{side}", getattr(self, f"n_{side}") + f.shape[0])
+
+    def statistics(self, *, real: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and unbiased covariance of one side, from the sums (needs >= 2 samples)."""
+        side = "real" if real else "fake"
+        n = int(getattr(self, f"n_{side}"))
+        if n < 2:
+            raise ValueError(f"{side} side has {n} sample(s); a covariance needs 2")
+        s, o = getattr(self, f"sum_{side}"), getattr(self, f"outer_{side}")
+        mu = s / n
+        sigma = (o - n * np.outer(mu, mu)) / (n - 1)
+        return mu, (sigma + sigma.T) / 2.0
+
+    def compute(self) -> DistanceResult:
+        n_real, n_fake = int(self.n_real), int(self.n_fake)
+        if n_real < 2 or n_fake < 2:
+            return DistanceResult(
+                "fid", math.nan, n_real, n_fake, self.mode,
+                reason=f"FID needs at least 2 real and 2 generated samples (got {n_real} and {n_fake})",
+            )
+        if self.sum_real.shape != self.sum_fake.shape:
+            raise ValueError(f"real and fake feature dimensions differ: {self.sum_real.shape} vs {self.sum_fake.shape}")
+        mu_r, s_r = self.statistics(real=True)
+        mu_f, s_f = self.statistics(real=False)
+        value = frechet_distance(mu_r, s_r, mu_f, s_f)
+        dim = self.sum_real.shape[0]
+        reason = None
+        if min(n_real, n_fake) <= dim:
+            reason = (
+                f"fewer samples than feature dimensions ({min(n_real, n_fake)} <= {dim}): "
+                "covariances are singular and FID is biased upward"
+            )
+        return DistanceResult("fid", value, n_real, n_fake, self.mode, reason=reason)
+
+
+class KID(_FeatureSides):
+    """Kernel Inception Distance (unbiased polynomial MMD^2 averaged over subsets of
+    ``min(max_subset_size, n)`` samples; see :func:`~soebench.metrics.functional.kernel_inception_distance`)."""
+
+    _state_names = ("feats_real", "feats_fake")
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor | None = None,
+        *,
+        mode: str = FID_RESIZE_MODE,
+        num_subsets: int = 100,
+        max_subset_size: int = 1000,
+        seed: int = 0,
+    ):
+        self.num_subsets = num_subsets
+        self.max_subset_size = max_subset_size
+        self.seed = seed
+        super().__init__(extractor, mode=mode)
+
+    def _config(self) -> dict[str, Any]:
+        return {"mode": self.mode, "num_subsets": self.num_subsets, "max_subset_size": self.max_subset_size, "seed": self.seed}
+
+    def reset(self) -> None:
+        self.feats_real: list[np.ndarray] = []
+        self.feats_fake: list[np.ndarray] = []
+
+    def update_features(self, features: np.ndarray, *, real: bool) -> None:
+        """Keep a copy of the features in their float dtype (float32 Inception features stay
+        float32: half the memory, no loss); the MMD is computed in float64."""
+        f = np.array(features, copy=True)
+        if not np.issubdtype(f.dtype, np.floating):
+            f = f.astype(np.float64)
+        if f.ndim != 2:
+            raise ValueError(f"features must be (N, D); got shape {f.shape}")
+        blocks = self.feats_real if real else self.feats_fake
+        dims = {b.shape[1] for b in self.feats_real + self.feats_fake if len(b)}
+        if len(f) and dims and f.shape[1] not in dims:
+            raise ValueError(f"feature dimension {f.shape[1]} differs from earlier updates ({dims.pop()})")
+        blocks.append(f)
+
+    @staticmethod
+    def _stack(blocks: list[np.ndarray]) -> np.ndarray:
+        blocks = [b for b in blocks if len(b)]
+        return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0))
+
+    def compute(self) -> DistanceResult:
+        real, fake = self._stack(self.feats_real), self._stack(self.feats_fake)
+        n_real, n_fake = len(real), len(fake)
+        if n_real < 2 or n_fake < 2:
+            return DistanceResult(
+                "kid", math.nan, n_real, n_fake, self.mode, std=math.nan,
+                reason=f"KID needs at least 2 real and 2 generated samples (got {n_real} and {n_fake})",
+            )
+        kid = kernel_inception_distance(
+            real, fake, num_subsets=self.num_subsets, max_subset_size=self.max_subset_size, seed=self.seed
+        )
+        return DistanceResult(
+            "kid", kid.value, n_real, n_fake, self.mode, std=kid.std,
+            extra={"subset_size_real": kid.subset_size_1, "subset_size_fake": kid.subset_size_2, "num_subsets": kid.num_subsets},
+        )

@@ -1,0 +1,357 @@
+"""Pure metric functions: numbers in, numbers out, no models and no state.
+
+Conventions
+- Feature matrices are ``(N, D)`` arrays; statistics are computed in float64.
+- Images are ``HxWx3`` arrays, uint8 in [0, 255] (or float in [0, ``data_range``]).
+- ``keep_mask`` is a boolean ``HxW`` array, True on the pixels that count (the background
+  outside the dilated object mask, see :func:`background_keep_mask`).
+- Values that cannot be computed (too few samples, no kept pixels) are NaN; the stateful classes
+  attach the reason. Nothing here raises for small inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# SSIM constants of Wang et al. (2004), the settings skimage documents for reproducing the paper.
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # 3.5 sigma -> an 11x11 window at sigma 1.5, as in skimage's gaussian_weights
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+# Default dilation of the object mask before measuring preservation, in pixels at the protocol's
+# 512x512 resolution (scaled per axis to the image's real size).
+DEFAULT_DILATION_AT_512 = 8
+
+
+# ----------------------------------------------------------------------------------------------
+# Fréchet distance
+# ----------------------------------------------------------------------------------------------
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased, ``ddof=1``) covariance of an ``(N, D)`` feature matrix, float64."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be (N, D); got shape {f.shape}")
+    if f.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature rows for a covariance; got {f.shape[0]}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric positive semi-definite matrix (negative
+    round-off eigenvalues are clipped to zero)."""
+    w, v = np.linalg.eigh(sigma)
+    w = np.sqrt(np.clip(w, 0.0, None))
+    return (v * w) @ v.T
+
+
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``tr(sqrtm(sigma1 @ sigma2))`` for symmetric PSD matrices, without a general sqrtm.
+
+    With ``sigma1 = R R^T`` (Cholesky factor, or the symmetric square root when ``sigma1`` is
+    singular), ``sigma1 @ sigma2`` is similar to the symmetric PSD ``R^T sigma2 R``: same
+    eigenvalues, so the trace of its principal square root is ``sum(sqrt(eig(R^T sigma2 R)))``.
+    A Cholesky factorisation and one symmetric eigenvalue solve (no eigenvectors) replace
+    scipy's Schur-based sqrtm of a non-symmetric matrix; this is much faster and stays well
+    defined when the covariances are singular (N <= D), where sqrtm returns complex noise.
+    """
+    s1 = np.asarray(sigma1, dtype=np.float64)
+    s2 = np.asarray(sigma2, dtype=np.float64)
+    s1 = (s1 + s1.T) / 2.0
+    s2 = (s2 + s2.T) / 2.0
+    try:
+        root1 = np.linalg.cholesky(s1)
+    except np.linalg.LinAlgError:  # singular (fewer samples than dimensions): symmetric root
+        root1 = _psd_sqrt(s1)
+    middle = root1.T @ s2 @ root1
+    eig = np.linalg.eigvalsh((middle + middle.T) / 2.0)
+    return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2) (the FID formula):
+    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrt(sigma1 sigma2))``, float64.
+
+    Equals clean-fid / pytorch-fid's scipy ``sqrtm`` computation to ~1e-9 relative on full-rank
+    covariances (see ``benchmarks/bench_frechet.py`` and the tests), several times faster.
+    """
+    mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
+    mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
+    sigma1 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64))
+    sigma2 = np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
+        raise ValueError(
+            f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
+        )
+    diff = mu1 - mu2
+    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
+    # Identical inputs give a round-off sized negative number; a distance is never below zero.
+    return max(value, 0.0)
+
+
+def frechet_distance_sqrtm(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """The reference computation of clean-fid / pytorch-fid (``scipy.linalg.sqrtm`` of the
+    product, real part of its trace). Slow; kept for tests and the benchmark."""
+    from scipy import linalg
+
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if isinstance(covmean, tuple):  # scipy < 1.14 returned (sqrtm, errest) with disp=False
+        covmean = covmean[0]
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    covmean = np.real(covmean)
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
+    """FID between two feature sets; NaN when either has fewer than 2 rows."""
+    if len(features1) < 2 or len(features2) < 2:
+        return math.nan
+    mu1, s1 = feature_statistics(features1)
+    mu2, s2 = feature_statistics(features2)
+    return frechet_distance(mu1, s1, mu2, s2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel Inception Distance
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KIDValue:
+    """KID estimate: mean of the unbiased MMD^2 over subsets, its std, and how it was sampled."""
+
+    value: float
+    std: float
+    subset_size_1: int
+    subset_size_2: int
+    num_subsets: int
+
+
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The KID kernel ``k(x, y) = (x.y / d + 1)^3`` (Bińkowski et al. 2018)."""
+    d = x.shape[1]
+    return (x @ y.T / d + 1.0) ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 between samples x (m rows) and y (n rows) under :func:`polynomial_kernel`."""
+    return _subset_mmd2(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
+
+
+# Largest total size (elements) of the three kernel matrices KID precomputes: 32M float64 = 256 MB.
+KID_GRAM_BUDGET = 32 * 1024 * 1024
+
+
+def _subset_mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
+    m, n = kxx.shape[0], kyy.shape[0]
+    term_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    term_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(term_x + term_y - 2.0 * kxy.sum() / (m * n))
+
+
+def kernel_inception_distance(
+    features1: np.ndarray,
+    features2: np.ndarray,
+    *,
+    num_subsets: int = 100,
+    max_subset_size: int = 1000,
+    seed: int = 0,
+) -> KIDValue:
+    """KID: unbiased polynomial-kernel MMD^2, averaged over random subsets (clean-fid's recipe).
+
+    Each set is subsampled without replacement to ``min(len(set), max_subset_size)`` rows. When
+    both sets fit in one subset, every subset would be the whole set, so the MMD^2 is computed
+    once, exactly (std 0). With fewer than 2 rows in either set the value is NaN (the unbiased
+    estimator needs two).
+
+    The subsets are drawn with ``numpy.random.default_rng(seed)``: for each subset, the rows of
+    set 1, then those of set 2. When the full kernel matrices fit in :data:`KID_GRAM_BUDGET`
+    they are computed once and each subset's sums read from them (same values, far fewer
+    flops than 3 products per subset); otherwise each subset's kernels are computed directly.
+    """
+    f1 = np.asarray(features1)
+    f2 = np.asarray(features2)
+    n1, n2 = len(f1), len(f2)
+    m1, m2 = min(n1, max_subset_size), min(n2, max_subset_size)
+    if m1 < 2 or m2 < 2:
+        return KIDValue(math.nan, math.nan, m1, m2, 0)
+    f1 = f1.astype(np.float64)
+    f2 = f2.astype(np.float64)
+    if m1 == n1 and m2 == n2:
+        return KIDValue(mmd2_unbiased(f1, f2), 0.0, m1, m2, 1)
+    rng = np.random.default_rng(seed)
+    subsets = [(rng.choice(n1, m1, replace=False), rng.choice(n2, m2, replace=False)) for _ in range(num_subsets)]
+    values = np.empty(num_subsets)
+    if n1 * n1 + n2 * n2 + n1 * n2 <= KID_GRAM_BUDGET:
+        kxx, kyy, kxy = polynomial_kernel(f1, f1), polynomial_kernel(f2, f2), polynomial_kernel(f1, f2)
+        for i, (ix, iy) in enumerate(subsets):
+            values[i] = _subset_mmd2(kxx[np.ix_(ix, ix)], kyy[np.ix_(iy, iy)], kxy[np.ix_(ix, iy)])
+    else:
+        for i, (ix, iy) in enumerate(subsets):
+            values[i] = mmd2_unbiased(f1[ix], f2[iy])
+    return KIDValue(float(values.mean()), float(values.std()), m1, m2, num_subsets)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLIP score
+# ----------------------------------------------------------------------------------------------
+
+
+def clip_score(image_feats, text_feats):
+    """Per-pair CLIP-Score ``max(100 * cos(image, text), 0)`` for row-aligned feature matrices.
+
+    Accepts numpy arrays or torch tensors of shape ``(N, D)`` (normalised or not) and returns the
+    same kind, shape ``(N,)``.
+    """
+    if isinstance(image_feats, np.ndarray) and isinstance(text_feats, np.ndarray):
+        a = np.asarray(image_feats, dtype=np.float64)
+        b = np.asarray(text_feats, dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"image and text features differ in shape: {a.shape} vs {b.shape}")
+        a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+        return np.clip(100.0 * (a * b).sum(axis=-1), 0.0, None)
+    import torch
+
+    a = torch.as_tensor(image_feats, dtype=torch.float32)
+    b = torch.as_tensor(text_feats, dtype=torch.float32, device=a.device)
+    if a.shape != b.shape:
+        raise ValueError(f"image and text features differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    return (100.0 * cos).clamp(min=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Background preservation
+# ----------------------------------------------------------------------------------------------
+
+
+def dilation_radii(height: int, width: int, radius_at_512: float = DEFAULT_DILATION_AT_512) -> tuple[int, int]:
+    """Dilation radii ``(ry, rx)`` in pixels for an image of this size.
+
+    The SOEBench protocol works at 512x512, so a radius of r pixels there is an ellipse of
+    radii ``r*H/512`` by ``r*W/512`` in the image's own pixels.
+    """
+    return int(round(radius_at_512 * height / 512.0)), int(round(radius_at_512 * width / 512.0))
+
+
+def dilate_mask(mask: np.ndarray, radius_y: int, radius_x: int | None = None) -> np.ndarray:
+    """Binary dilation of ``mask`` with an elliptical structuring element of radii (ry, rx)."""
+    radius_x = radius_y if radius_x is None else radius_x
+    mask = np.asarray(mask, dtype=bool)
+    if radius_y <= 0 and radius_x <= 0:
+        return mask.copy()
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_x + 1, 2 * radius_y + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def background_keep_mask(object_mask: np.ndarray, radius_at_512: float = DEFAULT_DILATION_AT_512) -> np.ndarray:
+    """Pixels that should be preserved: outside the object mask dilated by ``radius_at_512``."""
+    h, w = object_mask.shape[:2]
+    ry, rx = dilation_radii(h, w, radius_at_512)
+    return ~dilate_mask(object_mask, ry, rx)
+
+
+def _check_pair(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = np.asarray(orig)
+    b = np.asarray(gen)
+    keep = np.asarray(keep_mask, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"original and generated images differ in shape: {a.shape} vs {b.shape}")
+    if keep.shape != a.shape[:2]:
+        raise ValueError(f"keep_mask shape {keep.shape} does not match image size {a.shape[:2]}")
+    return a, b, keep
+
+
+def _default_range(a: np.ndarray, data_range: float | None) -> float:
+    if data_range is not None:
+        return float(data_range)
+    return 255.0 if a.dtype == np.uint8 else 1.0
+
+
+def masked_mse(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray, *, data_range: float | None = None) -> float:
+    """Mean squared error over the kept pixels (all channels), with values scaled to [0, 1]
+    (``data_range`` defaults to 255 for uint8 input, else 1). NaN when no pixel is kept."""
+    a, b, keep = _check_pair(orig, gen, keep_mask)
+    if not keep.any():
+        return math.nan
+    r = _default_range(a, data_range)
+    diff = (a[keep].astype(np.float64) - b[keep].astype(np.float64)) / r
+    return float(np.mean(diff**2))
+
+
+def masked_psnr(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray, *, data_range: float | None = None) -> float:
+    """PSNR in dB over the kept pixels: ``10 log10(1 / MSE)`` on [0, 1]-scaled values.
+    ``inf`` when the kept pixels are identical; NaN when no pixel is kept."""
+    mse = masked_mse(orig, gen, keep_mask, data_range=data_range)
+    if math.isnan(mse):
+        return math.nan
+    if mse == 0.0:
+        return math.inf
+    return float(10.0 * math.log10(1.0 / mse))
+
+
+def ssim_map(
+    orig: np.ndarray,
+    gen: np.ndarray,
+    *,
+    data_range: float | None = None,
+    sigma: float = SSIM_SIGMA,
+) -> np.ndarray:
+    """Per-pixel SSIM map (Gaussian window, sigma 1.5, population covariances, K1=0.01,
+    K2=0.03 -- Wang et al. 2004), averaged over channels. Same map as
+    ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, full=True)``; borders use reflected padding."""
+    from scipy.ndimage import gaussian_filter
+
+    a = np.asarray(orig)
+    b = np.asarray(gen)
+    r = _default_range(a, data_range)
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    c1 = (SSIM_K1 * r) ** 2
+    c2 = (SSIM_K2 * r) ** 2
+    maps = []
+    for ch in range(a.shape[2]):
+        x, y = a[..., ch], b[..., ch]
+
+        def blur(img: np.ndarray) -> np.ndarray:
+            return gaussian_filter(img, sigma=sigma, truncate=SSIM_TRUNCATE, mode="reflect")
+
+        ux, uy = blur(x), blur(y)
+        vx = blur(x * x) - ux * ux
+        vy = blur(y * y) - uy * uy
+        vxy = blur(x * y) - ux * uy
+        num = (2 * ux * uy + c1) * (2 * vxy + c2)
+        den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
+        maps.append(num / den)
+    return np.mean(maps, axis=0)
+
+
+def masked_ssim(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray, *, data_range: float | None = None) -> float:
+    """SSIM over the kept pixels.
+
+    The excluded pixels of ``gen`` are first replaced by ``orig``'s, then the full-image SSIM
+    map (:func:`ssim_map`) is averaged over the kept pixels. The replacement makes the score
+    independent of the edit itself: a kept pixel whose 11x11 window reaches into the (dilated)
+    object would otherwise be penalised for the intended change there. NaN when no pixel is kept.
+    """
+    a, b, keep = _check_pair(orig, gen, keep_mask)
+    if not keep.any():
+        return math.nan
+    composite = np.where(keep[..., None] if b.ndim == 3 else keep, b, a)
+    return float(ssim_map(a, composite, data_range=data_range)[keep].mean())

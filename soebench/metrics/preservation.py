@@ -1,0 +1,111 @@
+"""Background preservation: how much an edit changed the image *outside* the edited object.
+
+Per sample, the object mask is dilated (an ellipse of ``radius_at_512`` px at the protocol's
+512x512 frame, i.e. ``r*H/512`` by ``r*W/512`` in image pixels) and PSNR, SSIM and MSE are
+measured on the remaining pixels (:mod:`soebench.metrics.functional`). The state is per-metric
+sums and counts of finite values, so shards merge by adding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from soebench.errors import InputError
+from soebench.metrics._state import SummableMetric
+from soebench.metrics.functional import (
+    DEFAULT_DILATION_AT_512,
+    background_keep_mask,
+    masked_mse,
+    masked_psnr,
+    masked_ssim,
+)
+
+PRESERVATION_METRICS = ("bg_psnr", "bg_ssim", "bg_mse")
+
+
+def background_preservation(
+    original: np.ndarray,
+    generated: np.ndarray,
+    object_mask: np.ndarray,
+    *,
+    radius_at_512: float = DEFAULT_DILATION_AT_512,
+) -> dict[str, float]:
+    """``{"bg_psnr", "bg_ssim", "bg_mse"}`` for one sample (uint8 HxWx3 images, HxW bool mask)."""
+    keep = background_keep_mask(np.asarray(object_mask, dtype=bool), radius_at_512)
+    return {
+        "bg_psnr": masked_psnr(original, generated, keep),
+        "bg_ssim": masked_ssim(original, generated, keep),
+        "bg_mse": masked_mse(original, generated, keep),
+    }
+
+
+class BackgroundPreservation(SummableMetric):
+    """Mean bg_psnr / bg_ssim / bg_mse over samples.
+
+    Infinite PSNR (background untouched) is counted separately (``n_inf_psnr``) and left out of
+    the PSNR mean, which would otherwise be infinite for any run containing one such sample;
+    NaN values (no background pixel left) are counted in ``n_nan``.
+    """
+
+    _state_names = (
+        "sum_bg_psnr", "n_bg_psnr", "sum_bg_ssim", "n_bg_ssim", "sum_bg_mse", "n_bg_mse", "n_inf_psnr", "n_nan",
+    )
+
+    def __init__(self, *, radius_at_512: float = DEFAULT_DILATION_AT_512):
+        self.radius_at_512 = float(radius_at_512)
+        self.reset()
+
+    def _config(self) -> dict[str, Any]:
+        return {"radius_at_512": self.radius_at_512}
+
+    def reset(self) -> None:
+        for name in PRESERVATION_METRICS:
+            setattr(self, f"sum_{name}", np.array(0.0))
+            setattr(self, f"n_{name}", np.array(0, dtype=np.int64))
+        self.n_inf_psnr = np.array(0, dtype=np.int64)
+        self.n_nan = np.array(0, dtype=np.int64)
+
+    def update(
+        self, original: np.ndarray, generated: np.ndarray, object_mask: np.ndarray, *, sample_id: str | None = None
+    ) -> dict[str, float]:
+        """Measure one sample and add it to the state; returns its three values. Raises
+        :class:`InputError` naming ``sample_id`` when the sizes disagree."""
+        o, g, m = np.asarray(original), np.asarray(generated), np.asarray(object_mask)
+        where = f"sample {sample_id}: " if sample_id else ""
+        if o.shape != g.shape:
+            raise InputError(
+                f"{where}generated image is {g.shape[1]}x{g.shape[0]} but the original is {o.shape[1]}x{o.shape[0]}",
+                hint="outputs must have the input image's size",
+            )
+        if m.shape != o.shape[:2]:
+            raise InputError(f"{where}object mask is {m.shape[1]}x{m.shape[0]} but the image is {o.shape[1]}x{o.shape[0]}")
+        values = background_preservation(o, g, m, radius_at_512=self.radius_at_512)
+        self.update_values(values)
+        return values
+
+    def update_values(self, values: dict[str, float]) -> None:
+        if any(math.isnan(values[k]) for k in PRESERVATION_METRICS):
+            self.n_nan = self.n_nan + 1
+        for name in PRESERVATION_METRICS:
+            v = float(values[name])
+            if math.isnan(v):
+                continue
+            if math.isinf(v):
+                self.n_inf_psnr = self.n_inf_psnr + 1
+                continue
+            setattr(self, f"sum_{name}", getattr(self, f"sum_{name}") + v)
+            setattr(self, f"n_{name}", getattr(self, f"n_{name}") + 1)
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in PRESERVATION_METRICS:
+            n = int(getattr(self, f"n_{name}"))
+            out[name] = float(getattr(self, f"sum_{name}") / n) if n else math.nan
+        if int(self.n_bg_psnr) == 0 and int(self.n_inf_psnr) > 0:
+            out["bg_psnr"] = math.inf  # every background was left untouched
+        out["n_inf_psnr"] = int(self.n_inf_psnr)
+        out["n_nan"] = int(self.n_nan)
+        return out

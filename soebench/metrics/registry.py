@@ -1,0 +1,100 @@
+"""The metric names ``soebench evaluate`` knows, what weights each needs, and which can run.
+
+Default: every metric whose weights are on this machine; the run's summary names the ones
+skipped for lack of weights. Asking for a metric explicitly when its weights are missing is an
+error that says how to provide them; an unknown name is an error with "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from soebench.errors import ConfigError, MissingWeightsError
+from soebench.metrics.features import ClipSpec, clip_available, inception_available
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric's name, the weights it needs (``"clip"``, ``"inception"`` or ``None``), whether
+    it is per sample (else a set-level distance), and its direction."""
+
+    name: str
+    needs: str | None
+    per_sample: bool
+    higher_is_better: bool
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo("clip_score_local", "clip", True, True, "CLIP-Score of the tight object box crop vs the prompt"),
+        MetricInfo("clip_score_global", "clip", True, True, "CLIP-Score of the whole image vs the prompt"),
+        MetricInfo("fid_crop", "inception", False, False, "FID of generated vs original eval crops (clean resize)"),
+        MetricInfo("kid_crop", "inception", False, False, "KID of generated vs original eval crops (clean resize)"),
+        MetricInfo("fid_full", "inception", False, False, "FID of generated vs original full images"),
+        MetricInfo("kid_full", "inception", False, False, "KID of generated vs original full images"),
+        MetricInfo("bg_psnr", None, True, True, "PSNR (dB) outside the dilated object mask"),
+        MetricInfo("bg_ssim", None, True, True, "SSIM outside the dilated object mask"),
+        MetricInfo("bg_mse", None, True, False, "MSE (values in [0,1]) outside the dilated object mask"),
+    )
+}
+METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
+
+
+@dataclass(frozen=True)
+class MetricAvailability:
+    """Which metrics can run: ``available`` in registry order, ``skipped`` name -> reason, and
+    where the weights were found (``weights``: ``"clip"``/``"inception"`` -> location)."""
+
+    available: tuple[str, ...]
+    skipped: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)
+
+
+def _weights_status(clip_spec: ClipSpec | None, inception_path) -> tuple[dict[str, tuple[bool, str]], dict[str, str]]:
+    status: dict[str, tuple[bool, str]] = {}
+    status["clip"] = clip_available(clip_spec or ClipSpec())
+    status["inception"] = inception_available(inception_path)
+    found = {k: v[1] for k, v in status.items() if v[0]}
+    return status, found
+
+
+def available_metrics(clip_spec: ClipSpec | None = None, inception_path=None) -> MetricAvailability:
+    """Every registered metric whose weights are present (no model is loaded)."""
+    status, found = _weights_status(clip_spec, inception_path)
+    available, skipped = [], {}
+    for name, info in METRICS.items():
+        if info.needs is None or status[info.needs][0]:
+            available.append(name)
+        else:
+            skipped[name] = status[info.needs][1]
+    return MetricAvailability(tuple(available), skipped, found)
+
+
+def check_metric_names(names: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for unknown names, with close matches."""
+    for name in names:
+        if name not in METRICS:
+            close = difflib.get_close_matches(name, METRIC_NAMES, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"known metrics: {', '.join(METRIC_NAMES)}"
+            raise ConfigError(f"unknown metric {name!r}", hint=hint)
+
+
+def resolve_metrics(
+    requested: Sequence[str] | None, clip_spec: ClipSpec | None = None, inception_path=None
+) -> MetricAvailability:
+    """``requested=None``: the default set (all available, others listed as skipped). Explicit
+    names: all must be known and have their weights, else ConfigError / MissingWeightsError."""
+    if requested is None:
+        return available_metrics(clip_spec, inception_path)
+    check_metric_names(requested)
+    status, found = _weights_status(clip_spec, inception_path)
+    for name in requested:
+        need = METRICS[name].needs
+        if need is not None and not status[need][0]:
+            raise MissingWeightsError(f"metric {name} needs {need} weights: {status[need][1]}")
+    ordered = tuple(n for n in METRIC_NAMES if n in set(requested))
+    return MetricAvailability(ordered, {}, found)

@@ -1,0 +1,119 @@
+"""An external program as an inpainter (any language, any environment).
+
+Per batch the harness writes the inputs as PNGs and a JSONL file of requests into a temporary
+folder, then runs ``argv + [requests.jsonl]`` (an argv list, never a shell; ``{requests}`` in
+argv is replaced by the path instead when present). Each JSONL line holds ``sample_id``,
+``image`` (path), ``mask`` (path, white = edit), ``prompt``, ``seed``, ``width``, ``height`` and
+``output`` (the path the program must write a PNG of the input size to).
+
+A timeout, a non-zero exit status or a missing output becomes an error for the samples
+concerned (with the tail of the program's stderr); outputs the program did write are used.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soebench.errors import ConfigError
+from soebench.models.base import InpaintRequest, InpaintResult
+
+STDERR_TAIL = 800
+
+
+@dataclass(frozen=True)
+class CommandConfig:
+    """``argv``: the program and its arguments, split like a POSIX shell would (no shell runs);
+    ``timeout``: seconds per batch; ``cwd``: working directory; ``version``: any string you bump
+    when the program changes (it is part of the cache key)."""
+
+    argv: str
+    timeout: float = 600.0
+    cwd: str | None = None
+    version: str = ""
+
+
+def _tail(text: bytes | str | None) -> str:
+    if not text:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = text.strip()
+    return text[-STDERR_TAIL:]
+
+
+class CommandInpainter:
+    name = "command"
+
+    def __init__(self, config: CommandConfig):
+        self.config = config
+        try:
+            self.argv = shlex.split(config.argv)
+        except ValueError as exc:
+            raise ConfigError(f"command adapter: cannot split argv {config.argv!r}: {exc}") from exc
+        if not self.argv:
+            raise ConfigError("command adapter: argv is empty", hint="--model-args argv='python my_inpaint.py'")
+
+    def cache_token(self) -> dict[str, Any]:
+        return {"adapter": self.name, "argv": self.argv, "cwd": self.config.cwd, "version": self.config.version}
+
+    def _argv(self, requests_file: Path) -> list[str]:
+        if any("{requests}" in a for a in self.argv):
+            return [a.replace("{requests}", str(requests_file)) for a in self.argv]
+        return [*self.argv, str(requests_file)]
+
+    def inpaint(self, requests: Sequence[InpaintRequest]) -> list[InpaintResult]:
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory(prefix="soebench-cmd-") as tmp:
+            folder = Path(tmp)
+            lines, outputs = [], {}
+            for i, r in enumerate(requests):
+                image_path, mask_path, out_path = (folder / f"{i:05d}_{kind}.png" for kind in ("image", "mask", "output"))
+                Image.fromarray(r.image).save(image_path)
+                Image.fromarray(r.mask.astype(np.uint8) * 255).save(mask_path)
+                outputs[r.sample_id] = out_path
+                w, h = r.size
+                lines.append(json.dumps({
+                    "sample_id": r.sample_id, "image": str(image_path), "mask": str(mask_path), "prompt": r.prompt,
+                    "seed": int(r.seed), "width": w, "height": h, "output": str(out_path),
+                }))
+            requests_file = folder / "requests.jsonl"
+            requests_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            argv = self._argv(requests_file)
+            failure: str | None = None
+            try:
+                proc = subprocess.run(
+                    argv, cwd=self.config.cwd, capture_output=True, timeout=self.config.timeout, check=False
+                )
+                if proc.returncode != 0:
+                    failure = f"command {argv[0]} exited with status {proc.returncode}"
+                    if tail := _tail(proc.stderr):
+                        failure += f"; stderr: {tail}"
+            except subprocess.TimeoutExpired as exc:
+                failure = f"command {argv[0]} timed out after {self.config.timeout:g} s"
+                if tail := _tail(exc.stderr):
+                    failure += f"; stderr: {tail}"
+            except OSError as exc:
+                failure = f"cannot run command {argv[0]}: {exc}"
+            return [self._read(r, outputs[r.sample_id], failure) for r in requests]
+
+    @staticmethod
+    def _read(request: InpaintRequest, path: Path, failure: str | None) -> InpaintResult:
+        from PIL import Image, UnidentifiedImageError
+
+        if not path.is_file():
+            return InpaintResult(request.sample_id, None, failure or f"command wrote no output for sample {request.sample_id}")
+        try:
+            with Image.open(path) as img:
+                return InpaintResult(request.sample_id, np.asarray(img.convert("RGB")))
+        except (OSError, UnidentifiedImageError) as exc:
+            return InpaintResult(request.sample_id, None, f"command output {path.name} is not an image: {exc}")

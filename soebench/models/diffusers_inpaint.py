@@ -1,0 +1,195 @@
+"""Any diffusers inpainting pipeline (local folder or Hugging Face hub id already in the cache).
+
+The SOEBench protocol runs the model at ``resolution x resolution`` (512 by default): the image is
+resized with bicubic filtering and the mask with "any coverage" (bilinear, then > 0, so a tiny
+object never vanishes from the mask), and the output is resized back to the input size. Each
+sample gets its own ``torch.Generator`` seeded with the sample's seed, on the CPU, so an output
+does not depend on the batch it was in, nor on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soebench.errors import ConfigError, MissingWeightsError
+from soebench.models.base import InpaintRequest, InpaintResult, config_to_dict
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class DiffusersConfig:
+    """``path``: a saved pipeline folder or a hub id in the local cache; ``lora``: LoRA weights
+    (folder or .safetensors) for ``load_lora_weights``; ``lora_scale``: their strength;
+    ``steps``/``guidance``/``strength``/``negative_prompt``: sampler settings; ``resolution``:
+    the square size the model runs at; ``dtype``: auto (float16 on CUDA, else float32) or a
+    torch dtype name; ``device``: defaults to the run's ``--device``; ``safety_checker``: keep the
+    pipeline's safety checker (off by default: it blanks outputs, which would read as failures)."""
+
+    path: str
+    lora: str | None = None
+    lora_scale: float = 1.0
+    steps: int = 20
+    guidance: float = 7.5
+    strength: float = 1.0
+    negative_prompt: str = ""
+    resolution: int = 512
+    dtype: str = "auto"
+    device: str | None = None
+    safety_checker: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.resolution < 8 or self.resolution % 8:
+            raise ValueError(f"resolution must be a positive multiple of 8; got {self.resolution}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1; got {self.steps}")
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _looks_local(path: str) -> bool:
+    """A path rather than a hub id ``org/name``."""
+    return path.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(path)
+
+
+def check_weights(config: DiffusersConfig) -> str:
+    """Where the pipeline weights are (``"local"`` or ``"hub-cache"``), else MissingWeightsError."""
+    how = (
+        "pass --model-args path=DIR with a folder saved by pipeline.save_pretrained(DIR), or, on a machine "
+        "with network access, download a hub pipeline once (huggingface-cli download ORG/NAME) so it is in the cache"
+    )
+    path = os.path.expanduser(config.path)
+    if config.lora is not None and not Path(os.path.expanduser(config.lora)).exists():
+        raise MissingWeightsError(
+            f"LoRA weights {config.lora} do not exist",
+            hint="pass --model-args lora=DIR (a folder with pytorch_lora_weights.safetensors) or a .safetensors file",
+        )
+    if Path(path).is_dir():
+        if not (Path(path) / "model_index.json").is_file():
+            raise MissingWeightsError(f"{path} is not a saved diffusers pipeline (no model_index.json)", hint=how)
+        return "local"
+    if _looks_local(config.path):
+        raise MissingWeightsError(f"diffusers pipeline folder {path} does not exist", hint=how)
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(config.path, "model_index.json")
+    if not isinstance(hit, str):
+        raise MissingWeightsError(f"hub pipeline {config.path!r} is not in the local Hugging Face cache (offline)", hint=how)
+    return "hub-cache"
+
+
+class DiffusersInpainter:
+    """``AutoPipelineForInpainting`` with optional LoRA; loaded on the first batch."""
+
+    name = "diffusers"
+
+    def __init__(self, config: DiffusersConfig):
+        self.config = config
+        self.source = check_weights(config)
+        self._pipe = None
+        self._device = None
+
+    def cache_token(self) -> dict[str, Any]:
+        token = config_to_dict(self.config)
+        token.pop("device", None)  # the seed's generator lives on the CPU: same output on any device
+        token["adapter"] = self.name
+        for key in ("path", "lora"):
+            p = token.get(key)
+            if p and Path(os.path.expanduser(p)).exists():
+                token[f"{key}_mtime"] = _tree_mtime(Path(os.path.expanduser(p)))
+        return token
+
+    def _torch_dtype(self, device: str):
+        import torch
+
+        if self.config.dtype == "auto":
+            return torch.float16 if device.startswith("cuda") else torch.float32
+        return getattr(torch, self.config.dtype)
+
+    def load(self):
+        if self._pipe is not None:
+            return self._pipe
+        from soebench.compat import ensure_torchvision_ops
+
+        ensure_torchvision_ops()
+        import torch
+        from diffusers import AutoPipelineForInpainting
+
+        device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kwargs: dict[str, Any] = {"torch_dtype": self._torch_dtype(device)}
+        if not self.config.safety_checker:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        path = os.path.expanduser(self.config.path)
+        try:
+            pipe = AutoPipelineForInpainting.from_pretrained(path, local_files_only=True, **kwargs)
+        except (OSError, EnvironmentError) as exc:
+            raise MissingWeightsError(f"cannot load diffusers pipeline {path}: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not an inpainting pipeline AutoPipelineForInpainting can load: {exc}") from exc
+        if self.config.lora:
+            try:
+                pipe.load_lora_weights(os.path.expanduser(self.config.lora), adapter_name="soebench")
+            except (OSError, ValueError) as exc:
+                raise MissingWeightsError(f"cannot load LoRA weights {self.config.lora}: {exc}") from exc
+            if self.config.lora_scale != 1.0:
+                pipe.set_adapters(["soebench"], adapter_weights=[self.config.lora_scale])
+        pipe = pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipe, self._device = pipe, device
+        log.info("loaded diffusers pipeline %s on %s", path, device)
+        return pipe
+
+    def inpaint(self, requests: Sequence[InpaintRequest]) -> list[InpaintResult]:
+        import torch
+        from PIL import Image
+
+        if not requests:
+            return []
+        pipe = self.load()
+        res = self.config.resolution
+        images = [Image.fromarray(r.image).resize((res, res), Image.BICUBIC) for r in requests]
+        masks = [
+            Image.fromarray((np.asarray(Image.fromarray(r.mask.astype(np.uint8) * 255).resize((res, res), Image.BILINEAR)) > 0)
+                            .astype(np.uint8) * 255)
+            for r in requests
+        ]
+        generators = [torch.Generator(device="cpu").manual_seed(int(r.seed)) for r in requests]
+        with torch.inference_mode():
+            out = pipe(
+                prompt=[r.prompt for r in requests],
+                negative_prompt=[self.config.negative_prompt] * len(requests) if self.config.negative_prompt else None,
+                image=images,
+                mask_image=masks,
+                height=res,
+                width=res,
+                strength=self.config.strength,
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance,
+                generator=generators,
+                output_type="np",
+            ).images
+        results = []
+        for r, arr in zip(requests, out):
+            img = Image.fromarray(np.clip(np.round(np.asarray(arr, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8))
+            results.append(InpaintResult(r.sample_id, np.asarray(img.resize(r.size, Image.BICUBIC))))
+        return results
+
+
+def _tree_mtime(path: Path) -> float:
+    """Latest modification time under ``path`` (weights replaced in place change the cache key)."""
+    if path.is_file():
+        return path.stat().st_mtime
+    return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=path.stat().st_mtime)

@@ -1,0 +1,115 @@
+"""Generation cache: one PNG per output, keyed by a hash of everything that changes it.
+
+The key covers the adapter's ``cache_token()`` (name, model arguments, weights' modification
+times, version), the sample id, its seed, its prompt and its input (image path, mask), so a
+changed configuration never reuses a stale output and a resumed run recomputes nothing that is
+done. Files are written atomically (temporary file + rename): an interrupted write leaves no
+half image behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soebench.fileio import atomic_path
+
+CACHE_VERSION = 1
+
+
+def generation_key(token: dict[str, Any], sample_id: str, seed: int, prompt: str, input_id: str) -> str:
+    """Hex sha256 of the adapter token and the sample's identity."""
+    payload = {
+        "cache_version": CACHE_VERSION, "adapter": token, "sample_id": sample_id, "seed": int(seed),
+        "prompt": prompt, "input": input_id,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class GenerationCache:
+    """PNG files ``<root>/<key[:2]>/<key>.png``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.png"
+
+    def get(self, key: str) -> np.ndarray | None:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with Image.open(path) as img:
+                return np.asarray(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError):
+            return None  # a damaged entry is recomputed (and replaced)
+
+    def put(self, key: str, image: np.ndarray) -> Path:
+        return save_png(self.path(key), image)
+
+
+# zlib level 1: ~5x faster than PIL's default 6 on photographs, files ~5 % larger; PNG stays lossless.
+PNG_COMPRESS_LEVEL = 1
+
+
+def save_png(path: Path, image: np.ndarray) -> Path:
+    """Write a uint8 RGB image as PNG atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return Path(path)
+
+
+def link_or_copy(source: Path, target: Path) -> Path:
+    """Place ``source`` at ``target`` atomically: a hard link when possible (no second encode)."""
+    import os
+    import shutil
+
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    return Path(target)
+
+
+class BackgroundWriter:
+    """Encodes and writes PNGs on a worker thread while the next batch is scored (zlib releases
+    the GIL). ``drain()`` waits for every pending write and re-raises the first failure."""
+
+    def __init__(self, workers: int = 1):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soebench-png")
+        self._pending: list = []
+
+    def submit(self, fn, *args) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def persist_output(cache: GenerationCache | None, key: str | None, image: np.ndarray, target: Path) -> None:
+    """Cache a new output under ``key`` (when cacheable) and place it at ``target``."""
+    if cache is not None and key is not None:
+        link_or_copy(cache.put(key, image), target)
+    else:
+        save_png(target, image)

@@ -1,0 +1,99 @@
+"""Compare several runs side by side: one table (metric x run) and plots.
+
+Runs evaluated on different manifests (sha256) or prompt keys are still compared, but the table
+says so: their numbers are not measured on the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from soebench.errors import InputError
+from soebench.fileio import refuse_existing, write_text_atomic
+from soebench.run.report import fmt, fmt_ci, render_html
+
+
+def load_summary(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise InputError(f"{run_dir} is not a finished soebench run (no summary.json)",
+                         hint="run soebench evaluate --out RUN first (or --resume an interrupted one)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _names(runs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> list[str]:
+    names = [s.get("run_name") or Path(r).name for r, s in zip(runs, summaries)]
+    if len(set(names)) != len(names):
+        names = [str(r) for r in runs]
+    return names
+
+
+def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
+    """``(header, rows, warnings)``: per-sample metric means with intervals, FID/KID, taxonomy
+    fractions and error counts, one column per run."""
+    names = list(summaries)
+    metrics = list(dict.fromkeys(m for s in summaries.values() for m in s["metrics"].get("means", {})))
+    distances = list(dict.fromkeys(d for s in summaries.values() for d in s["metrics"].get("distances", {})))
+    rows = [[m] + [fmt_ci(summaries[n]["metrics"].get("means", {}).get(m)) for n in names] for m in metrics]
+    rows += [[d] + [fmt(summaries[n]["metrics"].get("distances", {}).get(d, {}).get("value")) for n in names]
+             for d in distances]
+    labels = list(dict.fromkeys(k for s in summaries.values() for k in s.get("taxonomy", {}).get("fractions", {})))
+    rows += [[f"taxonomy: {lab}"] + [fmt(summaries[n].get("taxonomy", {}).get("fractions", {}).get(lab)) for n in names]
+             for lab in labels]
+    rows.append(["samples"] + [str(summaries[n]["manifest"]["num_samples"]) for n in names])
+    rows.append(["errors"] + [str(summaries[n]["errors"]["count"]) for n in names])
+    warnings = []
+    shas = {summaries[n]["manifest"]["sha256"] for n in names}
+    if len(shas) > 1:
+        warnings.append("runs were evaluated on different manifests (sha256 differs): numbers are not paired")
+    prompts = {summaries[n]["prompt_key"] for n in names}
+    if len(prompts) > 1:
+        warnings.append(f"runs used different prompt keys: {', '.join(sorted(prompts))}")
+    counts = {summaries[n]["manifest"]["num_samples"] for n in names}
+    if len(counts) > 1:
+        warnings.append("runs cover different numbers of samples")
+    return ["metric"] + names, rows, warnings
+
+
+def compare_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, overwrite: bool = False) -> dict[str, Any]:
+    """Load the runs' summaries; with ``out``, write ``compare.md``, ``compare.html`` and plots there.
+    Returns ``{"header", "rows", "warnings", "files"}``."""
+    if len(runs) < 1:
+        raise InputError("compare needs at least one run folder")
+    loaded = [load_summary(Path(r)) for r in runs]
+    summaries = dict(zip(_names([Path(r) for r in runs], loaded), loaded))
+    header, rows, warnings = comparison_table(summaries)
+    files: list[Path] = []
+    if out is not None:
+        files = _write(Path(out), summaries, header, rows, warnings, overwrite)
+    return {"header": header, "rows": rows, "warnings": warnings, "files": files}
+
+
+def _write(out: Path, summaries, header, rows, warnings, overwrite: bool) -> list[Path]:
+    from soebench.metrics import SIZE_BUCKET_NAMES
+    from soebench.run import plots
+    from soebench.run.report import _md_table
+
+    refuse_existing(out / "compare.md", overwrite, what="comparison")
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for title, fn, args in (
+        ("Metrics", plots.metric_bars, ()),
+        ("Metrics by object size", plots.metric_vs_size, (SIZE_BUCKET_NAMES,)),
+        ("Failure taxonomy", plots.taxonomy_bars, (SIZE_BUCKET_NAMES,)),
+    ):
+        name = title.lower().replace(" ", "_") + ".png"
+        if p := fn(summaries, out / "plots" / name, *args):
+            figures[title] = p.relative_to(out).as_posix()
+    md = ["# SOEBench comparison", ""] + [f"> warning: {w}" for w in warnings] + ["", _md_table(header, rows), ""]
+    md += [f"## {t}\n\n![{t}]({p})\n" for t, p in figures.items()]
+    write_text_atomic(out / "compare.md", "\n".join(md))
+    info = [("runs", ", ".join(summaries))] + [("warning", w) for w in warnings]
+    write_text_atomic(out / "compare.html", render_html("SOEBench comparison", info, [("Metrics", header, rows)], figures))
+    return [out / "compare.md", out / "compare.html", *(out / p for p in figures.values())]

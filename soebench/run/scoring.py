@@ -1,0 +1,167 @@
+"""Per-batch scoring of generated images: per-sample metrics, taxonomy and set-level states.
+
+:class:`Scorer` holds the chosen metrics (from :mod:`soebench.metrics`) with their injected
+networks. ``score(batch)`` runs each network once per batch -- CLIP on every local crop and
+whole image together, the Inception on the eval crops and full images of both the originals
+and the outputs together -- and returns one dict of per-sample values per sample.
+``state_dict()`` / ``merge_states()`` carry the set-level (FID/KID) states between shards:
+they are sums (KID: kept features), so shards merge by adding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from soebench.metrics import METRICS, MetricAvailability
+
+CLIP_METRICS = ("clip_score_local", "clip_score_global")
+BG_METRICS = ("bg_psnr", "bg_ssim", "bg_mse")
+DISTANCE_METRICS = ("fid_crop", "kid_crop", "fid_full", "kid_full")
+PER_SAMPLE_METRICS = CLIP_METRICS + BG_METRICS
+
+
+@dataclass
+class ScoredSample:
+    """What scoring needs of one sample (the original is decoded once, by the caller)."""
+
+    sample_id: str
+    original: np.ndarray
+    generated: np.ndarray
+    mask: np.ndarray
+    prompt: str
+    bbox: Sequence[float]  # [x, y, w, h]
+    eval_crop: Sequence[float]  # [x0, y0, x1, y1]
+    color: str | None = None
+
+
+@dataclass
+class Scorer:
+    """The metrics of one run. ``clip`` / ``inception`` are the loaded networks (None when their
+    metrics are not chosen); ``classify`` is :func:`soebench.taxonomy.classify` or None."""
+
+    chosen: MetricAvailability
+    clip: Any = None
+    inception: Any = None
+    classify: Any = None
+    bg_radius_at_512: float | None = None
+    states: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from soebench.metrics import FID, KID, BackgroundPreservation
+
+        names = set(self.chosen.available)
+        if names & set(CLIP_METRICS) and self.clip is None:
+            raise ValueError("CLIP metrics chosen but no CLIP encoder given")
+        if names & set(DISTANCE_METRICS) and self.inception is None:
+            raise ValueError("FID/KID chosen but no Inception network given")
+        bg_kwargs = {} if self.bg_radius_at_512 is None else {"radius_at_512": self.bg_radius_at_512}
+        self.bg = BackgroundPreservation(**bg_kwargs)
+        self.states = {}
+        for name in DISTANCE_METRICS:
+            if name in names:
+                self.states[name] = FID() if name.startswith("fid") else KID()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.chosen.available
+
+    def score(self, batch: Sequence[ScoredSample]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [{m: math.nan for m in PER_SAMPLE_METRICS} for _ in batch]
+        if not batch:
+            return rows
+        names = set(self.names)
+        if names & set(CLIP_METRICS):
+            self._clip(batch, rows, names)
+        if names & set(BG_METRICS):
+            for row, s in zip(rows, batch):
+                values = self.bg.update(s.original, s.generated, s.mask, sample_id=s.sample_id)
+                row.update({k: v for k, v in values.items() if k in names})
+        if self.states:
+            self._distances(batch)
+        for row, s in zip(rows, batch):
+            row.update(self._taxonomy(s))
+        return rows
+
+    def _clip(self, batch: Sequence[ScoredSample], rows: list[dict[str, Any]], names: set[str]) -> None:
+        from soebench.metrics import clip_score, region_pixels
+
+        regions = [r for r in ("local", "global") if f"clip_score_{r}" in names]
+        pixels = [region_pixels(s.generated, region, s.bbox) for region in regions for s in batch]
+        image_feats = self.clip.encode_images(pixels)
+        text_feats = self.clip.encode_texts([s.prompt for s in batch])
+        n = len(batch)
+        for k, region in enumerate(regions):
+            scores = clip_score(image_feats[k * n : (k + 1) * n], text_feats)
+            scores = scores.detach().cpu().numpy() if hasattr(scores, "detach") else np.asarray(scores)
+            for row, value in zip(rows, scores):
+                row[f"clip_score_{region}"] = float(value)
+
+    def _distances(self, batch: Sequence[ScoredSample]) -> None:
+        from soebench.metrics import crop_box, extract_features
+
+        views = []  # (state names, real?, images)
+        if "fid_crop" in self.states or "kid_crop" in self.states:
+            for real in (True, False):
+                views.append((("fid_crop", "kid_crop"), real, [crop_box(s.original if real else s.generated, s.eval_crop) for s in batch]))
+        if "fid_full" in self.states or "kid_full" in self.states:
+            for real in (True, False):
+                views.append((("fid_full", "kid_full"), real, [s.original if real else s.generated for s in batch]))
+        feats = extract_features(self.inception, [img for _, _, imgs in views for img in imgs])
+        start = 0
+        for state_names, real, imgs in views:
+            block = feats[start : start + len(imgs)]
+            start += len(imgs)
+            for name in state_names:
+                if name in self.states:
+                    self.states[name].update_features(block, real=real)
+
+    def _taxonomy(self, s: ScoredSample) -> dict[str, Any]:
+        if self.classify is None:
+            return {"failure": None, "failure_evidence": None}
+        result = self.classify(s.original, s.generated, s.mask, expected_color=s.color, bbox=list(s.bbox))
+        evidence = {k: _plain(v) for k, v in dict(result.evidence).items()}
+        return {"failure": str(result.label), "failure_evidence": json.dumps(evidence, sort_keys=True), "_evidence": evidence}
+
+    # -- set-level states ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: m.state_dict() for name, m in self.states.items()}
+
+    def load_merged(self, states: Sequence[dict[str, Any]]) -> None:
+        """Replace the set-level states by the sum of ``states`` (one per shard)."""
+        from soebench.metrics import FID, KID
+
+        for name in self.states:
+            total = FID() if name.startswith("fid") else KID()
+            total.load_state_dict(_empty_state(total))
+            for state in states:
+                part = FID() if name.startswith("fid") else KID()
+                part.load_state_dict(state[name])
+                total.merge(part)
+            self.states[name] = total
+
+    def distances(self) -> dict[str, dict[str, Any]]:
+        return {name: self.states[name].compute().to_dict() for name in DISTANCE_METRICS if name in self.states}
+
+
+def _empty_state(metric: Any) -> dict[str, Any]:
+    metric.reset()
+    return metric.state_dict()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able evidence values (numpy scalars -> Python)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def metric_directions() -> dict[str, bool]:
+    """Metric name -> higher is better."""
+    return {name: info.higher_is_better for name, info in METRICS.items()}

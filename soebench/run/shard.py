@@ -1,0 +1,102 @@
+"""Sharding a run across processes (``accelerate launch -m soebench evaluate ...``).
+
+Rank ``r`` of ``W`` takes samples ``r, r+W, r+2W, ...`` (manifest order), generates and scores
+them, and writes its per-sample rows plus its metric states to ``shards/rank-r-of-W.pkl``. Rank 0
+waits for every shard of the same run configuration, concatenates the rows (back in manifest
+order) and adds the metric states -- they are sums, so the merge is exact: two shards merged
+give the same result as one process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from soebench.errors import InputError
+from soebench.fileio import atomic_path
+
+SHARD_DIR = "shards"
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"invalid shard rank {self.rank} of world size {self.world_size}")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def select(self, items: Sequence[Any]) -> list[Any]:
+        return list(items[self.rank :: self.world_size])
+
+
+def detect_shard() -> Shard:
+    """The process's shard from ``RANK``/``WORLD_SIZE`` (set by ``accelerate launch`` and torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+    return Shard(rank, world) if world > 1 else Shard()
+
+
+def barrier() -> None:
+    """Wait for every process when torch.distributed is running (else nothing to wait for)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shard_path(run_dir: Path, shard: Shard) -> Path:
+    return Path(run_dir) / SHARD_DIR / f"rank-{shard.rank:03d}-of-{shard.world_size:03d}.pkl"
+
+
+def write_shard(run_dir: Path, shard: Shard, config_hash: str, rows: list[dict[str, Any]], states: dict[str, Any],
+                stats: dict[str, Any]) -> Path:
+    path = shard_path(run_dir, shard)
+    payload = {"config_hash": config_hash, "shard": (shard.rank, shard.world_size), "rows": rows, "states": states,
+               "stats": stats}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def read_shards(run_dir: Path, world_size: int, config_hash: str, *, timeout: float = 0.0, poll: float = 2.0) -> list[dict]:
+    """Every shard of this configuration; waits up to ``timeout`` seconds for missing ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found, missing = [], []
+        for rank in range(world_size):
+            path = shard_path(run_dir, Shard(rank, world_size))
+            payload = _load(path)
+            if payload is None or payload["config_hash"] != config_hash:
+                missing.append(rank)
+            else:
+                found.append(payload)
+        if not missing:
+            return found
+        if time.monotonic() >= deadline:
+            raise InputError(
+                f"run {run_dir}: shard(s) {', '.join(map(str, missing))} of {world_size} are missing or belong to another "
+                "configuration",
+                hint="run every rank (accelerate launch) with the same options, then run rank 0 again with --resume",
+            )
+        time.sleep(poll)
+
+
+def _load(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        return pickle.load(fh)

@@ -1,0 +1,159 @@
+"""Caching, resume after an interruption, no stale reuse, shard merge, compare and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from soebench.cli.app import main
+from soebench.evaluate import evaluate
+from soebench.run.compare import compare_runs
+from tests.evaluate.conftest import BG
+
+
+class Counting:
+    """Darkens the masked pixels by ``offset``; counts samples; can be interrupted after k."""
+
+    name = "counting"
+
+    def __init__(self, offset=40, interrupt_after=None):
+        self.offset, self.interrupt_after, self.calls = offset, interrupt_after, 0
+
+    def cache_token(self):
+        return {"adapter": "counting", "offset": self.offset}
+
+    def inpaint(self, requests):
+        out = []
+        for r in requests:
+            if self.interrupt_after is not None and self.calls >= self.interrupt_after:
+                raise KeyboardInterrupt
+            self.calls += 1
+            img = r.image.copy()
+            img[r.mask] = np.clip(img[r.mask].astype(int) - self.offset, 0, 255)
+            out.append(img)
+        return out
+
+
+def _images(run):
+    return {p.name: np.asarray(Image.open(p)) for p in sorted((run / "images").iterdir())}
+
+
+def test_resume_after_interrupt_computes_only_the_rest(tmp_path, manifest6):
+    out = tmp_path / "run"
+    first = Counting(interrupt_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest6, first, out, metrics=BG, batch_size=1, progress=False)
+    assert first.calls == 4
+    assert not (out / "summary.json").exists()
+    second = Counting()
+    res = evaluate(manifest6, second, out, metrics=BG, batch_size=1, progress=False, resume=True)
+    assert second.calls == 2 and res.from_cache == 4
+    fresh = evaluate(manifest6, Counting(), tmp_path / "fresh", metrics=BG, batch_size=1, progress=False)
+    pd.testing.assert_frame_equal(res.samples, fresh.samples)
+    assert res.summary["metrics"]["means"] == fresh.summary["metrics"]["means"]
+    again = Counting()
+    evaluate(manifest6, again, out, metrics=BG, progress=False, resume=True)
+    assert again.calls == 0  # a finished run recomputes nothing
+
+
+def test_changed_config_never_reuses_stale_outputs(tmp_path, manifest6):
+    out = tmp_path / "run"
+    evaluate(manifest6, Counting(offset=40), out, metrics=BG, progress=False, report=False)
+    before = _images(out)
+    changed = Counting(offset=90)
+    evaluate(manifest6, changed, out, metrics=BG, progress=False, resume=True, report=False)
+    assert changed.calls == 6
+    after = _images(out)
+    assert all(not np.array_equal(before[k], after[k]) for k in before)
+    reseeded = Counting(offset=90)
+    evaluate(manifest6, reseeded, out, metrics=BG, progress=False, resume=True, report=False, seed=7)
+    assert reseeded.calls == 6  # the seed is part of the key
+    reprompted = Counting(offset=90)
+    evaluate(manifest6, reprompted, out, metrics=BG, progress=False, resume=True, report=False, prompt_key="label")
+    assert reprompted.calls == 6
+    same = Counting(offset=40)
+    evaluate(manifest6, same, out, metrics=BG, progress=False, resume=True, report=False)
+    assert same.calls == 0  # the first configuration's outputs are still cached, under their own keys
+    assert all(np.array_equal(before[k], v) for k, v in _images(out).items())
+
+
+def test_damaged_cache_entry_is_recomputed(tmp_path, manifest6):
+    out = tmp_path / "run"
+    evaluate(manifest6, Counting(), out, metrics=BG, progress=False, report=False, limit=2)
+    entry = next((out / "cache").rglob("*.png"))
+    entry.write_bytes(b"garbage")
+    again = Counting()
+    evaluate(manifest6, again, out, metrics=BG, progress=False, report=False, limit=2, resume=True)
+    assert again.calls == 1
+
+
+def test_two_shards_merged_equal_one_run(tmp_path, manifest6, tiny_nets):
+    opts = dict(batch_size=2, progress=False, **tiny_nets)
+    single = evaluate(manifest6, "mean-fill", tmp_path / "single", **opts)
+    sharded = tmp_path / "sharded"
+    rank1 = evaluate(manifest6, "mean-fill", sharded, shard=(1, 2), **opts)
+    assert rank1.summary is None and rank1.shard_path.is_file() and rank1.adapter_calls == 3
+    # rank 0 joins the folder rank 1 already wrote to (in a real launch rank 0 claims it first)
+    rank0 = evaluate(manifest6, "mean-fill", sharded, shard=(0, 2), resume=True, shard_timeout=0, **opts)
+    assert rank0.adapter_calls == 3
+    pd.testing.assert_frame_equal(rank0.samples, single.samples)
+    a, b = rank0.summary["metrics"], single.summary["metrics"]
+    # CLIP runs in float32 on differently composed batches: equal up to float32 rounding
+    for key in ("means", "by_size_bucket", "by_category"):
+        assert json.dumps(a[key], sort_keys=True).count("mean") == json.dumps(b[key], sort_keys=True).count("mean")
+    for name, d in b["means"].items():
+        for stat in ("mean", "lo", "hi", "n"):
+            assert a["means"][name][stat] == pytest.approx(d[stat], rel=1e-6), (name, stat)
+    for name, groups in b["by_size_bucket"].items():
+        for group, d in groups.items():
+            assert a["by_size_bucket"][name][group]["mean"] == pytest.approx(d["mean"], rel=1e-6)
+    for name, d in b["distances"].items():
+        assert a["distances"][name]["n_real"] == d["n_real"] == 6
+        assert a["distances"][name]["value"] == pytest.approx(d["value"], rel=1e-6, abs=1e-9)
+    assert rank0.summary["world_size"] == 2
+
+
+def test_missing_shard_is_an_error(tmp_path, manifest6):
+    from soebench.errors import InputError
+
+    with pytest.raises(InputError, match="shard\\(s\\) 1 of 2 are missing"):
+        evaluate(manifest6, "original", tmp_path / "run", shard=(0, 2), shard_timeout=0, metrics=BG, progress=False)
+
+
+def test_compare_two_runs(tmp_path, manifest6):
+    a, b = tmp_path / "telea", tmp_path / "original"
+    evaluate(manifest6, "opencv-telea", a, metrics=BG, progress=False)
+    evaluate(manifest6, "original", b, metrics=BG, progress=False)
+    result = compare_runs([a, b], tmp_path / "cmp")
+    assert result["header"] == ["metric", "telea", "original"]
+    rows = {r[0]: r[1:] for r in result["rows"]}
+    assert rows["bg_mse"][1].startswith("0 ") and rows["errors"] == ["0", "0"]
+    assert result["warnings"] == []
+    for f in result["files"]:
+        assert f.is_file()
+    assert "| bg_ssim |" in (tmp_path / "cmp" / "compare.md").read_text()
+    with pytest.raises(Exception, match="already exists"):
+        compare_runs([a, b], tmp_path / "cmp")
+
+
+def test_cli_evaluate_and_compare(tmp_path, manifest6, capsys):
+    run = tmp_path / "run"
+    args = ["evaluate", "-m", str(manifest6), "--out", str(run), "--model", "mean-fill", "--model-args", "ring=3",
+            "--metrics", ",".join(BG), "--limit", "3", "--quiet", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"]["args"] == {"ring": 3} and summary["manifest"]["num_samples"] == 3
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(args[:-2] + ["--resume", "--quiet"]) == 0
+    assert "reused 3 from the cache" in capsys.readouterr().out
+    assert main(["evaluate", "-m", str(manifest6), "--out", str(tmp_path / "x"), "--model", "opencv-tela"]) == 2
+    assert "did you mean opencv-telea" in capsys.readouterr().err
+    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 0
+    assert "bg_ssim" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "x")]) == 2
+    assert "not a finished soebench run" in capsys.readouterr().err

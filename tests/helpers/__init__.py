@@ -1,0 +1,1 @@
+"""Shared test helpers (tiny networks built and saved by the tests themselves)."""

@@ -1,0 +1,202 @@
+"""Built-in adapters: baselines, python, command, folder; output checks."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from soebench.errors import ConfigError, InputError
+from soebench.models import MODELS, InpaintResult, build_model, check_output
+from tests.models.conftest import make_request
+
+
+# -- output normalisation ----------------------------------------------------------------------
+
+
+def test_check_output_accepts_arrays_pil_and_unit_floats():
+    r = make_request()
+    assert check_output(r, r.image).ok
+    assert check_output(r, Image.fromarray(r.image)).ok
+    as_float = check_output(r, r.image.astype(np.float32) / 255.0)
+    assert as_float.ok and np.abs(as_float.image.astype(int) - r.image).max() <= 1
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((10, 10, 3), np.uint8), "returned a 10x10 image; the input is 48x40"),
+    (np.zeros((40, 48), np.uint8), "shape"),
+    (np.full((40, 48, 3), 300, np.int32), "dtype"),
+    (None, "no image"),
+    (InpaintResult("s0", None, "boom"), "boom"),
+])
+def test_check_output_errors(bad, match):
+    res = check_output(make_request(), bad)
+    assert not res.ok and match in res.error
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+
+def test_original_returns_the_input(requests3):
+    out = MODELS.create("original").inpaint(requests3)
+    for r, res in zip(requests3, out):
+        assert res.sample_id == r.sample_id and np.array_equal(res.image, r.image)
+
+
+@pytest.mark.parametrize("name", ["opencv-telea", "opencv-ns"])
+def test_opencv_removes_the_object(name, requests3):
+    out = MODELS.create(name).inpaint(requests3)
+    for r, res in zip(requests3, out):
+        assert res.image.shape == r.image.shape
+        inside_before = r.image[r.mask].astype(float).mean(axis=0)
+        inside_after = res.image[r.mask].astype(float).mean(axis=0)
+        ring = ~r.mask
+        bg = r.image[ring].astype(float).mean(axis=0)
+        # the masked region now looks like the background, not like the object
+        assert np.linalg.norm(inside_after - bg) < 0.3 * np.linalg.norm(inside_before - bg)
+        far = np.ones_like(r.mask)
+        ys, xs = np.nonzero(r.mask)
+        far[max(0, ys.min() - 8): ys.max() + 9, max(0, xs.min() - 8): xs.max() + 9] = False
+        assert np.array_equal(res.image[far], r.image[far])  # pixels far from the mask are untouched
+
+
+def test_mean_fill_uses_the_ring_colour(requests3):
+    from scipy import ndimage
+
+    ring = 4
+    out = MODELS.create("mean-fill", f"ring={ring}").inpaint(requests3)
+    for r, res in zip(requests3, out):
+        filled = res.image[r.mask]
+        assert (filled == filled[0]).all()  # one colour
+        assert np.array_equal(res.image[~r.mask], r.image[~r.mask])
+        # independent reference: a disc of radius `ring` around the mask (edges may differ by a pixel)
+        yy, xx = np.mgrid[-ring:ring + 1, -ring:ring + 1]
+        band = ndimage.binary_dilation(r.mask, structure=(yy**2 + xx**2) <= ring**2) & ~r.mask
+        expected = r.image[band].astype(float).mean(axis=0)
+        assert np.abs(filled[0].astype(float) - expected).max() <= 3.0
+
+
+# -- python ------------------------------------------------------------------------------------
+
+
+def test_python_target_batched_and_per_sample(requests3):
+    batched = MODELS.create("python", "target=tests.models._adapters:invert_batch")
+    out = batched.inpaint(requests3)
+    r = requests3[0]
+    assert np.array_equal(out[0][r.mask], 255 - r.image[r.mask])
+    per = MODELS.create("python", "target=tests.models._adapters:grey_one,per_sample=true")
+    assert (per.inpaint(requests3)[1] == 128).all()
+    assert batched.cache_token()["target"] == "tests.models._adapters:invert_batch"
+
+
+def test_python_target_object_class(requests3):
+    painter = MODELS.create("python", "target=tests.models._adapters:Painter")
+    out = painter.inpaint(requests3)
+    assert (out[0][requests3[0].mask] == (0, 255, 0)).all()
+
+
+@pytest.mark.parametrize("target, match", [
+    ("tests.models._adapters", "package.module:callable"),
+    ("tests.models.nope:f", "cannot import module"),
+    ("tests.models._adapters:missing", "no attribute"),
+    ("tests.models._adapters:NOT_CALLABLE", "neither callable"),
+])
+def test_python_target_errors(target, match):
+    with pytest.raises(ConfigError, match=match):
+        MODELS.create("python", f"target={target}")
+
+
+def test_python_object_from_api(requests3):
+    adapter, _ = build_model(lambda reqs: [q.image for q in reqs])
+    assert np.array_equal(adapter.inpaint(requests3)[2], requests3[2].image)
+
+
+# -- folder ------------------------------------------------------------------------------------
+
+
+def test_folder_reads_outputs_and_reports_missing(tmp_path, requests3):
+    Image.fromarray(255 - requests3[0].image).save(tmp_path / "s0.png")
+    (tmp_path / "s1.png").write_bytes(b"not a png")
+    out = MODELS.create("folder", f"path={tmp_path}").inpaint(requests3)
+    assert out[0].ok and np.array_equal(out[0].image, 255 - requests3[0].image)
+    assert not out[1].ok and "cannot read" in out[1].error
+    assert not out[2].ok and "no output file" in out[2].error and "s2.png" in out[2].error
+    assert MODELS.create("folder", f"path={tmp_path}").cache_token() is None
+
+
+def test_folder_must_exist(tmp_path):
+    with pytest.raises(InputError, match="is not a folder"):
+        MODELS.create("folder", f"path={tmp_path / 'nope'}")
+
+
+# -- command -----------------------------------------------------------------------------------
+
+SCRIPT = textwrap.dedent('''
+    import json, sys, time
+    from PIL import Image, ImageOps
+    mode, requests = sys.argv[1], sys.argv[2]
+    lines = [json.loads(l) for l in open(requests) if l.strip()]
+    for i, req in enumerate(lines):
+        if mode == "sleep":
+            time.sleep(30)
+        if mode == "partial" and i == 1:
+            print("model crashed on sample", req["sample_id"], file=sys.stderr)
+            sys.exit(3)
+        img = Image.open(req["image"]).convert("RGB")
+        mask = Image.open(req["mask"]).convert("L")
+        assert img.size == (req["width"], req["height"]) == mask.size
+        out = Image.composite(ImageOps.invert(img), img, mask)
+        if mode == "small":
+            out = out.resize((8, 8))
+        out.save(req["output"])
+''')
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "inpaint_prog.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def _command(script, mode, **extra):
+    args = {"argv": f"{sys.executable} {script} {mode}", **extra}
+    return MODELS.create("command", ",".join(f"{k}={v}" for k, v in args.items()))
+
+
+def test_command_runs_program_on_jsonl(script, requests3):
+    out = _command(script, "ok").inpaint(requests3)
+    for r, res in zip(requests3, out):
+        assert res.ok
+        assert np.array_equal(res.image[r.mask], 255 - r.image[r.mask])
+        assert np.array_equal(res.image[~r.mask], r.image[~r.mask])
+
+
+def test_command_nonzero_exit_keeps_written_outputs(script, requests3):
+    out = _command(script, "partial").inpaint(requests3)
+    assert out[0].ok
+    for res in out[1:]:
+        assert not res.ok and "exited with status 3" in res.error and "model crashed on sample s1" in res.error
+
+
+def test_command_timeout_is_per_sample_error(script, requests3):
+    out = _command(script, "sleep", timeout=1).inpaint(requests3[:1])
+    assert not out[0].ok and "timed out after 1 s" in out[0].error
+
+
+def test_command_wrong_size_caught_by_check(script, requests3):
+    res = _command(script, "small").inpaint(requests3[:1])[0]
+    checked = check_output(requests3[0], res)
+    assert not checked.ok and "8x8" in checked.error
+
+
+def test_command_missing_program_and_placeholder(tmp_path, script, requests3):
+    out = MODELS.create("command", f"argv={tmp_path / 'no-such-program'}").inpaint(requests3[:1])
+    assert not out[0].ok and "cannot run command" in out[0].error
+    adapter = MODELS.create("command", f"argv={sys.executable} {script} ok {{requests}}")
+    assert adapter.inpaint(requests3[:1])[0].ok
+    with pytest.raises(ConfigError, match="argv is empty"):
+        MODELS.create("command", "argv=")

@@ -1,0 +1,148 @@
+"""The diffusers adapter: protocol resize, per-sample seeds, LoRA, missing weights.
+
+The end-to-end test loads the tiny random inpainting pipeline of ``soediff.tiny`` from disk
+through ``AutoPipelineForInpainting.from_pretrained`` (the real loading path)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from soebench.errors import MissingWeightsError
+from soebench.models import MODELS, DiffusersConfig, DiffusersInpainter
+from tests.models.conftest import make_request
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_dir(tmp_path_factory):
+    tiny = pytest.importorskip("soediff.tiny", reason="soediff.tiny (tiny inpainting pipeline) not available yet")
+    return tiny.save_tiny_inpaint_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipe")
+
+
+def test_missing_local_path_says_how_to_provide_weights(tmp_path):
+    with pytest.raises(MissingWeightsError) as err:
+        MODELS.create("diffusers", f"path={tmp_path / 'sd-inpainting'}")
+    assert "does not exist" in str(err.value) and "save_pretrained" in err.value.hint
+
+
+def test_folder_without_model_index_is_not_a_pipeline(tmp_path):
+    with pytest.raises(MissingWeightsError, match="no model_index.json"):
+        MODELS.create("diffusers", f"path={tmp_path}")
+
+
+def test_hub_id_not_in_cache_is_missing_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(MissingWeightsError, match="not in the local Hugging Face cache"):
+        MODELS.create("diffusers", "path=someorg/some-inpainting-model")
+
+
+def test_missing_lora_is_missing_weights(tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    with pytest.raises(MissingWeightsError, match="LoRA weights"):
+        MODELS.create("diffusers", f"path={tmp_path},lora={tmp_path / 'nope'}")
+
+
+class FakePipe:
+    """Records what the adapter passes; returns noise drawn from each sample's generator."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *, prompt, image, mask_image, height, width, generator, output_type, **kw):
+        import torch
+
+        self.calls.append(dict(prompt=prompt, image=image, mask_image=mask_image, height=height, width=width, **kw))
+        assert output_type == "np"
+        imgs = np.stack([torch.rand((height, width, 3), generator=g).numpy() for g in generator])
+
+        class Out:
+            images = imgs
+
+        return Out()
+
+
+def _adapter_with(pipe, tmp_path, **cfg):
+    if not (tmp_path / "model_index.json").exists():
+        (tmp_path / "model_index.json").write_text("{}")
+    adapter = DiffusersInpainter(DiffusersConfig(path=str(tmp_path), **cfg))
+    adapter._pipe = pipe
+    return adapter
+
+
+def test_protocol_resize_seeds_and_output_size(tmp_path):
+    pipe = FakePipe()
+    adapter = _adapter_with(pipe, tmp_path, resolution=64, steps=3, guidance=2.0)
+    tiny_object = make_request("a", size=(200, 150), seed=5)
+    reqs = [tiny_object, make_request("b", size=(48, 40), seed=6)]
+    out = adapter.inpaint(reqs)
+    call = pipe.calls[0]
+    assert (call["height"], call["width"]) == (64, 64)
+    assert all(im.size == (64, 64) for im in call["image"] + call["mask_image"])
+    assert call["num_inference_steps"] == 3 and call["guidance_scale"] == 2.0
+    assert call["prompt"] == [r.prompt for r in reqs]
+    for r, res, m in zip(reqs, out, call["mask_image"]):
+        assert res.image.shape == r.image.shape and res.image.dtype == np.uint8
+        assert np.asarray(m).max() == 255  # the object survives the downscale
+    # per-sample generators: a sample's output does not depend on its batch
+    alone = adapter.inpaint([reqs[1]])[0].image
+    assert np.array_equal(alone, out[1].image)
+    assert not np.array_equal(adapter.inpaint([make_request("b", size=(48, 40), seed=7)])[0].image, alone)
+
+
+def test_cache_token_ignores_device_but_not_settings(tmp_path):
+    a = _adapter_with(FakePipe(), tmp_path, steps=3, device="cpu").cache_token()
+    b = _adapter_with(FakePipe(), tmp_path, steps=3, device="cuda").cache_token()
+    c = _adapter_with(FakePipe(), tmp_path, steps=4).cache_token()
+    assert a == b and a != c
+    (tmp_path / "model_index.json").write_text('{"changed": 1}')  # weights replaced in place
+    import os
+
+    os.utime(tmp_path / "model_index.json", (1e9, 2e9))
+    assert _adapter_with(FakePipe(), tmp_path, steps=3).cache_token() != a
+
+
+def test_tiny_pipeline_end_to_end(tiny_pipeline_dir, tmp_path):
+    from tests.factories import make_manifest
+
+    from soebench.evaluate import evaluate
+
+    manifest = make_manifest(tmp_path, 2)
+    args = f"path={tiny_pipeline_dir},steps=2,resolution=64,guidance=1.0"
+    res = evaluate(manifest, "diffusers", tmp_path / "run", model_args=args, metrics=["bg_mse"], progress=False,
+                   report=False, batch_size=2)
+    assert res.summary["errors"]["count"] == 0, res.summary["errors"]
+    assert res.adapter_calls == 2 and res.summary["model"]["args"]["steps"] == 2
+    from PIL import Image
+
+    img = Image.open(tmp_path / "run" / res.samples["output_path"][0])
+    assert img.size == (96, 80)
+    # the same seeds give the same outputs through a fresh pipeline load
+    again = evaluate(manifest, "diffusers", tmp_path / "run2", model_args=args, metrics=["bg_mse"], progress=False,
+                     report=False, batch_size=1)
+    for rel in res.samples["output_path"]:
+        a = np.asarray(Image.open(tmp_path / "run" / rel), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "run2" / rel), dtype=int)
+        assert np.abs(a - b).max() <= 2  # batch of 2 vs 1: equal up to float rounding
+
+
+def test_tiny_pipeline_with_lora(tiny_pipeline_dir, tmp_path):
+    """LoRA weights saved the diffusers way load with load_lora_weights and change the output."""
+    from soebench.compat import ensure_torchvision_ops
+
+    ensure_torchvision_ops()
+    import torch
+    from diffusers import AutoPipelineForInpainting, StableDiffusionInpaintPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = AutoPipelineForInpainting.from_pretrained(tiny_pipeline_dir)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                     init_lora_weights=False))
+    StableDiffusionInpaintPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(pipe.unet))
+    req = [make_request("a", size=(64, 64), seed=1)]
+    base = MODELS.create("diffusers", f"path={tiny_pipeline_dir},steps=2,resolution=64").inpaint(req)[0].image
+    lora = MODELS.create("diffusers", f"path={tiny_pipeline_dir},steps=2,resolution=64,lora={tmp_path / 'lora'}")
+    assert lora.cache_token()["lora"] == str(tmp_path / "lora")
+    assert not np.array_equal(lora.inpaint(req)[0].image, base)
+    torch.manual_seed(0)
