@@ -18,7 +18,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from soebench.errors import ConfigError, OutputExistsError
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("samples.parquet", "summary.json", "report.md", "report.html", "run.json")
-RUN_DIRS = ("images", "cache", "shards", "plots")
+RUN_DIRS = ("images", "cache", "scores", "shards", "plots")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ class _Run:
     opts: EvalOptions
     shard: Any
     metrics_info: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
 
 
 def evaluate(
@@ -135,9 +136,10 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     from soebench.manifest.io import Manifest, read_manifest
     from soebench.models import build_model
     from soebench.run.generate import ROW_COLUMNS
-    from soebench.run.shard import Shard, detect_shard
+    from soebench.run.shard import Shard, detect_shard, local_device
 
     shard = Shard(*opts.shard) if opts.shard else detect_shard()
+    opts = replace(opts, device=local_device(opts.device, shard))
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     adapter, args_dict = build_model(model, model_args, device=opts.device)
     model_name = model if isinstance(model, str) else str(getattr(adapter, "name", type(adapter).__name__))
@@ -212,7 +214,8 @@ def _config(run: _Run) -> dict[str, Any]:
     """What defines the run's results (hashed to tell shards of different runs apart)."""
     opts = run.opts
     return {
-        "model": {"name": run.model_name, "args": run.model_args},
+        # the device differs between ranks (cuda:0, cuda:1) and does not change results
+        "model": {"name": run.model_name, "args": {k: v for k, v in run.model_args.items() if k != "device"}},
         "manifest": str(run.manifest.path),
         "prompt_key": opts.prompt_key,
         "metrics": list(run.scorer.names),
@@ -234,7 +237,7 @@ def _execute(run: _Run) -> RunResult:
     from soebench.run.shard import barrier, read_shards, write_shard
 
     config = _config(run)
-    config_hash = _config_hash(config)
+    config_hash = run.config_hash = _config_hash(config)
     if run.shard.is_main:
         write_json(run.run_dir / "run.json", {"config": config, "config_hash": config_hash,
                                               "started": _now(), "world_size": run.shard.world_size})
@@ -261,16 +264,17 @@ def _execute(run: _Run) -> RunResult:
 def _process(run: _Run, source: Any) -> list[dict[str, Any]]:
     """Generate and score this shard's samples batch by batch, with a progress bar."""
     from soebench.run.generate import load_inputs
-
-    from soebench.run.cache import BackgroundWriter
+    from soebench.run.cache import BackgroundWriter, ScoreCheckpoints
+    from soebench.run.progress import progress_bar
 
     todo = run.shard.select(run.rows)
     out: list[dict[str, Any]] = []
     batches = [todo[i : i + run.opts.batch_size] for i in range(0, len(todo), run.opts.batch_size)]
+    checkpoints = ScoreCheckpoints(run.run_dir / "scores") if source.cache is not None else None
     writer = BackgroundWriter()
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="soebench-decode")
     try:  # on Ctrl-C the pending PNG writes still finish: nothing generated is lost
-        with _progress(run.opts.progress, len(todo), run.model_name) as advance:
+        with progress_bar(run.opts.progress, len(todo), run.model_name) as advance:
             # decode batch k+1 on a thread while batch k is generated and scored
             load = lambda b: load_inputs(run.manifest, b, run.opts.prompt_key, run.opts.seed)  # noqa: E731
             upcoming = reader.submit(load, batches[0]) if batches else None
@@ -278,12 +282,34 @@ def _process(run: _Run, source: Any) -> list[dict[str, Any]]:
                 items = upcoming.result()
                 upcoming = reader.submit(load, batches[k + 1]) if k + 1 < len(batches) else None
                 generated = source.run(items)
-                out.extend(_score(run, items, generated, source, writer))
+                out.extend(_score_or_restore(run, items, generated, source, writer, checkpoints))
                 advance(len(batch))
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
         writer.close()
     return out
+
+
+def _score_or_restore(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: Any, writer: Any,
+                      checkpoints: Any) -> list[dict[str, Any]]:
+    """Score a batch, or restore it from its checkpoint when exactly this batch (same samples,
+    same outputs, same configuration) was scored before."""
+    from soebench.run.cache import link_or_copy
+
+    if checkpoints is None:
+        return _score(run, items, generated, source, writer)
+    key = checkpoints.key(run.config_hash, [(i.sample_id, g.key, g.error) for i, g in zip(items, generated)])
+    saved = checkpoints.get(key)
+    if saved is None or not all(g.from_cache or g.error for g in generated):
+        rows = _score(run, items, generated, source, writer)
+        checkpoints.put(key, {"rows": rows, "features": run.scorer.last_features})
+        return rows
+    run.scorer.add_features(saved["features"])
+    for row, gen in zip(saved["rows"], generated):
+        row["_from_cache"] = True
+        if row["output_path"]:  # images/ may hold another configuration's output: always re-link
+            writer.submit(link_or_copy, gen.cache_path, run.run_dir / row["output_path"])
+    return saved["rows"]
 
 
 def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: Any, writer: Any) -> list[dict[str, Any]]:
@@ -309,7 +335,7 @@ def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: An
                 writer.submit(persist_output, source.cache, gen.key, gen.image, run.run_dir / rel)
             row["output_path"] = rel
             ok.append((row, ScoredSample(item.sample_id, item.image, gen.image, item.mask, item.prompt, r["bbox"],
-                                         r["eval_crop"], r["color"])))
+                                         r["eval_crop"], r["color"], r["_index"], row["size_bucket"])))
         else:
             row["failure"] = "error"
         rows.append(row)
@@ -321,31 +347,10 @@ def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: An
     return rows
 
 
-class _progress:
-    """A rich progress bar over samples (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-        self._bar.__enter__()
-        task = self._bar.add_task(f"evaluate {self.label}", total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self._bar.__exit__(*exc)
-
-
 def finalize(run: _Run, config: dict[str, Any], parts: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """Merge shard rows and metric states; write samples.parquet, summary.json and the report."""
     from soebench.run.results import samples_frame, write_json, write_samples
+    from soebench.run.summary import build_summary
 
     rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r["_index"])
     run.scorer.load_merged([p["states"] for p in parts])
@@ -358,57 +363,6 @@ def finalize(run: _Run, config: dict[str, Any], parts: Sequence[dict[str, Any]])
 
         write_report(run.run_dir, summary, frame, run.manifest)
     return summary, frame
-
-
-def build_summary(run: _Run, config: dict[str, Any], frame: Any, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    from soebench import __version__
-    from soebench.metrics import CLIP_PREPROCESS_MODE, FID_RESIZE_DESCRIPTION, FID_RESIZE_MODE, SIZE_BUCKET_NAMES
-    from soebench.run.results import breakdown, errors_summary, git_commit, manifest_sha256, metric_means, \
-        package_versions, taxonomy_summary
-    from soebench.run.scoring import PER_SAMPLE_METRICS
-
-    per_sample = [m for m in PER_SAMPLE_METRICS if m in run.scorer.names]
-    ok = frame[frame["error"].isna()]
-    git = git_commit()
-    stats = [p.get("stats", {}) for p in parts]
-    return {
-        "run_name": run.opts.run_name or run.run_dir.name,
-        "created": _now(),
-        "soebench_version": __version__,
-        "model": {"name": run.model_name, "args": run.model_args,
-                  "cache_token": run.adapter.cache_token() if callable(getattr(run.adapter, "cache_token", None)) else None},
-        "manifest": {"path": str(run.manifest.path), "sha256": manifest_sha256(run.manifest.path),
-                     "num_samples": int(len(frame)), "num_rows": int(len(run.manifest)), "limit": run.opts.limit,
-                     "metadata": {k: v for k, v in run.manifest.metadata.items() if k in ("preset", "images_root", "schema_version")}},
-        "prompt_key": run.opts.prompt_key,
-        "seed": run.opts.seed,
-        "batch_size": run.opts.batch_size,
-        "device": run.opts.device,
-        "world_size": run.shard.world_size,
-        "config_hash": _config_hash(config),
-        "metrics": {
-            **run.metrics_info,
-            "modes": {"fid_resize": FID_RESIZE_MODE, "fid_resize_description": FID_RESIZE_DESCRIPTION,
-                      "clip_preprocess": CLIP_PREPROCESS_MODE,
-                      "bg_dilation_radius_at_512": run.scorer.bg.radius_at_512,
-                      "bg_psnr_mean": "finite values only; untouched backgrounds (inf dB) counted in n_inf"},
-            "n_scored": int(len(ok)),
-            "means": metric_means(ok, per_sample, seed=run.opts.seed),
-            "distances": run.scorer.distances(),
-            "by_size_bucket": breakdown(ok, per_sample, "size_bucket", SIZE_BUCKET_NAMES, seed=run.opts.seed),
-            "by_category": breakdown(ok, per_sample, "category", seed=run.opts.seed),
-            "bootstrap": {"n_resamples": 1000, "level": 0.95, "seed": run.opts.seed},
-        },
-        "taxonomy": taxonomy_summary(frame),
-        "errors": errors_summary(frame),
-        "size_buckets": {str(k): int(v) for k, v in frame["size_bucket"].value_counts().items()},
-        "timing": {"seconds_per_shard": [s.get("seconds") for s in stats],
-                   "adapter_calls": sum(int(s.get("adapter_calls", 0)) for s in stats),
-                   "from_cache": sum(int(s.get("from_cache", 0)) for s in stats)},
-        "versions": package_versions(),
-        "git_commit": git["commit"],
-        "git_dirty": git["dirty"],
-    }
 
 
 def _now() -> str:

@@ -1,14 +1,103 @@
-"""soediff command line (filled in by the soediff owner)."""
+"""soediff command line: thin commands over :mod:`soediff.trainer`, :mod:`soediff.export`, :mod:`soediff.tiny`."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from soebench.errors import SoebenchError
 
-app = typer.Typer(name="soediff", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(name="soediff", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="SOEDiff training: SO-LoRA + cross-scale score distillation + VAE decoder fine-tuning.")
+
+
+@app.command()
+def train(
+    manifest: Annotated[Optional[Path], typer.Option(help="Training manifest (soebench Parquet).")] = None,
+    pretrained: Annotated[Optional[Path], typer.Option(help="Stable Diffusion inpainting pipeline folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (checkpoints, logs, validation images).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML TrainConfig; CLI options override it.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size per device.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="LoRA learning rate.")] = None,
+    resolution: Annotated[Optional[int], typer.Option(help="Training resolution (px).")] = None,
+    mixed_precision: Annotated[Optional[str], typer.Option(help="no | fp16 | bf16.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard an existing run in --out.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train SO-LoRA (+ cross-scale distillation, + VAE decoder) on a soebench manifest."""
+    from rich.console import Console
+
+    from soediff.config import TrainConfig
+    from soediff.trainer import train as run_training
+
+    cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
+    cfg = cfg.replace(manifest=str(manifest) if manifest else None, pretrained=str(pretrained) if pretrained else None,
+                      out=str(out) if out else None, max_steps=max_steps, train_batch_size=batch_size,
+                      learning_rate=learning_rate, resolution=resolution, mixed_precision=mixed_precision, seed=seed)
+    result = run_training(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    losses = ", ".join(f"{k}={result.losses[k]:.4f}" for k in ("loss", "denoise", "csd", "vae") if k in result.losses)
+    Console(stderr=True).print(f"trained to step {result.step}: {losses}\ncheckpoint: {result.checkpoint}\n"
+                               f"log: {result.log_csv}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `soediff train`.")],
+    out: Annotated[Path, typer.Option(help="Export folder.")],
+    checkpoint: Annotated[Optional[str], typer.Option(help="Checkpoint name or folder (default: latest).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+) -> None:
+    """Write the LoRA (diffusers format, for load_lora_weights) and the fine-tuned VAE decoder."""
+    from rich.console import Console
+
+    from soediff.export import export_run
+
+    result = export_run(run, out, checkpoint=checkpoint, overwrite=overwrite)
+    Console(stderr=True).print(f"exported step {result.step} of {result.checkpoint}\nLoRA: {result.lora}\n"
+                               f"VAE decoder: {result.vae_decoder or '(not trained)'}")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Argument(help="Folder to write the pipeline into.")],
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Write a tiny random-weight SD inpainting pipeline (for smoke tests; loads with from_pretrained)."""
+    from soebench.fileio import refuse_existing
+    from soediff.tiny import save_tiny_inpaint_pipeline
+
+    refuse_existing(out / "model_index.json", overwrite, what="pipeline")
+    path = save_tiny_inpaint_pipeline(out, seed=seed)
+    typer.echo(str(path))
+
+
+@app.command("config")
+def show_config(
+    out: Annotated[Optional[Path], typer.Option(help="Write the default config YAML here instead of listing.")] = None,
+) -> None:
+    """List every training config field with its default and meaning (or write the default YAML)."""
+    from soediff.config import TrainConfig, describe_fields
+
+    if out is not None:
+        from soebench.fileio import write_text_atomic
+
+        write_text_atomic(out, TrainConfig().to_yaml())
+        typer.echo(str(out))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("field", "default", "meaning")
+    for name, default, doc in describe_fields():
+        table.add_row(name, repr(default), doc)
+    Console().print(table)
 
 
 def run() -> None:

@@ -1,9 +1,248 @@
-"""Commands of this area (filled in by its owner)."""
+"""``soebench build-dataset`` and ``soebench manifest validate|info``: thin commands over
+:func:`soebench.mining.build.build_dataset` and :mod:`soebench.manifest.inspect`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from soebench.cli.options import ConfigFile, JsonOut, Limit, Overwrite
+from soebench.errors import ConfigError
+
+_P = Annotated[Path | None, typer.Option()]
+
+
+def _opt(*names: str, help: str, **kw: Any) -> Any:
+    return typer.Option(*names, help=help, **kw)
+
+
+Source = Annotated[str | None, _opt("--source", help="Annotation source: coco or openimages.")]
+Out = Annotated[Path | None, _opt("--out", "-o", help="Manifest file (or folder of parts with --num-shards).")]
+Images = Annotated[Path | None, _opt("--images", help="Images folder (image paths are stored relative to it).")]
+Annotations = Annotated[Path | None, _opt("--annotations", help="COCO instances JSON.")]
+Captions = Annotated[Path | None, _opt("--captions", help="COCO captions JSON (stored per object).")]
+SegCsv = Annotated[Path | None, _opt("--segmentation-csv", help="OpenImages *-annotations-object-segmentation.csv.")]
+Masks = Annotated[Path | None, _opt("--masks", help="OpenImages mask PNG folder (or folder of *-masks-<h>.zip).")]
+Classes = Annotated[Path | None, _opt("--classes", help="OpenImages class-descriptions-boxable.csv.")]
+BboxCsv = Annotated[Path | None, _opt("--bbox-csv", help="OpenImages *-annotations-bbox.csv (flags; boxes alone if no masks).")]
+Preset = Annotated[str | None, _opt("--preset", help="Filter preset: soebench, soe-eval, soe-train, coco-small, none.")]
+Split = Annotated[str | None, _opt("--split", help="Source split name (default: from the annotation file name).")]
+SplitRatios = Annotated[str | None, _opt("--split-ratios", help="Re-split by image hash, e.g. train=0.9,val=0.1.")]
+SeedOpt = Annotated[int | None, _opt("--seed", help="Seed for re-splits and the per-image cap (deterministic).")]
+NumShards = Annotated[int | None, _opt("--num-shards", min=1, help="Split the work into N parts by image.")]
+ShardIndex = Annotated[int | None, _opt("--shard-index", min=0, help="Which part this run writes (0-based).")]
+NoPlots = Annotated[bool, _opt("--no-plots", help="Skip the PNG histograms.")]
+Quiet = Annotated[bool, _opt("--quiet", "-q", help="No progress bar.")]
+MinFrac = Annotated[float | None, _opt("--min-area-fraction", help="Object area / image area, lower bound (inclusive).")]
+MaxFrac = Annotated[float | None, _opt("--max-area-fraction", help="Object area / image area, upper bound (inclusive).")]
+AreaBy = Annotated[str | None, _opt("--area-by", help="Measure area on the 'box' or the 'mask'.")]
+MinPx = Annotated[float | None, _opt("--min-pixels", help="Object area in pixels >= this.")]
+MaxPx = Annotated[float | None, _opt("--max-pixels", help="Object area in pixels < this.")]
+MaxAspect = Annotated[float | None, _opt("--max-aspect-ratio", help="Longest / shortest box side at most this.")]
+Include = Annotated[str | None, _opt("--include-classes", help="Comma-separated category names or ids to keep.")]
+Exclude = Annotated[str | None, _opt("--exclude-classes", help="Comma-separated category names or ids to drop.")]
+Crowd = Annotated[bool | None, _opt("--drop-crowd/--keep-crowd", help="Drop COCO crowd regions.")]
+Occluded = Annotated[bool | None, _opt("--drop-occluded/--keep-occluded", help="Drop OpenImages IsOccluded.")]
+Truncated = Annotated[bool | None, _opt("--drop-truncated/--keep-truncated", help="Drop OpenImages IsTruncated.")]
+Group = Annotated[bool | None, _opt("--drop-group/--keep-group", help="Drop OpenImages IsGroupOf.")]
+Depiction = Annotated[bool | None, _opt("--drop-depiction/--keep-depiction", help="Drop OpenImages IsDepiction.")]
+Inside = Annotated[bool | None, _opt("--drop-inside/--keep-inside", help="Drop OpenImages IsInside.")]
+MinIou = Annotated[float | None, _opt("--min-predicted-iou", help="OpenImages PredictedIoU lower bound.")]
+Border = Annotated[float | None, _opt("--border-margin", help="Keep this fraction of the image side from every border.")]
+MaxPer = Annotated[int | None, _opt("--max-per-image", min=1, help="At most K objects per image (seeded choice).")]
+Unique = Annotated[
+    bool | None, _opt("--unique-category/--any-category", help="Only objects whose category is unique in the image.")
+]
+
+FILTER_KEYS = (
+    "min_area_fraction", "max_area_fraction", "area_by", "min_pixels", "max_pixels", "max_aspect_ratio",
+    "include_classes", "exclude_classes", "drop_crowd", "drop_occluded", "drop_truncated", "drop_group",
+    "drop_depiction", "drop_inside", "min_predicted_iou", "border_margin", "max_per_image", "unique_category",
+)
+INPUT_KEYS = ("source", "out", "images", "annotations", "captions", "segmentation_csv", "masks", "classes", "bbox_csv")
+RUN_KEYS = ("preset", "split", "split_ratios", "seed", "num_shards", "shard_index", "limit")
+
+
+def _read_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if isinstance(data.get("filters"), dict):
+        data.update({str(k).replace("-", "_"): v for k, v in data.pop("filters").items()})
+    known = set(FILTER_KEYS) | set(INPUT_KEYS) | set(RUN_KEYS) | {"overwrite", "plots"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return data
+
+
+def _classes(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def build_dataset_command(
+    source: Source = None,
+    out: Out = None,
+    images: Images = None,
+    annotations: Annotations = None,
+    captions: Captions = None,
+    segmentation_csv: SegCsv = None,
+    masks: Masks = None,
+    classes: Classes = None,
+    bbox_csv: BboxCsv = None,
+    preset: Preset = None,
+    split: Split = None,
+    split_ratios: SplitRatios = None,
+    seed: SeedOpt = None,
+    num_shards: NumShards = None,
+    shard_index: ShardIndex = None,
+    limit: Limit = None,
+    min_area_fraction: MinFrac = None,
+    max_area_fraction: MaxFrac = None,
+    area_by: AreaBy = None,
+    min_pixels: MinPx = None,
+    max_pixels: MaxPx = None,
+    max_aspect_ratio: MaxAspect = None,
+    include_classes: Include = None,
+    exclude_classes: Exclude = None,
+    drop_crowd: Crowd = None,
+    drop_occluded: Occluded = None,
+    drop_truncated: Truncated = None,
+    drop_group: Group = None,
+    drop_depiction: Depiction = None,
+    drop_inside: Inside = None,
+    min_predicted_iou: MinIou = None,
+    border_margin: Border = None,
+    max_per_image: MaxPer = None,
+    unique_category: Unique = None,
+    config: ConfigFile = None,
+    overwrite: Overwrite = False,
+    no_plots: NoPlots = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """Mine small objects from COCO or OpenImages annotations into a manifest (+ summary, plots).
+
+    Every filter flag can also come from --config FILE.yaml (same names); flags win.
+    """
+    from soebench.mining.build import build_dataset
+
+    given = dict(locals())
+    file_values = _read_config(config)
+
+    def pick(key: str, default: Any = None) -> Any:
+        value = given.get(key)
+        return value if value is not None else file_values.get(key, default)
+
+    src = pick("source")
+    if src is None:
+        raise ConfigError("--source is required (coco or openimages)")
+    if pick("out") is None or pick("images") is None:
+        raise ConfigError("--out and --images are required")
+    filters = {k: pick(k) for k in FILTER_KEYS}
+    filters["include_classes"] = _classes(filters["include_classes"])
+    filters["exclude_classes"] = _classes(filters["exclude_classes"])
+    result = build_dataset(
+        src,
+        pick("out"),
+        images=pick("images"),
+        annotations=pick("annotations"),
+        captions=pick("captions"),
+        segmentation_csv=pick("segmentation_csv"),
+        masks=pick("masks"),
+        classes=pick("classes"),
+        bbox_csv=pick("bbox_csv"),
+        preset=pick("preset", "soebench"),
+        filters=filters,
+        split=pick("split"),
+        split_ratios=pick("split_ratios"),
+        seed=int(pick("seed", 0)),
+        limit=pick("limit"),
+        num_shards=int(pick("num_shards", 1)),
+        shard_index=int(pick("shard_index", 0)),
+        overwrite=overwrite or bool(file_values.get("overwrite", False)),
+        plots=not no_plots and bool(file_values.get("plots", True)),
+        progress=not quiet and not json_out,
+    )
+    if json_out:
+        typer.echo(json.dumps(result.summary, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    s = result.summary
+    console.print(f"[bold]{result.manifest_path}[/]: {s['kept']} objects on {s['images']} images from {s['candidates']} candidates")
+    for title, key in (("invalid input (dropped)", "invalid"), ("rejected by filter", "rejected")):
+        if s[key]:
+            console.print(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()), highlight=False)
+    for reason, examples in s.get("invalid_examples", {}).items():
+        console.print(f"  [yellow]{reason}[/]: e.g. annotation {', '.join(examples)}", highlight=False)
+    console.print(f"  summary: {result.summary_path}", highlight=False)
+
+
+manifest_app = typer.Typer(help="Check and describe manifests.", no_args_is_help=True)
+
+
+@manifest_app.command("validate")
+def validate_command(
+    path: Annotated[Path, typer.Argument(help="Manifest file or folder of parts.")],
+    no_masks: Annotated[bool, typer.Option("--no-masks", help="Skip decoding every mask.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Check a manifest against the schema (types, nulls, unique ids, masks); exit 2 if it fails."""
+    from soebench.manifest.inspect import validate_manifest
+
+    info = validate_manifest(path, check_masks=not no_masks)
+    if json_out:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        typer.echo(f"{path}: valid soebench manifest (schema {info['schema_version']}), {info['rows']} rows")
+
+
+@manifest_app.command("info")
+def info_command(
+    path: Annotated[Path, typer.Argument(help="Manifest file or folder of parts.")],
+    json_out: JsonOut = False,
+) -> None:
+    """Counts per category, split, source and size band."""
+    from soebench.manifest.inspect import manifest_info
+
+    info = manifest_info(path)
+    if json_out:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{info['path']}[/]: {info['rows']} objects on {info['images']} images "
+                  f"(schema {info['schema_version']}, preset {info['preset']})", highlight=False)
+    for title, key in (("source", "per_source"), ("split", "per_split"), ("size (box side)", "size_histogram"),
+                       ("colour", "per_colour"), ("category", "per_category")):
+        table = Table(title=title, title_justify="left")
+        table.add_column(title)
+        table.add_column("objects", justify="right")
+        for k, v in info[key].items():
+            table.add_row(str(k), str(v))
+        console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the soebench app."""
+    """Add build-dataset and the manifest sub-app to the soebench app."""
+    app.command("build-dataset")(build_dataset_command)
+    app.add_typer(manifest_app, name="manifest")

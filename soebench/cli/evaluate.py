@@ -103,8 +103,10 @@ def _print_summary(result) -> None:
     console.print(table)
     for name, why in s["metrics"].get("skipped", {}).items():
         console.print(f"[yellow]skipped {name}[/]: {why.splitlines()[0]}", highlight=False, soft_wrap=True)
-    console.print(f"generated {result.adapter_calls}, reused {result.from_cache} from the cache; "
-                  f"results in {result.run_dir}", highlight=False)
+    timing = s.get("timing", {})
+    console.print(f"generated {timing.get('adapter_calls', result.adapter_calls)}, reused "
+                  f"{timing.get('from_cache', result.from_cache)} from the cache; results in {result.run_dir}",
+                  highlight=False)
 
 
 def compare_command(

@@ -1,9 +1,149 @@
-"""Commands of this area (filled in by its owner)."""
+"""``soebench inspect`` (manifest / runs -> FiftyOne App) and ``soebench agreement`` (human tags
+vs automatic labels): thin commands over :mod:`soebench.fiftyone_export` and :mod:`soebench.fo`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from soebench.cli.options import JsonOut, Overwrite
+
+Sources = Annotated[list[Path], typer.Argument(help="A manifest (file or folder of parts) and/or run folders of it.")]
+Name = Annotated[str | None, typer.Option("--name", help="FiftyOne dataset name (default: from the manifest name and hash).")]
+Port = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the FiftyOne App.")]
+Address = Annotated[str, typer.Option("--address", help="Address the App binds to (loopback by default).")]
+NoLaunch = Annotated[bool, typer.Option("--no-launch", help="Create/update the dataset only; do not start the App.")]
+ManifestOpt = Annotated[
+    Path | None, typer.Option("--manifest", "-m", help="The runs' manifest, if it moved since they were evaluated.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def inspect_cmd(
+    sources: Sources,
+    name: Name = None,
+    port: Port = 5151,
+    address: Address = "127.0.0.1",
+    no_launch: NoLaunch = False,
+    manifest: ManifestOpt = None,
+    quiet: Quiet = False,
+) -> None:
+    """Load a manifest and/or evaluation runs into a persistent FiftyOne dataset and open the App.
+
+    One group per object: slice 'original' plus one slice per run (the generated image with its
+    scores, failure label and evidence). Re-running adds or updates runs. Tag samples
+    'human:<label>' in the App and compare with `soebench agreement`.
+    """
+    from rich.console import Console
+
+    from soebench.fiftyone_export import resolve_sources
+    from soebench.fo.writer import export
+
+    console = Console()
+    resolved = resolve_sources(list(sources), manifest=manifest)
+    result = export(resolved, name=name, progress=not quiet)
+    console.print(_slices_table(result))
+    console.print(f"dataset [bold]{result.name}[/] · {len(result.views)} saved views", highlight=False)
+    if no_launch:
+        return
+    from soebench.fo.app import launch, url
+
+    session = launch(result.dataset, port=port, address=address)
+    console.print(f"FiftyOne App: {url(address, port)}  (Ctrl-C to stop)", highlight=False)
+    try:
+        session.wait(-1)  # serve until Ctrl-C (no browser is opened here)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+
+
+def _slices_table(result):
+    from rich.table import Table
+
+    table = Table(title=f"FiftyOne dataset {result.name}")
+    for col in ("slice", "model", "samples", "added", "updated", "removed", "missing media", "errors"):
+        table.add_column(col, justify="left" if col in ("slice", "model") else "right")
+    for s in result.slices:
+        table.add_row(s.slice, s.model or "-", str(s.samples), str(s.added), str(s.updated), str(s.removed),
+                      str(s.missing_media), str(s.errors))
+    return table
+
+
+def agreement_cmd(
+    name: Annotated[str, typer.Option("--name", help="FiftyOne dataset made by `soebench inspect`.")],
+    run: Annotated[list[str] | None, typer.Option("--run", help="Run (slice) name; repeat; default: every run.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Write the human labels into each run's samples.parquet.")] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Agreement of the automatic failure labels with the human tags ('human:<label>') set in the App:
+    accuracy, Cohen's kappa and the confusion matrix, per run."""
+    from rich.console import Console
+
+    from soebench.errors import InputError
+    from soebench.fiftyone_export import ORIGINAL_SLICE, slice_name
+    from soebench.fo.agreement import agreement, collect, write_human_labels
+    from soebench.fo.db import connect
+    from soebench.fo.writer import dataset_runs
+
+    fo = connect()
+    if not fo.dataset_exists(name):
+        soebench_sets = [d for d in fo.list_datasets() if d.startswith("soebench")]
+        raise InputError(f"no FiftyOne dataset named {name!r}", hint=f"datasets: {', '.join(soebench_sets) or 'none'}")
+    dataset = fo.load_dataset(name)
+    slices = [slice_name(r) for r in run] if run else [s for s in dataset.group_slices or [] if s != ORIGINAL_SLICE]
+    if not slices:
+        raise InputError(f"dataset {name!r} holds no evaluation runs", hint="add runs with `soebench inspect RUN_DIR --name ...`")
+    recorded = dataset_runs(dataset)
+    console = Console()
+    report = {}
+    for sl in slices:
+        tags = collect(dataset, sl)
+        auto, human, unlabelled = tags.pairs()
+        result = agreement(auto, human)
+        entry = {**result.to_dict(), "tagged": len(tags.human), "conflicting": sorted(tags.conflicts),
+                 "without_auto_label": unlabelled}
+        if write:
+            run_dir = recorded.get(sl, {}).get("run_dir")
+            if not run_dir:
+                raise InputError(f"dataset {name!r} does not record the folder of run {sl!r}")
+            entry["written"] = str(write_human_labels(run_dir, tags.human, overwrite=overwrite))
+        report[sl] = entry
+        if not json_out:
+            _print_agreement(console, sl, result, entry)
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+
+
+def _print_agreement(console, sl, result, entry) -> None:
+    from rich.table import Table
+
+    kappa = "undefined" if entry["kappa"] is None else f"{entry['kappa']:.3f}"
+    acc = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.3f}"
+    console.print(f"[bold]{sl}[/]: {result.n} sample(s) with a human tag and an automatic label · "
+                  f"accuracy {acc} · Cohen's kappa {kappa}", highlight=False)
+    if entry["conflicting"]:
+        console.print(f"  skipped {len(entry['conflicting'])} sample(s) with conflicting human tags: "
+                      f"{', '.join(entry['conflicting'][:5])}", highlight=False)
+    if entry["without_auto_label"]:
+        console.print(f"  skipped {entry['without_auto_label']} tagged sample(s) without an automatic label (errors)")
+    if result.n:
+        table = Table(title=f"{sl}: automatic (rows) vs human (columns)")
+        table.add_column("auto \\ human")
+        for lab in result.labels:
+            table.add_column(lab, justify="right")
+        for i, lab in enumerate(result.labels):
+            table.add_row(lab, *[(f"[bold]{v}[/]" if i == j else str(v)) for j, v in enumerate(result.matrix[i])])
+        console.print(table)
+    if "written" in entry:
+        console.print(f"  wrote human_label to {entry['written']}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the soebench app."""
+    app.command("inspect")(inspect_cmd)
+    app.command("agreement")(agreement_cmd)

@@ -1,9 +1,117 @@
-"""Commands of this area (filled in by its owner)."""
+"""``soebench validate-taxonomy``: measure the failure classifier on labelled cases made from the
+real objects of a manifest (thin command over :mod:`soebench.taxonomy.validate`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from soebench.cli.options import JsonOut, Limit, ManifestPath, Overwrite, Seed
+
+OutDir = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Folder for validation.json, cases.csv and confusion.png.")
+]
+AllMethods = Annotated[
+    bool, typer.Option("--all-methods", help="Every removal/distortion method and two recolours per object (default: one case per label).")
+]
+TuningSplit = Annotated[
+    str, typer.Option("--tuning-split", help="The split the rules were tuned on (reported as 'tuning', the others as 'held-out').")
+]
+Refit = Annotated[
+    bool, typer.Option("--refit", help="Re-fit the rules on the tuning split's cases of this run before labelling (the fitting protocol, end to end).")
+]
+RulesFile = Annotated[
+    Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="A rules JSON (as written in validation.json's 'rules').")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def validate_taxonomy_command(
+    manifest: ManifestPath,
+    limit: Limit = None,
+    seed: Seed = 0,
+    out: OutDir = None,
+    all_methods: AllMethods = False,
+    tuning_split: TuningSplit = "val2017",
+    refit: Refit = False,
+    rules: RulesFile = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Build labelled cases from a manifest's real objects (original -> ok, removed -> missing,
+    recoloured -> mismatch, damaged -> distortion), classify them and print the confusion matrix
+    per split, with per-class and per-method accuracy."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from soebench.fileio import refuse_existing, sha256_file
+    from soebench.manifest.io import read_manifest
+    from soebench.taxonomy.rules import RuleSet
+    from soebench.taxonomy.validate import validate, write_outputs
+
+    if out is not None:
+        refuse_existing(out / "validation.json", overwrite, what="validation output")
+    data = read_manifest(manifest)
+    rule_set = RuleSet.load(rules) if rules is not None else None
+    console = Console(stderr=True)
+    show = not quiet and not json_out
+    with Progress(
+        TextColumn("[bold]validate-taxonomy"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=not show, transient=True,
+    ) as bar:
+        task = bar.add_task("objects", total=None)
+        result = validate(
+            data, limit=limit, seed=seed, all_methods=all_methods, tuning_split=tuning_split, refit=refit,
+            rules=rule_set, progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    manifest_info = {"path": str(manifest), "sha256": sha256_file(manifest) if Path(manifest).is_file() else None, "objects": len(data)}
+    written = write_outputs(result, out, extra={"manifest": manifest_info}) if out is not None else {}
+    if json_out:
+        typer.echo(json.dumps({"manifest": manifest_info, **result.to_dict(), "written": written}, indent=2, default=str))
+        return
+    _print_report(result, Console(), written)
+
+
+def _print_report(result, console, written: dict[str, str]) -> None:
+    from rich.table import Table
+
+    from soebench.taxonomy import LABELS
+
+    console.print(
+        f"rules: [bold]{result.rules.fitted_on}[/]; cases: {result.settings['cases']} from "
+        f"{result.settings['objects']} objects (seed {result.settings['seed']}"
+        f"{', all methods' if result.settings['all_methods'] else ', one method per label'})"
+    )
+    for rep in result.splits:
+        role = "[green]held-out[/]" if rep.role == "held-out" else "[yellow]tuning (optimistic)[/]"
+        table = Table(title=f"{rep.split} — {role}: accuracy {rep.accuracy:.1%} of {rep.n} cases", title_justify="left")
+        table.add_column("truth \\ predicted")
+        for label in LABELS:
+            table.add_column(label, justify="right")
+        table.add_column("recall", justify="right")
+        for i, label in enumerate(LABELS):
+            row = rep.confusion[i]
+            cells = [f"[bold]{v}[/]" if j == i else str(v) for j, v in enumerate(row)]
+            recall = rep.per_class[label]
+            table.add_row(label, *cells, "—" if recall != recall else f"{recall:.1%}")
+        console.print(table)
+        methods = Table(title=f"{rep.split}: accuracy per method", title_justify="left")
+        methods.add_column("label")
+        methods.add_column("method")
+        methods.add_column("cases", justify="right")
+        methods.add_column("accuracy", justify="right")
+        for name, m in rep.per_method.items():
+            methods.add_row(m["label"], name, str(m["n"]), f"{m['accuracy']:.1%}")
+        console.print(methods)
+    for what, path in written.items():
+        console.print(f"wrote {what}: {path}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the soebench app."""
+    app.command("validate-taxonomy")(validate_taxonomy_command)

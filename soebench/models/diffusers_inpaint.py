@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,9 @@ class DiffusersInpainter:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         path = os.path.expanduser(self.config.path)
         try:
-            pipe = AutoPipelineForInpainting.from_pretrained(path, local_files_only=True, **kwargs)
+            with warnings.catch_warnings():  # newer diffusers rename torch_dtype -> dtype; both work
+                warnings.simplefilter("ignore", FutureWarning)
+                pipe = AutoPipelineForInpainting.from_pretrained(path, local_files_only=True, **kwargs)
         except (OSError, EnvironmentError) as exc:
             raise MissingWeightsError(f"cannot load diffusers pipeline {path}: {exc}") from exc
         except ValueError as exc:

@@ -113,3 +113,40 @@ def persist_output(cache: GenerationCache | None, key: str | None, image: np.nda
         link_or_copy(cache.put(key, image), target)
     else:
         save_png(target, image)
+
+
+class ScoreCheckpoints:
+    """Scored batches: the per-sample rows and the Inception features of one batch, pickled under
+    a key of the run configuration, the batch's samples and their outputs' cache keys. A resumed
+    run loads them instead of scoring again, so it recomputes nothing that is done."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(config_hash: str, entries: list[tuple[str, str | None, str | None]]) -> str:
+        """``entries``: (sample_id, output cache key, error) per sample of the batch."""
+        payload = {"cache_version": CACHE_VERSION, "config": config_hash, "batch": entries}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pkl"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        import pickle
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as fh:
+                return pickle.load(fh)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None  # damaged: score again
+
+    def put(self, key: str, payload: dict[str, Any]) -> None:
+        import pickle
+
+        with atomic_path(self.path(key)) as tmp:
+            with open(tmp, "wb") as fh:
+                pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)

@@ -30,7 +30,7 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
 def _names(runs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> list[str]:
     names = [s.get("run_name") or Path(r).name for r, s in zip(runs, summaries)]
     if len(set(names)) != len(names):
-        names = [str(r) for r in runs]
+        names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
     return names
 
 

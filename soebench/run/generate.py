@@ -148,7 +148,7 @@ class CachedAdapter:
             key = self.key(item)
             cached = self.cache.get(key) if key else None
             if cached is not None and cached.shape == item.image.shape:
-                results[i] = Generated(cached, None, True, self.cache.path(key))
+                results[i] = Generated(cached, None, True, self.cache.path(key), key)
             else:
                 todo.append(i)
         if todo:

@@ -59,16 +59,24 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
                 continue
             err = np.vstack([np.where(finite, mean - lo, 0), np.where(finite, hi - mean, 0)])
             err = np.nan_to_num(err, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
-            ax.errorbar(x[finite] + offset, mean[finite], yerr=err[:, finite], marker="o", capsize=3, label=name)
+            ax.errorbar(x[finite] + offset, mean[finite], yerr=err[:, finite], marker="o", capsize=3, label=name,
+                        color=f"C{k % 10}")  # one colour per run in every panel
         ax.set_title(metric)
-        ax.set_xticks(x, buckets, rotation=30)
+        counts = [max((s["metrics"]["by_size_bucket"].get(metric, {}).get(b, {}).get("n", 0) for s in runs.values()),
+                      default=0) for b in buckets]
+        ax.set_xticks(x, [f"{b}\nn={c}" for b, c in zip(buckets, counts)] if len(runs) == 1 else buckets, rotation=30)
         ax.set_xlabel("object size (mask area fraction bucket)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     if len(runs) > 1:
-        axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=f"C{k % 10}", marker="o", label=name) for k, name in enumerate(runs)]
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 0.92))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -115,10 +123,12 @@ def worst_samples(
 
     from soebench.manifest.masks import decode_mask
 
-    ok = frame[frame["error"].isna() & np.isfinite(frame[metric].to_numpy(dtype=float))]
+    ok = frame[frame["error"].isna() & ~np.isnan(frame[metric].to_numpy(dtype=float))].copy()
     if ok.empty:
         return None
-    worst = ok.sort_values(metric, ascending=higher_is_better).head(n)
+    # taxonomy failures first (when labelled), then the lowest (or highest, if lower is better) score
+    ok["_is_ok"] = ok["failure"].fillna("ok") == "ok"
+    worst = ok.sort_values(["_is_ok", metric], ascending=[True, higher_is_better], kind="stable").head(n)
     table = manifest.table
     ids = table.column("sample_id").to_pylist()
     where = {sid: i for i, sid in enumerate(ids)}
@@ -129,7 +139,9 @@ def worst_samples(
         original = np.asarray(Image.open(manifest.image_path(rec["image_path"])).convert("RGB"))
         output = np.asarray(Image.open(run_dir / sample["output_path"]).convert("RGB"))
         mask = decode_mask(rec["mask_rle"])
-        for ax, img, title in zip(row_axes, (original, mask, output), ("original", "mask", "output")):
+        window = zoom_window(rec["bbox"], original.shape[1], original.shape[0])
+        views = [v[window] for v in (original, mask, output)]
+        for ax, img, title in zip(row_axes, views, ("original (zoomed)", "mask", "output")):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -141,6 +153,17 @@ def worst_samples(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def zoom_window(bbox, width: int, height: int, *, factor: float = 3.0, minimum: int = 64) -> tuple[slice, slice]:
+    """A square window ``factor`` times the object's box (at least ``minimum`` px) around it, so a
+    small object fills a good part of the figure panel."""
+    x, y, w, h = (float(v) for v in bbox)
+    side = int(min(max(factor * max(w, h), minimum), width, height))
+    cx, cy = x + w / 2, y + h / 2
+    x0 = int(min(max(cx - side / 2, 0), width - side))
+    y0 = int(min(max(cy - side / 2, 0), height - side))
+    return slice(y0, y0 + side), slice(x0, x0 + side)
 
 
 def metric_bars(runs: Mapping[str, dict[str, Any]], path: Path) -> Path | None:
@@ -168,6 +191,10 @@ def metric_bars(runs: Mapping[str, dict[str, Any]], path: Path) -> Path | None:
             err = None
         shown = np.nan_to_num(mean, nan=0.0, posinf=0.0, neginf=0.0)
         ax.bar(names, shown, yerr=err, capsize=3, color="#4878a8")
+        for i, v in enumerate(mean):  # a value a bar cannot show is written out instead
+            if not np.isfinite(v):
+                ax.annotate("n/a" if np.isnan(v) else ("inf" if v > 0 else "-inf"), (i, 0), ha="center",
+                            va="bottom", fontsize=9, color="#aa3333")
         ax.set_title(metric)
         ax.tick_params(axis="x", rotation=30)
     for ax in list(axes.flat)[len(panels):]:

@@ -38,9 +38,13 @@ def fmt_ci(d: dict[str, Any] | None) -> str:
     return f"{text} ({extra})"
 
 
+def _md_cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
     return "\n".join(out)
 
 
@@ -60,6 +64,8 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[str], list
         if not names:
             continue
         keys = list(dict.fromkeys(g for n in names for g in groups[n]))
+        if not keys:
+            continue
         sections.append((title, [key.removeprefix("by_")] + names,
                          [[g] + [fmt_ci(groups[n].get(g)) for n in names] for g in keys]))
     tax = summary.get("taxonomy", {})
@@ -101,7 +107,7 @@ def write_plots(run_dir: Path, summary: dict[str, Any], frame, manifest) -> dict
     if p := plots.taxonomy_bars(runs, folder / "taxonomy.png", SIZE_BUCKET_NAMES):
         out["Failure taxonomy by object size"] = p
     means = summary["metrics"].get("means", {})
-    key = next((k for k in ("clip_score_local", "bg_psnr", "bg_ssim") if k in means), None)
+    key = next((k for k in ("clip_score_local", "bg_ssim", "bg_psnr") if k in means), None)
     if key is not None and manifest is not None:
         if p := plots.worst_samples(run_dir, frame, manifest, folder / "worst_samples.png", metric=key,
                                     higher_is_better=METRICS[key].higher_is_better):

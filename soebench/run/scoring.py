@@ -38,6 +38,8 @@ class ScoredSample:
     bbox: Sequence[float]  # [x, y, w, h]
     eval_crop: Sequence[float]  # [x0, y0, x1, y1]
     color: str | None = None
+    index: int = 0  # position in the manifest (orders merged shards)
+    group: str = ""  # size bucket, for the per-bucket FID/KID
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Scorer:
         bg_kwargs = {} if self.bg_radius_at_512 is None else {"radius_at_512": self.bg_radius_at_512}
         self.bg = BackgroundPreservation(**bg_kwargs)
         self.states = {}
+        self.last_features: list = []
+        self.grouped: list = []  # every feature block with its samples' indices and size buckets
         for name in DISTANCE_METRICS:
             if name in names:
                 self.states[name] = FID() if name.startswith("fid") else KID()
@@ -73,6 +77,7 @@ class Scorer:
 
     def score(self, batch: Sequence[ScoredSample]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [{m: math.nan for m in PER_SAMPLE_METRICS} for _ in batch]
+        self.last_features: list = []
         if not batch:
             return rows
         names = set(self.names)
@@ -113,13 +118,24 @@ class Scorer:
             for real in (True, False):
                 views.append((("fid_full", "kid_full"), real, [s.original if real else s.generated for s in batch]))
         feats = extract_features(self.inception, [img for _, _, imgs in views for img in imgs])
-        start = 0
+        index = np.array([s.index for s in batch], dtype=np.int64)
+        groups = [s.group for s in batch]
+        start, blocks = 0, []
         for state_names, real, imgs in views:
-            block = feats[start : start + len(imgs)]
+            blocks.append((state_names, real, feats[start : start + len(imgs)], index, groups))
             start += len(imgs)
+        self.add_features(blocks)
+        self.last_features = blocks
+
+    def add_features(self, blocks: Sequence[tuple]) -> None:
+        """Add Inception feature blocks ``(state names, real?, (N, D) features, sample indices,
+        size buckets)`` to the FID/KID states (also how a resumed run restores the batches it
+        had already scored)."""
+        for state_names, real, block, *_ in blocks:
             for name in state_names:
-                if name in self.states:
+                if name in self.states and len(block):
                     self.states[name].update_features(block, real=real)
+        self.grouped.extend(blocks)
 
     def _taxonomy(self, s: ScoredSample) -> dict[str, Any]:
         if self.classify is None:
@@ -131,7 +147,7 @@ class Scorer:
     # -- set-level states ----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: m.state_dict() for name, m in self.states.items()}
+        return {**{name: m.state_dict() for name, m in self.states.items()}, "_grouped": list(self.grouped)}
 
     def load_merged(self, states: Sequence[dict[str, Any]]) -> None:
         """Replace the set-level states by the sum of ``states`` (one per shard)."""
@@ -145,9 +161,60 @@ class Scorer:
                 part.load_state_dict(state[name])
                 total.merge(part)
             self.states[name] = total
+        self.grouped = [block for state in states for block in state.get("_grouped", [])]
 
     def distances(self) -> dict[str, dict[str, Any]]:
-        return {name: self.states[name].compute().to_dict() for name in DISTANCE_METRICS if name in self.states}
+        """FID from its summed state; KID from the features in manifest order (its subsets are
+        random draws over positions, so order must not depend on batches or shards)."""
+        from soebench.metrics import KID
+
+        out = {}
+        for name in DISTANCE_METRICS:
+            if name not in self.states:
+                continue
+            if name.startswith("fid"):
+                out[name] = self.states[name].compute().to_dict()
+                continue
+            kid, sides = KID(), self._sides(name)
+            for real, (feats, _) in sides.items():
+                kid.update_features(feats, real=real)
+            out[name] = kid.compute().to_dict()
+        return out
+
+    def _sides(self, name: str) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+        """``{real?: (features, size buckets)}`` of metric ``name`` in manifest order."""
+        sides = {}
+        for real in (True, False):
+            blocks = [b for b in self.grouped if name in b[0] and b[1] is real and len(b[2])]
+            if not blocks:
+                continue
+            index = np.concatenate([b[3] for b in blocks])
+            perm = np.argsort(index, kind="stable")
+            feats = np.concatenate([b[2] for b in blocks])[perm]
+            groups = np.array([g for b in blocks for g in b[4]])[perm]
+            sides[real] = (feats, groups)
+        return sides
+
+    def distances_by_group(self, order: Sequence[str] = ()) -> dict[str, dict[str, dict[str, Any]]]:
+        """FID/KID within each size bucket: ``{metric: {bucket: result dict}}`` (small buckets give
+        biased FIDs; the result's ``reason`` says so)."""
+        from soebench.metrics import FID, KID
+
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for name in DISTANCE_METRICS:
+            sides = self._sides(name) if name in self.states else {}
+            if len(sides) < 2:
+                continue
+            present = list(dict.fromkeys(sides[True][1].tolist()))
+            names = [g for g in order if g in present] + sorted(g for g in present if g not in order)
+            per_group = {}
+            for g in names:
+                metric = FID() if name.startswith("fid") else KID()
+                for real, (feats, groups) in sides.items():
+                    metric.update_features(feats[groups == g], real=real)
+                per_group[g] = metric.compute().to_dict()
+            out[name] = per_group
+        return out
 
 
 def _empty_state(metric: Any) -> dict[str, Any]:

@@ -41,10 +41,38 @@ class Shard:
 
 
 def detect_shard() -> Shard:
-    """The process's shard from ``RANK``/``WORLD_SIZE`` (set by ``accelerate launch`` and torchrun)."""
+    """The process's shard. Under ``accelerate launch`` / torchrun (``WORLD_SIZE`` > 1) accelerate's
+    ``PartialState`` sets up the process group (so :func:`barrier` really waits) and gives the
+    rank; when it does not see the launch (e.g. torchrun on CPU without an accelerate config),
+    the process group is initialised here from the same environment variables."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
-    return Shard(rank, world) if world > 1 else Shard()
+    if world <= 1:
+        return Shard()
+    rank = int(os.environ.get("RANK", "0") or 0)
+    from soebench.compat import ensure_torchvision_ops
+
+    ensure_torchvision_ops()  # accelerate imports torchvision
+    try:
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.num_processes == world:
+            return Shard(state.process_index, world)
+    except ImportError:  # pragma: no cover - accelerate is a dependency
+        pass
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized() and "MASTER_ADDR" in os.environ:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return Shard(rank, world)
+
+
+def local_device(device: str, shard: Shard) -> str:
+    """``cuda`` on a sharded run means this process's GPU (``cuda:LOCAL_RANK``)."""
+    if shard.world_size > 1 and device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', shard.rank) or 0)}"
+    return device
 
 
 def barrier() -> None:

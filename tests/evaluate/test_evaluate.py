@@ -168,3 +168,27 @@ def test_prompt_key_and_seed_are_recorded(tmp_path, manifest6):
     assert list(b.samples["seed"]) == list(a.samples["seed"])  # independent of batching
     c = evaluate(manifest6, record, tmp_path / "c", metrics=BG, progress=False, report=False, seed=1)
     assert not set(c.samples["seed"]) & set(a.samples["seed"])
+
+
+def test_manifest_not_matching_schema_names_the_columns(tmp_path, manifest6):
+    import pyarrow.parquet as pq
+
+    from soebench.errors import InputError
+
+    table = pq.read_table(manifest6).drop_columns(["mask_rle", "eval_crop"])
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table, bad)
+    with pytest.raises(InputError, match="missing columns: .*mask_rle.*eval_crop|missing columns: .*eval_crop.*mask_rle"):
+        evaluate(bad, "original", tmp_path / "run", metrics=BG, progress=False)
+
+
+def test_unreadable_image_is_a_sample_error(tmp_path):
+    from tests.factories import make_manifest
+
+    manifest = make_manifest(tmp_path, 3)
+    rows = read_manifest(manifest).table.to_pylist()
+    (tmp_path / "images" / rows[1]["image_path"]).write_bytes(b"truncated")
+    res = evaluate(manifest, "original", tmp_path / "run", metrics=BG, progress=False, report=False)
+    errors = res.samples["error"].tolist()
+    assert res.samples["error"].isna().tolist() == [True, False, True]
+    assert "cannot read image" in errors[1] and rows[1]["image_path"] in errors[1]

@@ -60,6 +60,28 @@ def test_resume_after_interrupt_computes_only_the_rest(tmp_path, manifest6):
     assert again.calls == 0  # a finished run recomputes nothing
 
 
+def test_resume_rescores_nothing_done(tmp_path, manifest6, tiny_nets, monkeypatch):
+    """Scored batches are checkpointed: a resumed run scores only the new ones and restores the
+    FID/KID states of the others exactly."""
+    from soebench.run.scoring import Scorer
+
+    metrics = ["fid_crop", "kid_full", "bg_ssim"]
+    opts = dict(metrics=metrics, batch_size=2, progress=False, report=False, **tiny_nets)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest6, Counting(interrupt_after=4), out, **opts)
+    scored = []
+    original_score = Scorer.score
+    monkeypatch.setattr(Scorer, "score", lambda self, batch: scored.append(len(batch)) or original_score(self, batch))
+    resumed = evaluate(manifest6, Counting(), out, resume=True, **opts)
+    assert scored == [2]  # only the third batch
+    monkeypatch.setattr(Scorer, "score", original_score)
+    fresh = evaluate(manifest6, Counting(), tmp_path / "fresh", **opts)
+    pd.testing.assert_frame_equal(resumed.samples, fresh.samples)
+    for name in ("fid_crop", "kid_full"):
+        assert resumed.summary["metrics"]["distances"][name] == fresh.summary["metrics"]["distances"][name]
+
+
 def test_changed_config_never_reuses_stale_outputs(tmp_path, manifest6):
     out = tmp_path / "run"
     evaluate(manifest6, Counting(offset=40), out, metrics=BG, progress=False, report=False)

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Mining speed and memory on a COCO-train-sized instances file, against pycocotools' loader.
+
+    python3 ../shared/bench/make_scale_data.py coco /tmp/coco-scale      # once (437 MB, 860,001 objects)
+    python benchmarks/bench_mining_coco.py [--data /tmp/coco-scale] [--preset soebench]
+
+Each phase runs in its own subprocess so that its peak RSS (ru_maxrss) is its own:
+  reference: ``pycocotools.coco.COCO(instances_train2017.json)`` (load + index, nothing else);
+  mining:    the whole ``build_dataset`` run (parse, filter, masks, colour, captions, plots, write).
+Prints both wall times, the speed ratio and both peak memories. Scratch output goes to /tmp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PHASE = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+kind, ann, images, captions, out, preset = sys.argv[1:7]
+extra = {}
+if kind == "reference":
+    from pycocotools.coco import COCO
+    COCO(ann)
+else:
+    from soebench.mining.build import build_dataset
+    r = build_dataset("coco", out, images=images, annotations=ann, captions=captions or None,
+                      preset=preset, overwrite=True)
+    extra = {"kept": r.num_rows, "candidates": r.summary["candidates"], "invalid": r.summary["invalid"],
+             "rejected": r.summary["rejected"]}
+print(json.dumps({"seconds": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
+"""
+
+
+def run_phase(kind: str, ann: Path, images: Path, captions: Path | None, out: Path, preset: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", PHASE, kind, str(ann), str(images), str(captions or ""), str(out), preset],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"{kind} phase failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("/tmp/coco-scale"))
+    parser.add_argument("--preset", default="soebench")
+    parser.add_argument("--no-captions", action="store_true")
+    parser.add_argument("--skip-reference", action="store_true")
+    args = parser.parse_args()
+    ann = args.data / "annotations" / "instances_train2017.json"
+    captions = None if args.no_captions else args.data / "annotations" / "captions_train2017.json"
+    if not ann.is_file():
+        raise SystemExit(f"{ann} missing: run python3 ../shared/bench/make_scale_data.py coco {args.data}")
+    out = Path(tempfile.mkdtemp(prefix="bench-mining-", dir="/tmp")) / "coco-train.parquet"
+    mining = run_phase("mining", ann, args.data / "train2017", captions, out, args.preset)
+    print(f"mining    : {mining['seconds']:7.2f} s  peak RSS {mining['peak_rss_mb']:7.0f} MB  "
+          f"({mining['kept']} kept of {mining['candidates']} candidates)")
+    print(f"            invalid {mining['invalid']}  rejected {mining['rejected']}")
+    if args.skip_reference:
+        return
+    ref = run_phase("reference", ann, args.data / "train2017", captions, out, args.preset)
+    print(f"pycocotools COCO(): {ref['seconds']:7.2f} s  peak RSS {ref['peak_rss_mb']:7.0f} MB")
+    print(f"speed ratio (COCO load / whole mining run): {ref['seconds'] / mining['seconds']:.1f}x   "
+          f"memory ratio (mining / COCO load): {mining['peak_rss_mb'] / ref['peak_rss_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

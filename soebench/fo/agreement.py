@@ -1,0 +1,164 @@
+"""Human tags from the App vs the automatic taxonomy labels: accuracy, Cohen's kappa, confusion.
+
+Reviewers tag a run's samples in the App with ``human:<label>`` (``human:ok``,
+``human:missing``, ...). :func:`collect` reads those tags back per run slice,
+:func:`agreement` compares them with the ``failure`` labels, and :func:`write_human_labels`
+stores them in the run's ``samples.parquet`` as a ``human_label`` column.
+
+Cohen's kappa: ``(p_o - p_e) / (1 - p_e)`` with ``p_o`` the observed agreement and
+``p_e = sum_k p_auto(k) * p_human(k)`` the agreement expected by chance from the two
+labellers' marginals; it is undefined (NaN) when ``p_e == 1`` (both always say one label).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soebench.errors import InputError, OutputExistsError
+from soebench.fiftyone_export import HUMAN_TAG_PREFIX, ORIGINAL_SLICE
+
+TAXONOMY_LABELS = ("ok", "missing", "mismatch", "distortion")
+
+
+@dataclass
+class Agreement:
+    """Agreement of the automatic labels (rows) with the human labels (columns)."""
+
+    labels: list[str]
+    matrix: np.ndarray  # [auto, human] counts
+    n: int
+    accuracy: float
+    kappa: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels, "matrix": self.matrix.tolist(), "n": self.n,
+                "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
+                "kappa": None if math.isnan(self.kappa) else self.kappa}
+
+
+@dataclass
+class SliceTags:
+    """What one run slice holds: per sample the automatic label and the human label (if any)."""
+
+    slice: str
+    auto: dict[str, str | None] = field(default_factory=dict)
+    human: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, list[str]] = field(default_factory=dict)  # sample_id -> several human labels
+
+    def pairs(self) -> tuple[list[str], list[str], int]:
+        """(auto, human) label lists over samples having both; and how many human tags lack an auto label."""
+        auto, human, unlabelled = [], [], 0
+        for sid, h in self.human.items():
+            a = self.auto.get(sid)
+            if a is None:
+                unlabelled += 1
+                continue
+            auto.append(a)
+            human.append(h)
+        return auto, human, unlabelled
+
+
+def confusion(auto: list[str], human: list[str], labels: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Counts ``matrix[i, j]`` of samples labelled ``labels[i]`` automatically and ``labels[j]`` by humans."""
+    if len(auto) != len(human):
+        raise ValueError("auto and human label lists differ in length")
+    if labels is None:
+        present = set(auto) | set(human)
+        labels = [lab for lab in TAXONOMY_LABELS if lab in present] + sorted(present - set(TAXONOMY_LABELS))
+    index = {lab: i for i, lab in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for a, h in zip(auto, human):
+        matrix[index[a], index[h]] += 1
+    return list(labels), matrix
+
+
+def cohen_kappa(matrix: np.ndarray) -> float:
+    """Cohen's kappa of a square confusion matrix of counts (NaN when undefined)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n = m.sum()
+    if n == 0:
+        return math.nan
+    p_o = np.trace(m) / n
+    p_e = float((m.sum(axis=1) / n) @ (m.sum(axis=0) / n))
+    if math.isclose(p_e, 1.0):
+        return math.nan
+    return float((p_o - p_e) / (1.0 - p_e))
+
+
+def agreement(auto: list[str], human: list[str], labels: list[str] | None = None) -> Agreement:
+    labels, matrix = confusion(auto, human, labels)
+    n = int(matrix.sum())
+    accuracy = float(np.trace(matrix) / n) if n else math.nan
+    return Agreement(labels=labels, matrix=matrix, n=n, accuracy=accuracy, kappa=cohen_kappa(matrix))
+
+
+def human_labels(tags: list[str]) -> list[str]:
+    """The distinct labels of ``human:<label>`` tags, in tag order."""
+    out: list[str] = []
+    for tag in tags or []:
+        if tag.startswith(HUMAN_TAG_PREFIX):
+            label = tag[len(HUMAN_TAG_PREFIX):].strip()
+            if label and label not in out:
+                out.append(label)
+    return out
+
+
+def collect(dataset: Any, slice_name: str) -> SliceTags:
+    """Read automatic labels and human tags of one run slice of ``dataset``."""
+    if slice_name == ORIGINAL_SLICE or slice_name not in (dataset.group_slices or []):
+        runs = [s for s in dataset.group_slices or [] if s != ORIGINAL_SLICE]
+        raise InputError(f"dataset {dataset.name!r} has no run {slice_name!r}",
+                         hint=f"its runs: {', '.join(runs) or 'none'}")
+    view = dataset.select_group_slices(slice_name)
+    has_failure = "failure" in view.get_field_schema()
+    fields = ["sample_id", "tags"] + (["failure.label"] if has_failure else [])
+    values = view.values(fields)
+    sids, tags = values[0], values[1]
+    autos = values[2] if has_failure else [None] * len(sids)
+    out = SliceTags(slice=slice_name)
+    for sid, tag_list, auto in zip(sids, tags, autos):
+        out.auto[sid] = auto
+        labels = human_labels(tag_list)
+        if len(labels) == 1:
+            out.human[sid] = labels[0]
+        elif len(labels) > 1:
+            out.conflicts[sid] = labels
+    return out
+
+
+def write_human_labels(run_dir: str | Path, human: dict[str, str], *, overwrite: bool = False) -> Path:
+    """Write ``human`` (sample_id -> label) into ``run_dir/samples.parquet`` as ``human_label``.
+
+    Atomic; every other column and the file's schema metadata are kept. An existing
+    ``human_label`` column with other values is replaced only with ``overwrite``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from soebench.fileio import atomic_path
+
+    path = Path(run_dir) / "samples.parquet"
+    if not path.is_file():
+        raise InputError(f"cannot write human labels: {path} does not exist (was the run folder moved?)")
+    table = pq.read_table(path)
+    ids = table.column("sample_id").to_pylist()
+    unknown = sorted(set(human) - set(ids))
+    if unknown:
+        raise InputError(f"{path}: tagged sample(s) not in the run: {', '.join(unknown[:5])}")
+    column = pa.array([human.get(sid) for sid in ids], type=pa.string())
+    if "human_label" in table.column_names:
+        old = table.column("human_label").to_pylist()
+        if old != column.to_pylist() and not overwrite:
+            raise OutputExistsError(f"{path} already has a human_label column with other values",
+                                    hint="pass --overwrite to replace it")
+        table = table.set_column(table.column_names.index("human_label"), "human_label", column)
+    else:
+        table = table.append_column("human_label", column)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path

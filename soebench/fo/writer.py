@@ -1,0 +1,243 @@
+"""Write a manifest and its evaluation runs into one persistent, grouped FiftyOne dataset.
+
+Why a grouped dataset (one group per manifest object; slice ``original`` plus one slice per run)
+rather than per-model media fields: every generated image is then a sample of its own, with its
+own scores, ``failure`` label and -- what matters for human review -- its own tags, so a tag such
+as ``human:missing`` unambiguously judges one model's output. The App shows the group's slices
+side by side in the sample modal (original next to each model's output, the ground-truth
+box/mask drawn on all of them), the grid can be switched between slices, and
+``select_group_slices(run)`` gives a flat view per model for the saved views. Media fields
+would show one image at a time and mix all models' judgements into one tag list.
+
+Re-running adds or updates: samples are keyed on ``(slice, sample_id)``; existing samples are
+updated in place (their non-automatic tags, i.e. human tags, are kept), new ones added, and a
+run's samples no longer in its ``samples.parquet`` removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from soebench.errors import InputError
+from soebench.fiftyone_export import (
+    AUTO_TAGS,
+    ORIGINAL_SLICE,
+    TAG_ERROR,
+    TAG_MISSING_MEDIA,
+    Sources,
+    default_dataset_name,
+    manifest_sample_dicts,
+    run_sample_dicts,
+)
+
+INFO_KEY = "soebench"
+BATCH = 500
+
+
+@dataclass
+class SliceReport:
+    """What writing one slice did."""
+
+    slice: str
+    samples: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    missing_media: int = 0
+    errors: int = 0
+    run_dir: str | None = None
+    model: str | None = None
+
+
+@dataclass
+class ExportResult:
+    dataset: Any
+    name: str
+    slices: list[SliceReport] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)
+
+
+def export(sources: Sources, *, name: str | None = None, progress: bool = False) -> ExportResult:
+    """Create or update the dataset ``name`` from ``sources``; save the views; return a report."""
+    from soebench.fo.db import connect
+    from soebench.fo.views import save_views
+
+    fo = connect()
+    name = name or default_dataset_name(sources.manifest.path, sources.manifest_sha256)
+    dataset = open_dataset(fo, name, sources)
+    base = manifest_sample_dicts(sources.manifest)
+    by_id = {d["sample_id"]: d for d in base}
+    result = ExportResult(dataset=dataset, name=name)
+    with _Progress(progress) as bar:
+        result.slices.append(write_slice(fo, dataset, ORIGINAL_SLICE, base, bar=bar))
+        for run in sources.runs:
+            dicts = run_sample_dicts(run, by_id)
+            report = write_slice(fo, dataset, run.slice, dicts, bar=bar)
+            report.run_dir, report.model = str(run.run_dir), run.model_name
+            result.slices.append(report)
+            _record_run(dataset, run)
+    result.views = save_views(dataset)
+    return result
+
+
+def open_dataset(fo: Any, name: str, sources: Sources) -> Any:
+    """Load ``name`` (checking it holds the same manifest) or create it persistent and grouped."""
+    manifest_info = {"path": str(sources.manifest.path), "sha256": sources.manifest_sha256,
+                     "num_rows": len(sources.manifest)}
+    if fo.dataset_exists(name):
+        dataset = fo.load_dataset(name)
+        held = (dataset.info or {}).get(INFO_KEY, {}).get("manifest", {})
+        if not held:
+            raise InputError(f"FiftyOne dataset {name!r} exists but was not made by soebench",
+                             hint="choose another --name")
+        if held.get("sha256") != sources.manifest_sha256:
+            raise InputError(
+                f"FiftyOne dataset {name!r} holds manifest {held.get('path')} (sha256 {str(held.get('sha256'))[:12]}…), "
+                f"not {sources.manifest.path} (sha256 {sources.manifest_sha256[:12]}…)",
+                hint="a dataset holds one manifest and its runs; choose another --name",
+            )
+        return dataset
+    dataset = fo.Dataset(name)
+    dataset.persistent = True
+    dataset.add_group_field("group", default=ORIGINAL_SLICE)
+    dataset.info = {INFO_KEY: {"manifest": manifest_info, "runs": {}}}
+    dataset.description = f"soebench: {sources.manifest.path}"
+    dataset.save()
+    return dataset
+
+
+def dataset_runs(dataset: Any) -> dict[str, dict[str, Any]]:
+    """``slice -> {run_dir, run_name, model, ...}`` recorded for the dataset's runs."""
+    return dict((dataset.info or {}).get(INFO_KEY, {}).get("runs", {}))
+
+
+def _record_run(dataset: Any, run: Any) -> None:
+    info = dict(dataset.info or {})
+    sb = dict(info.get(INFO_KEY, {}))
+    runs = dict(sb.get("runs", {}))
+    summary = run.summary
+    runs[run.slice] = {
+        "run_dir": str(run.run_dir),
+        "run_name": run.name,
+        "model": summary.get("model"),
+        "prompt_key": summary.get("prompt_key"),
+        "created": summary.get("created"),
+        "git_commit": summary.get("git_commit"),
+        "num_samples": len(run.samples),
+    }
+    sb["runs"] = runs
+    info[INFO_KEY] = sb
+    dataset.info = info
+    dataset.save()
+
+
+def write_slice(fo: Any, dataset: Any, slice_name: str, dicts: list[dict[str, Any]], *, bar: Any = None) -> SliceReport:
+    """Upsert ``dicts`` as the samples of ``slice_name`` (keyed on sample_id)."""
+    report = SliceReport(slice=slice_name, samples=len(dicts))
+    report.missing_media = sum(TAG_MISSING_MEDIA in d["tags"] for d in dicts)
+    report.errors = sum(TAG_ERROR in d["tags"] for d in dicts)
+    wanted = {d["sample_id"]: d for d in dicts}
+    task = bar.add(f"{dataset.name}: {slice_name}", len(dicts)) if bar else None
+    existing: dict[str, str] = {}
+    if slice_name in (dataset.group_slices or []):
+        view = dataset.select_group_slices(slice_name)
+        existing = dict(zip(*view.values(["sample_id", "id"])))
+        stale = [sid for sid in existing if sid not in wanted]
+        if stale:
+            dataset.delete_samples([existing[s] for s in stale])
+            report.removed = len(stale)
+        update_ids = [existing[s] for s in wanted if s in existing]
+        if update_ids:
+            for sample in view.select(update_ids).iter_samples(autosave=True):
+                _fill(fo, sample, wanted[sample["sample_id"]], keep_tags=sample.tags)
+                report.updated += 1
+                if bar:
+                    bar.advance(task)
+    groups = _group_ids(dataset) if slice_name != ORIGINAL_SLICE else {}
+    new = [d for d in dicts if d["sample_id"] not in existing]
+    for start in range(0, len(new), BATCH):
+        samples = []
+        for d in new[start : start + BATCH]:
+            if slice_name == ORIGINAL_SLICE:
+                element = fo.Group().element(slice_name)
+            else:
+                if d["sample_id"] not in groups:
+                    raise InputError(f"sample {d['sample_id']} of slice {slice_name!r} has no original in the dataset")
+                element = fo.Group(id=groups[d["sample_id"]]).element(slice_name)
+            sample = fo.Sample(filepath=d["filepath"], group=element)
+            _fill(fo, sample, d, keep_tags=[])
+            samples.append(sample)
+        dataset.add_samples(samples, progress=False)
+        report.added += len(samples)
+        if bar:
+            bar.advance(task, len(samples))
+    return report
+
+
+def _group_ids(dataset: Any) -> dict[str, str]:
+    view = dataset.select_group_slices(ORIGINAL_SLICE)
+    sids, gids = view.values(["sample_id", "group.id"])
+    return dict(zip(sids, gids))
+
+
+def _fill(fo: Any, sample: Any, d: dict[str, Any], *, keep_tags: list[str]) -> None:
+    """Set every field, label and automatic tag of ``d`` on ``sample`` (user tags are kept)."""
+    if sample.filepath != d["filepath"]:
+        sample.filepath = d["filepath"]
+    sample["metadata"] = fo.ImageMetadata(width=d["width"], height=d["height"])
+    for key, value in d["fields"].items():
+        if value is None and sample.in_dataset and not sample.has_field(key):
+            continue  # FiftyOne cannot infer a field type from None alone
+        sample[key] = value
+    for key, lab in d["labels"].items():
+        sample[key] = _detection(fo, lab)
+    if "failure" in d:
+        failure = d["failure"]
+        if failure is not None or not sample.in_dataset or sample.has_field("failure"):
+            sample["failure"] = None if failure is None else _classification(fo, failure)
+    user = [t for t in keep_tags if t not in AUTO_TAGS]
+    sample.tags = user + [t for t in d["tags"] if t not in user]
+
+
+def _detection(fo: Any, lab: dict[str, Any]) -> Any:
+    det = fo.Detection(label=lab["label"], bounding_box=lab["bounding_box"])
+    if lab.get("mask") is not None:
+        det.mask = lab["mask"]
+    for k, v in lab.get("attributes", {}).items():
+        det[k] = v
+    return det
+
+
+def _classification(fo: Any, lab: dict[str, Any]) -> Any:
+    cls = fo.Classification(label=lab["label"])
+    for k, v in lab.get("attributes", {}).items():
+        cls[k] = v
+    return cls
+
+
+class _Progress:
+    """A rich progress bar with one task per slice (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+
+    def __enter__(self) -> "_Progress | None":
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self._bar.__enter__()
+        return self
+
+    def add(self, label: str, total: int) -> Any:
+        return self._bar.add_task(label, total=total)
+
+    def advance(self, task: Any, n: int = 1) -> None:
+        self._bar.advance(task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

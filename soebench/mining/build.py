@@ -1,0 +1,430 @@
+"""``build_dataset``: annotation files -> a filtered, coloured, prompted soebench manifest.
+
+Order of work (cheapest first, so pixels are decoded only for objects that passed every
+cheap test): parse annotations -> mark invalid rows -> shard -> class / flag / box filters ->
+per image, in sorted order: image file present? -> image size (OpenImages) -> size filters ->
+masks -> mask filters -> decode image -> colour -> at most K per image -> rows. Every dropped
+object is counted under its reason (``invalid``: bad input; ``rejected``: a filter).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soebench.errors import ConfigError, InputError
+from soebench.fileio import refuse_existing, sha256_file, write_text_atomic
+from soebench.mining.filters import FLAG_NAMES, FilterConfig, FilterRun
+from soebench.mining.presets import SOURCES, resolve_filters
+from soebench.mining.sources import ImageError, read_image_rgb
+from soebench.mining.split import assign_splits, parse_split_ratios, part_name, sample_id, shard_of, source_split, unit_hash
+
+EXAMPLES_PER_REASON = 5
+
+
+@dataclass
+class BuildResult:
+    manifest_path: Path
+    num_rows: int
+    summary: dict[str, Any]
+    summary_path: Path
+    plot_paths: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _Tally:
+    invalid: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def drop(self, reason: str, ann_keys) -> None:
+        keys = list(ann_keys)
+        self.invalid[reason] += len(keys)
+        ex = self.examples.setdefault(reason, [])
+        ex.extend(str(k) for k in keys[: EXAMPLES_PER_REASON - len(ex)])
+
+
+def output_paths(out: Path, num_shards: int, shard_index: int) -> tuple[Path, Path, Path, Path]:
+    """(manifest, summary json, sizes png, categories png) for a run."""
+    if num_shards > 1:
+        manifest = out / part_name(shard_index, num_shards)
+    else:
+        manifest = out
+    stem = manifest.with_suffix("") if manifest.suffix == ".parquet" else manifest
+    return (
+        manifest,
+        stem.with_name(stem.name + ".summary.json"),
+        stem.with_name(stem.name + ".sizes.png"),
+        stem.with_name(stem.name + ".categories.png"),
+    )
+
+
+def _relative_or_absolute(target: Path, base: Path) -> str:
+    target, base = target.resolve(), base.resolve()
+    try:
+        return os.path.relpath(target, base)
+    except ValueError:  # other drive (Windows)
+        return str(target)
+
+
+def _make_source(source: str, split: str | None, inputs: Mapping[str, Any], fast_parse: bool):
+    def path(key: str, required: bool = True) -> Path | None:
+        value = inputs.get(key)
+        if value is None:
+            if required:
+                raise InputError(f"source {source!r} needs --{key.replace('_', '-')}")
+            return None
+        return Path(value)
+
+    images = path("images")
+    if not images.is_dir():
+        raise InputError(f"images folder {images} does not exist")
+    if source == "coco":
+        from soebench.mining.sources import CocoSource
+
+        ann = path("annotations")
+        if not ann.is_file():
+            raise InputError(f"COCO annotation file {ann} does not exist")
+        caps = path("captions", required=False)
+        if caps is not None and not caps.is_file():
+            raise InputError(f"COCO captions file {caps} does not exist")
+        return CocoSource(ann, images, caps, split=split or source_split(ann, "coco"), fast_parse=fast_parse)
+    from soebench.mining.openimages import OpenImagesSource
+
+    seg = path("segmentation_csv", required=False)
+    bbox = path("bbox_csv", required=False)
+    named = seg or bbox
+    return OpenImagesSource(
+        images_root=images,
+        classes_path=path("classes"),
+        segmentation_csv=seg,
+        masks_root=path("masks", required=seg is not None),
+        bbox_csv=bbox,
+        split=split or (source_split(named, "openimages") if named else "openimages"),
+    )
+
+
+def _progress(enabled: bool, total: int):
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("mining"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+    return progress
+
+
+def build_dataset(
+    source: str,
+    out: str | os.PathLike,
+    *,
+    images: str | os.PathLike,
+    annotations: str | os.PathLike | None = None,
+    captions: str | os.PathLike | None = None,
+    segmentation_csv: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
+    classes: str | os.PathLike | None = None,
+    bbox_csv: str | os.PathLike | None = None,
+    preset: str | None = "soebench",
+    filters: Mapping[str, Any] | FilterConfig | None = None,
+    split: str | None = None,
+    split_ratios: str | Mapping[str, float] | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    overwrite: bool = False,
+    plots: bool = True,
+    progress: bool = False,
+    fast_parse: bool = True,
+) -> BuildResult:
+    """Mine small objects from COCO or OpenImages annotations into a soebench manifest.
+
+    ``filters`` overrides the preset's values (a dict of :class:`FilterConfig` fields, None
+    values ignored) or replaces them (a FilterConfig). With ``num_shards > 1`` ``out`` is a
+    folder and this call writes part ``shard_index`` (images are assigned to parts by a hash,
+    so an image never spans parts). Writes, atomically, the manifest, ``<out>.summary.json``
+    and ``<out>.sizes.png`` / ``<out>.categories.png`` (unless ``plots=False``).
+    """
+    # -- check inputs before any work ------------------------------------------------------
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ConfigError(f"shard index {shard_index} is not in [0, {num_shards})")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be >= 1, got {limit}")
+    cfg = filters if isinstance(filters, FilterConfig) else resolve_filters(preset, source, filters)
+    ratios = parse_split_ratios(split_ratios)
+    out = Path(out)
+    manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
+    for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
+        refuse_existing(p, overwrite, what="output")
+    inputs = {
+        "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
+        "masks": masks, "classes": classes, "bbox_csv": bbox_csv,
+    }
+    src = _make_source(source, split, inputs, fast_parse)
+    hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse
+    hashes = {role: hasher.submit(sha256_file, p) for role, p in src.input_files().items()}
+    try:
+        table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress)
+    finally:
+        src.close()
+        hasher.shutdown(wait=True)
+
+    from soebench import __version__
+    from soebench.manifest.io import write_manifest
+    from soebench.mining.prompts import PROMPT_TEMPLATE_VERSION
+
+    try:
+        from soebench.mining.colour import COLOUR_NAMER_VERSION
+    except ImportError:  # pragma: no cover - the namer ships with the package
+        COLOUR_NAMER_VERSION = None
+    base = manifest_path.parent if num_shards == 1 else out
+    metadata = {
+        "source": source,
+        "preset": preset,
+        "filters": cfg.to_dict(),
+        "inputs": {
+            role: {"name": Path(p).name, "path": _relative_or_absolute(Path(p), base), "sha256": hashes[role].result(),
+                   "bytes": Path(p).stat().st_size}
+            for role, p in src.input_files().items()
+        },
+        "tool": {"name": "soebench", "version": __version__},
+        "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+        "colour_namer_version": COLOUR_NAMER_VERSION,
+        "images_root": _relative_or_absolute(Path(images), base),
+        "split": {"source_split": src.split, "ratios": ratios, "seed": seed},
+        "shard": {"index": shard_index, "count": num_shards},
+        "seed": seed,
+        "limit": limit,
+        "summary": {k: summary[k] for k in ("candidates", "kept", "invalid", "rejected")},
+    }
+    summary = {"manifest": manifest_path.name, "source": source, "preset": preset, "filters": cfg.to_dict(), **summary}
+    import json
+
+    plot_paths: list[Path] = []
+    if plots:
+        from soebench.mining.summary_plots import write_plots
+
+        plot_paths = write_plots(table, sizes_path, cats_path, title=f"{source} {src.split} ({preset or 'custom'})")
+    write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_manifest(table, manifest_path, metadata, overwrite=overwrite)
+    return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
+
+
+def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, shard_index: int, progress: bool):
+    cands = src.candidates()
+    frun = FilterRun(cfg)
+    later = src.later_columns()
+    frun.check_source(cands.provides | later)
+    tally = _Tally()
+    n = len(cands)
+    rows = np.arange(n)
+    if num_shards > 1:
+        uniq, inverse = np.unique(cands.image_key, return_inverse=True)
+        shard = np.array([shard_of(str(k), src.name, num_shards) for k in uniq])[inverse]
+        rows = rows[shard == shard_index]
+    candidates = len(rows)
+    invalid = cands.invalid[rows]
+    for reason in sorted({r for r in invalid if r is not None}):
+        tally.drop(reason, cands.ann_key[rows[invalid == reason]])
+    rows = rows[invalid == None]  # noqa: E711
+    available = set(cands.provides)
+    rows = frun.apply(cands.cols, rows, available)
+    # one look-up per image, before the per-image loop: missing files are common in partial copies
+    uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)
+    missing = np.array([src.image_file(str(k)) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
+    if missing.any():
+        tally.drop("missing image file", cands.ann_key[rows[missing]])
+        rows = rows[~missing]
+    order = np.lexsort((cands.ann_order[rows], cands.image_order[rows]))
+    rows = rows[order]
+    # group rows by image, keeping the sorted order
+    img_keys = cands.image_key[rows]
+    boundaries = np.flatnonzero(np.r_[True, img_keys[1:] != img_keys[:-1]]) if len(rows) else np.array([], dtype=int)
+    groups = np.split(rows, boundaries[1:]) if len(rows) else []
+    all_cols = available | later
+    out_rows: list[dict[str, Any]] = []
+    capped = 0
+    unprocessed = 0
+    from soebench.mining.colour import colour_of_mask, exposure_gain
+
+    bar = _progress(progress, len(groups))
+    with bar as prog:
+        task = prog.add_task("mining", total=len(groups)) if prog is not None else None
+        for gi, group in enumerate(groups):
+            if limit is not None and len(out_rows) >= limit:
+                unprocessed += sum(len(g) for g in groups[gi:])
+                break
+            kept = _mine_image(src, cands, frun, tally, group, available, later, colour_of_mask, exposure_gain)
+            if cfg.max_per_image is not None and len(kept) > cfg.max_per_image:
+                ranked = sorted(kept, key=lambda rec: unit_hash(f"cap:{seed}:{rec['annotation_id']}"))
+                chosen = {id(r) for r in ranked[: cfg.max_per_image]}
+                capped += len(kept) - cfg.max_per_image
+                kept = [r for r in kept if id(r) in chosen]
+            out_rows.extend(kept)
+            if prog is not None:
+                prog.advance(task)
+    frun.finish(all_cols)
+    if limit is not None and len(out_rows) > limit:
+        unprocessed += len(out_rows) - limit
+        out_rows = out_rows[:limit]
+    # captions, splits, ids
+    image_keys = sorted({r["image_id"] for r in out_rows})
+    caps = src.captions(image_keys) if out_rows else {}
+    splits = assign_splits(image_keys, ratios, seed, src.name) if ratios else {}
+    for r in out_rows:
+        r["sample_id"] = sample_id(src.name, src.split, r["annotation_id"])
+        r["split"] = splits.get(r["image_id"], src.split)
+        r["captions"] = caps.get(r["image_id"], [])
+    table = _to_table(out_rows)
+    rejected = dict(frun.rejected)
+    if cfg.max_per_image is not None:
+        rejected["max_per_image"] = capped
+    if limit is not None:
+        rejected["limit"] = unprocessed
+    summary = _summary(table, candidates, tally, rejected)
+    return table, summary
+
+
+def _mine_image(src, cands, frun, tally, rows, available, later, colour_of_mask, exposure_gain) -> list[dict]:
+    from soebench.manifest.masks import encode_mask
+    from soebench.mining.crops import eval_crop, teacher_crop
+    from soebench.mining.openimages import resize_nearest
+    from soebench.mining.prompts import make_prompts
+
+    cols = cands.cols
+    key = str(cands.image_key[rows[0]])
+    rel = src.image_file(key)
+    if rel is None:
+        tally.drop("missing image file", cands.ann_key[rows])
+        return []
+    try:
+        width, height = src.image_size(key)
+    except ImageError as exc:
+        tally.drop(str(exc), cands.ann_key[rows])
+        return []
+    if "width" in later:
+        cols["width"][rows] = width
+        cols["height"][rows] = height
+        rows = frun.apply(cols, rows, available | {"width", "height"}, final=False)
+        if not len(rows):
+            return []
+    masks = src.masks(rows, width, height)
+    good: list[int] = []
+    full: dict[int, tuple[np.ndarray, str, float]] = {}
+    for r in rows:
+        mask, kind = masks[int(r)]
+        if isinstance(mask, str):
+            tally.drop(mask, [cands.ann_key[r]])
+            continue
+        frac = float(mask.mean())  # on the mask itself, before any resize
+        if kind == "png":
+            cols["mask_frac"][r] = frac
+            mask = resize_nearest(mask, width, height)
+        if not mask.any():
+            tally.drop("empty mask", [cands.ann_key[r]])
+            continue
+        full[int(r)] = (mask, kind, frac)
+        good.append(int(r))
+    rows = np.array(good, dtype=np.int64)
+    if "mask_frac" in later and len(rows):
+        rows = frun.apply(cols, rows, available | later, final=False)
+    if not len(rows):
+        return []
+    try:
+        image = read_image_rgb(src.images_root / rel)
+    except ImageError as exc:
+        tally.drop(str(exc), cands.ann_key[rows])
+        return []
+    if image.shape[:2] != (height, width):
+        tally.drop("image size differs from the annotation", cands.ann_key[rows])
+        return []
+    gain = exposure_gain(image)
+    license_name = src.license(key)
+    out = []
+    for r in rows:
+        mask, kind, frac = full[int(r)]
+        try:
+            colour = colour_of_mask(image, mask, gain=gain)
+        except ValueError as exc:
+            tally.drop(f"colour: {exc}", [cands.ann_key[r]])
+            continue
+        bbox = src.bbox_pixels(int(r), width, height)
+        flags = {f: (None if f not in cols or cols[f][r] < 0 else bool(cols[f][r])) for f in FLAG_NAMES}
+        iou = float(cols["predicted_iou"][r])
+        out.append(
+            {
+                "source": src.name,
+                "image_id": str(key),
+                "image_path": rel,
+                "width": width,
+                "height": height,
+                "annotation_id": str(cands.ann_key[r]),
+                "category": str(cands.category[r]),
+                "category_id": str(cands.category_id[r]),
+                "bbox": bbox,
+                "bbox_area_fraction": float(cols["box_frac"][r]),
+                "mask_rle": encode_mask(mask),
+                "mask_source": kind,
+                "mask_area_fraction": frac if kind == "png" else float(mask.mean()),
+                "color": colour.name,
+                "color_confidence": float(colour.confidence),
+                "prompts": make_prompts(str(cands.category[r]), colour.name),
+                "teacher_crop": list(teacher_crop(bbox, width, height)),
+                "eval_crop": list(eval_crop(bbox, width, height)),
+                **flags,
+                "predicted_iou": None if np.isnan(iou) else iou,
+                "license": license_name,
+            }
+        )
+    return out
+
+
+def _to_table(rows: list[dict[str, Any]]):
+    import pyarrow as pa
+
+    from soebench.manifest.schema import SCHEMA
+
+    data = {name: [r.get(name) for r in rows] for name in SCHEMA.names}
+    return pa.Table.from_pydict(data, schema=SCHEMA)
+
+
+def size_histogram(fractions: np.ndarray) -> dict[str, int]:
+    """Counts of objects by box side fraction sqrt(area fraction), in bands of 1/32."""
+    edges = [0, 1 / 32, 1 / 16, 1 / 12, 1 / 8, 1 / 6, 1 / 4, 1 / 2, 1.0]
+    labels = ["<1/32", "1/32-1/16", "1/16-1/12", "1/12-1/8", "1/8-1/6", "1/6-1/4", "1/4-1/2", ">=1/2"]
+    side = np.sqrt(np.asarray(fractions, dtype=float))
+    idx = np.clip(np.searchsorted(edges, side, side="right") - 1, 0, len(labels) - 1)
+    counts = np.bincount(idx, minlength=len(labels))
+    return {label: int(c) for label, c in zip(labels, counts)}
+
+
+def _summary(table, candidates: int, tally: _Tally, rejected: dict[str, int]) -> dict[str, Any]:
+    cats = Counter(table.column("category").to_pylist())
+    splits = Counter(table.column("split").to_pylist())
+    colours = Counter(c for c in table.column("color").to_pylist() if c)
+    return {
+        "candidates": candidates,
+        "kept": table.num_rows,
+        "invalid": dict(sorted(tally.invalid.items())),
+        "invalid_examples": {k: v for k, v in sorted(tally.examples.items())},
+        "rejected": rejected,
+        "images": len(set(table.column("image_id").to_pylist())),
+        "per_category": dict(sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "per_split": dict(sorted(splits.items())),
+        "per_colour": dict(sorted(colours.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "size_histogram": size_histogram(table.column("bbox_area_fraction").to_numpy()),
+    }

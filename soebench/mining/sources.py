@@ -1,0 +1,246 @@
+"""Sources of candidate objects for ``build_dataset``: one interface over COCO and OpenImages.
+
+A source gives :class:`Candidates` (numpy columns, one row per annotated object, with the rows
+it cannot use already marked invalid with a reason) and the per-image operations the miner
+needs only for survivors: where the image file is, its size, the masks, captions and license.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from soebench.mining.coco import CocoInstances, MaskError, load_captions, load_instances, segmentation_mask
+
+#: tolerance (pixels) for COCO boxes that overshoot the image by rounding
+BOX_TOLERANCE_PX = 1.0
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; ``args[0]`` is the reject reason."""
+
+
+@dataclass
+class Candidates:
+    """One row per annotated object.
+
+    ``cols`` holds the filter columns (see :mod:`soebench.mining.filters`): ``box`` (n, 4)
+    normalised x0, y0, x1, y1; ``box_frac``; ``mask_frac`` (NaN until known); ``width``/``height``
+    (NaN until known); flags as int8 (1 yes, 0 no, -1 unknown); ``predicted_iou`` (NaN unknown);
+    ``category_lower``, ``category_id_lower``, ``category_count`` (objects of that category
+    annotated in the image). ``provides`` names the columns known before any file is read.
+    """
+
+    ann_key: np.ndarray
+    image_key: np.ndarray
+    category: np.ndarray
+    category_id: np.ndarray
+    cols: dict[str, np.ndarray]
+    invalid: np.ndarray  # object: None or reason
+    provides: set[str]
+    image_order: np.ndarray  # sort key of the image (int or str)
+    ann_order: np.ndarray  # sort key of the annotation within its image
+
+    def __len__(self) -> int:
+        return len(self.ann_key)
+
+
+class Source(Protocol):
+    name: str
+    split: str
+
+    def candidates(self) -> Candidates: ...
+    def later_columns(self) -> set[str]: ...
+    def image_file(self, image_key: str) -> str | None: ...
+    def image_size(self, image_key: str) -> tuple[int, int]: ...
+    def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str, str]]: ...
+    def bbox_pixels(self, row: int, width: int, height: int) -> list[float]: ...
+    def captions(self, image_keys: list[str]) -> dict[str, list[str]]: ...
+    def license(self, image_key: str) -> str | None: ...
+    def input_files(self) -> dict[str, Path]: ...
+    def close(self) -> None: ...
+
+
+def category_counts(image_idx: np.ndarray, cat_idx: np.ndarray) -> np.ndarray:
+    """For each row, how many rows share its (image, category)."""
+    if not len(image_idx):
+        return np.zeros(0, dtype=np.int64)
+    key = image_idx.astype(np.int64) * (int(cat_idx.max()) + 1) + cat_idx.astype(np.int64)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return counts[inverse]
+
+
+def lower(values: np.ndarray) -> np.ndarray:
+    uniq, inverse = np.unique(values.astype(str), return_inverse=True)
+    return np.array([u.lower() for u in uniq], dtype=object)[inverse]
+
+
+class FileIndex:
+    """Which files a folder holds, listed once (a stat per image would dominate big runs)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._names: set[str] | None = None
+
+    def exists(self, relative: str) -> bool:
+        if "/" in relative or os.sep in relative:
+            return (self.root / relative).is_file()
+        if self._names is None:
+            try:
+                self._names = set(os.listdir(self.root))
+            except OSError:
+                self._names = set()
+        return relative in self._names
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return int(img.size[0]), int(img.size[1])
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ImageError("corrupt image file") from None
+
+
+def read_image_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageError("corrupt image file") from None
+
+
+@dataclass
+class CocoSource:
+    """COCO instances (+ optional captions) and an images folder."""
+
+    annotations: Path
+    images_root: Path
+    captions_path: Path | None = None
+    split: str = "val2017"
+    fast_parse: bool = True
+    name: str = "coco"
+    _data: CocoInstances | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = FileIndex(self.images_root)
+
+    @property
+    def data(self) -> CocoInstances:
+        if self._data is None:
+            self._data = load_instances(self.annotations, fast=self.fast_parse)
+        return self._data
+
+    def candidates(self) -> Candidates:
+        d = self.data
+        n = len(d)
+        invalid = np.full(n, None, dtype=object)
+        image_ids = np.array(sorted(d.images), dtype=np.int64)
+        widths = np.array([d.images[i].width for i in image_ids], dtype=np.float64)
+        heights = np.array([d.images[i].height for i in image_ids], dtype=np.float64)
+        img_pos = np.searchsorted(image_ids, d.image_id) if len(image_ids) else np.zeros(n, dtype=np.int64)
+        img_pos = np.minimum(img_pos, max(len(image_ids) - 1, 0))
+        known_img = (image_ids[img_pos] == d.image_id) if len(image_ids) else np.zeros(n, dtype=bool)
+        invalid[~known_img] = "unknown image id"
+        cat_ids = np.array(sorted(d.categories), dtype=np.int64)
+        cat_pos = np.minimum(np.searchsorted(cat_ids, d.category_id), max(len(cat_ids) - 1, 0))
+        known_cat = (cat_ids[cat_pos] == d.category_id) if len(cat_ids) else np.zeros(n, dtype=bool)
+        invalid[known_img & ~known_cat] = "unknown category id"
+        width = np.where(known_img, widths[img_pos] if len(widths) else 0.0, np.nan)
+        height = np.where(known_img, heights[img_pos] if len(heights) else 0.0, np.nan)
+        x, y, w, h = (d.bbox[:, k] for k in range(4))
+        tol = BOX_TOLERANCE_PX
+        with np.errstate(invalid="ignore", divide="ignore"):
+            outside = (x < -tol) | (y < -tol) | (x + w > width + tol) | (y + h > height + tol)
+            empty = ~((w > 0) & (h > 0))
+            box = np.stack([x / width, y / height, (x + w) / width, (y + h) / height], axis=1)
+            box_frac = (w * h) / (width * height)
+            mask_frac = d.area / (width * height)
+        ok = invalid == None  # noqa: E711 - elementwise on an object array
+        invalid[ok & empty] = "empty bbox"
+        ok = invalid == None  # noqa: E711
+        invalid[ok & outside] = "bbox outside the image"
+        names = np.array([d.categories.get(int(c), "") for c in cat_ids] or [""], dtype=object)
+        lowered = np.array([v.lower() for v in names], dtype=object)
+        id_text = np.array([str(int(c)) for c in cat_ids] or [""], dtype=object)
+        category = names[cat_pos]
+        # unknown ids keep their own text (those rows are invalid anyway)
+        category_id = np.where(known_cat, id_text[cat_pos], d.category_id.astype(object))
+        cols = {
+            "box": np.clip(box, 0.0, 1.0),
+            "box_frac": box_frac,
+            "mask_frac": mask_frac,  # COCO's own 'area' field, the measure COCO evaluation uses
+            "width": width,
+            "height": height,
+            "crowd": d.iscrowd.astype(np.int8),
+            "predicted_iou": np.full(n, np.nan),
+            "category_lower": lowered[cat_pos],
+            "category_id_lower": category_id,
+            "category_count": category_counts(img_pos, cat_pos),
+        }
+        return Candidates(
+            ann_key=d.ann_id,  # ints; turned into text only for the rows written
+            image_key=d.image_id,
+            category=category,
+            category_id=category_id,
+            cols=cols,
+            invalid=invalid,
+            provides=set(cols),
+            image_order=d.image_id,
+            ann_order=d.ann_id,
+        )
+
+    def later_columns(self) -> set[str]:
+        return set()
+
+    def image_file(self, image_key: str) -> str | None:
+        name = self.data.images[int(image_key)].file_name
+        return name if self._index.exists(name) else None
+
+    def image_size(self, image_key: str) -> tuple[int, int]:
+        img = self.data.images[int(image_key)]
+        return img.width, img.height
+
+    def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str, str]]:
+        segs = self.data.segmentations(rows)
+        out: dict[int, tuple[np.ndarray | str, str]] = {}
+        for r in rows:
+            try:
+                mask, kind = segmentation_mask(segs[int(r)], height, width)
+            except MaskError as exc:
+                out[int(r)] = (str(exc), "")
+                continue
+            out[int(r)] = (mask, kind)
+        return out
+
+    def bbox_pixels(self, row: int, width: int, height: int) -> list[float]:
+        return [float(v) for v in self.data.bbox[row]]
+
+    def captions(self, image_keys: list[str]) -> dict[str, list[str]]:
+        if self.captions_path is None:
+            return {}
+        caps = load_captions(self.captions_path, [int(k) for k in image_keys])
+        return {str(k): v for k, v in caps.items()}
+
+    def license(self, image_key: str) -> str | None:
+        return self.data.images[int(image_key)].license
+
+    def input_files(self) -> dict[str, Path]:
+        files = {"annotations": self.annotations}
+        if self.captions_path is not None:
+            files["captions"] = self.captions_path
+        return files
+
+    def describe(self) -> dict[str, Any]:
+        return {"parser": self.data.parser}
+
+    def close(self) -> None:
+        if self._data is not None:
+            self._data.close()

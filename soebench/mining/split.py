@@ -1,0 +1,84 @@
+"""Stable ids, source split names, deterministic re-splits and shards -- all by image.
+
+Everything here hashes text with SHA-1, so results do not depend on the order of the input,
+on Python's hash seed or on the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from soebench.errors import ConfigError
+
+SAMPLE_ID_CHARS = 16
+
+
+def sample_id(source: str, split: str, annotation_id: str) -> str:
+    """Stable id of one object: SHA-1 hex prefix of ``"<source>:<split>:<annotation id>"``."""
+    return hashlib.sha1(f"{source}:{split}:{annotation_id}".encode()).hexdigest()[:SAMPLE_ID_CHARS]
+
+
+def unit_hash(text: str) -> float:
+    """A number in [0, 1) fixed by ``text``."""
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big") / 2.0**64
+
+
+def source_split(path: str | Path, source: str) -> str:
+    """The split named by an annotation file: instances_val2017.json -> "val2017",
+    validation-annotations-object-segmentation.csv -> "validation"."""
+    name = Path(path).name
+    if source == "coco":
+        m = re.match(r"(?:instances|person_keypoints|captions)_([A-Za-z0-9]+)\.json$", name)
+        return m.group(1) if m else Path(name).stem
+    m = re.match(r"([a-z]+)-annotations", name)
+    return m.group(1) if m else Path(name).stem
+
+
+def parse_split_ratios(text: str | Mapping[str, float] | None) -> dict[str, float] | None:
+    """"train=0.9,val=0.1" -> {"train": 0.9, "val": 0.1} (must be positive and sum to 1)."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, Mapping):
+        ratios = {str(k): float(v) for k, v in text.items()}
+    else:
+        ratios = {}
+        for part in str(text).split(","):
+            if "=" not in part:
+                raise ConfigError(f"split ratio {part!r} is not NAME=FRACTION (e.g. train=0.9,val=0.1)")
+            name, value = part.split("=", 1)
+            try:
+                ratios[name.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"split ratio {part!r}: {value!r} is not a number") from None
+    if not ratios or any(v <= 0 for v in ratios.values()) or any(not k for k in ratios):
+        raise ConfigError(f"split ratios {ratios} need names and positive fractions")
+    total = sum(ratios.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"split ratios {ratios} sum to {total}, not 1")
+    return ratios
+
+
+def assign_splits(image_keys: Iterable[str], ratios: Mapping[str, float], seed: int, source: str) -> dict[str, str]:
+    """image key -> split name, by a seeded hash of the image (an image never spans splits)."""
+    names = list(ratios)
+    edges = np.cumsum([ratios[n] for n in names])
+    edges[-1] = 1.0
+    out = {}
+    for key in image_keys:
+        u = unit_hash(f"split:{seed}:{source}:{key}")
+        out[key] = names[int(np.searchsorted(edges, u, side="right"))]
+    return out
+
+
+def shard_of(image_key: str, source: str, num_shards: int) -> int:
+    """The shard that holds every object of one image."""
+    return int(unit_hash(f"shard:{source}:{image_key}") * num_shards)
+
+
+def part_name(index: int, count: int) -> str:
+    return f"part-{index:05d}-of-{count:05d}.parquet"

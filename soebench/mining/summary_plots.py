@@ -1,0 +1,55 @@
+"""PNG histograms written beside a manifest: object sizes and categories."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from soebench.fileio import atomic_path
+
+TOP_CATEGORIES = 40
+
+
+def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = "") -> list[Path]:
+    """Histogram of box side (sqrt of the box area fraction) and bar chart of categories."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fractions = np.asarray(table.column("bbox_area_fraction").to_numpy(), dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(fractions):
+        ax.hist(np.sqrt(fractions), bins=40, color="#4c72b0")
+    for ref, name in ((1 / 16, "1/16"), (1 / 8, "1/8"), (1 / 6, "1/6")):
+        ax.axvline(ref, color="grey", linestyle="--", linewidth=0.8)
+        ax.text(ref, ax.get_ylim()[1] * 0.95, name, ha="center", va="top", fontsize=8, color="grey")
+    ax.set_xlabel("box side / image side  (sqrt of box area fraction)")
+    ax.set_ylabel("objects")
+    ax.set_title(f"Object sizes, {len(fractions)} objects {title}".strip())
+    fig.tight_layout()
+    _save(fig, sizes_path)
+    plt.close(fig)
+
+    counts = Counter(table.column("category").to_pylist()).most_common()
+    top = sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:TOP_CATEGORIES]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(top) + 1)))
+    if top:
+        names, values = zip(*top)
+        ax.barh(range(len(top)), values, color="#55a868")
+        ax.set_yticks(range(len(top)), names, fontsize=7)
+        ax.invert_yaxis()
+    ax.set_xlabel("objects")
+    shown = f"top {len(top)} of {len(counts)}" if len(counts) > len(top) else f"{len(counts)}"
+    ax.set_title(f"Categories ({shown}) {title}".strip())
+    fig.tight_layout()
+    _save(fig, categories_path)
+    plt.close(fig)
+    return [sizes_path, categories_path]
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})

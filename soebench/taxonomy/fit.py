@@ -1,0 +1,143 @@
+"""Fitting the rules' numbers on labelled cases (the tuning split only).
+
+Plain L2-regularised logistic regression by Newton's method (a handful of features, a few
+thousand cases: exact and deterministic), with classes weighted to balance, so the score does
+not lean towards whichever label the case set happens to hold more of. The colour threshold is
+the grid value with the best balanced accuracy on ok-vs-mismatch cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from soebench.taxonomy.rules import DISTORTION_FEATURES, PRESENCE_FEATURES, LogisticScore, RuleSet
+
+
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    l2: float = 1.0,
+    sample_weight: np.ndarray | None = None,
+    nonnegative: bool = False,
+    iterations: int = 50,
+) -> tuple[np.ndarray, float]:
+    """Weights and bias of an L2-penalised logistic regression (x already standardised).
+    Default sample weights balance the two classes. ``nonnegative``: every weight >= 0 (each
+    feature may only push towards the positive class), solved with L-BFGS-B."""
+    n, d = x.shape
+    pos = y.sum()
+    if pos == 0 or pos == n:
+        raise ValueError("both classes are needed to fit a score")
+    if sample_weight is None:
+        sample_w = np.where(y == 1, n / (2.0 * pos), n / (2.0 * (n - pos)))
+    else:
+        sample_w = np.asarray(sample_weight, dtype=np.float64) * n / float(np.sum(sample_weight))
+    xb = np.hstack([x, np.ones((n, 1))])
+    theta = np.zeros(d + 1)
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = 0.0
+    if nonnegative:
+        return _fit_bounded(xb, y, sample_w, penalty)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ theta, -60, 60)))
+        grad = xb.T @ (sample_w * (p - y)) + penalty * theta
+        hess = (xb * (sample_w * p * (1 - p))[:, None]).T @ xb + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return theta[:-1], float(theta[-1])
+
+
+def _fit_bounded(xb: np.ndarray, y: np.ndarray, sample_w: np.ndarray, penalty: np.ndarray) -> tuple[np.ndarray, float]:
+    from scipy.optimize import minimize
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = xb @ theta
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        value = float(np.sum(sample_w * (np.logaddexp(0.0, z) - y * z)) + 0.5 * np.sum(penalty * theta * theta))
+        return value, xb.T @ (sample_w * (p - y)) + penalty * theta
+
+    bounds = [(0.0, None)] * (xb.shape[1] - 1) + [(None, None)]
+    result = minimize(objective, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds, options={"gtol": 1e-10, "maxiter": 2000})
+    return result.x[:-1], float(result.x[-1])
+
+
+def fit_score(
+    rows: Sequence[dict[str, float]], y: np.ndarray, features: Sequence[str], *, l2: float = 1.0, groups: Sequence[str] | None = None
+) -> LogisticScore:
+    """Fit one score; ``groups`` (e.g. the true labels) get equal total weight when given."""
+    x = np.array([[r[f] for f in features] for r in rows], dtype=np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    sample_weight = None
+    if groups is not None:
+        names, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+        sample_weight = 1.0 / counts[inverse]
+    weight, bias = fit_logistic((x - mean) / scale, y.astype(np.float64), l2=l2, sample_weight=sample_weight, nonnegative=True)
+    return LogisticScore(
+        tuple(features),
+        tuple(round(float(v), 6) for v in mean),
+        tuple(round(float(v), 6) for v in scale),
+        tuple(round(float(v), 6) for v in weight),
+        round(bias, 6),
+    )
+
+
+#: Distortion methods the weight-free distortion score is *not* fitted on: geometric warps keep
+#: natural image statistics (no weight-free feature separates them from real objects), so fitting
+#: on them only drags the threshold into the ok class. They are still reported, per method.
+NOT_FITTED_DISTORTIONS = ("elastic", "swirl")
+
+
+def fit_rules(
+    features: Sequence[dict[str, float]],
+    colours: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    *,
+    fitted_on: str,
+    methods: Sequence[str] | None = None,
+    l2: float = 1.0,
+) -> RuleSet:
+    """Fit presence on every case (missing vs the rest), distortion on the present ones
+    (distortion vs ok + mismatch, leaving out :data:`NOT_FITTED_DISTORTIONS` when ``methods`` is
+    given), and the colour threshold on ok vs mismatch. Each true label weighs the same in
+    each fit, so ok (the hard, low-contrast class) is not outvoted by the easy recolours.
+
+    Weights are constrained to be >= 0: every feature is built so that more of it means "more
+    object" (presence) or "more damage" (distortion). Without the constraint, correlated features
+    get large opposite weights that fit the tuning set and extrapolate wildly (a flat yellow
+    object on a clean background was called missing)."""
+    labels_arr = np.asarray(labels)
+    methods_arr = np.asarray(methods) if methods is not None else np.full(len(labels_arr), "")
+    presence = fit_score(features, (labels_arr != "missing").astype(int), PRESENCE_FEATURES, l2=l2, groups=labels_arr)
+    present = [
+        i for i, lab in enumerate(labels_arr) if lab != "missing" and methods_arr[i] not in NOT_FITTED_DISTORTIONS
+    ]
+    distortion = fit_score(
+        [features[i] for i in present],
+        (labels_arr[present] == "distortion").astype(int),
+        DISTORTION_FEATURES,
+        l2=l2,
+        groups=labels_arr[present],
+    )
+    best = (-1.0, 0.2)
+    pairs = [(colours[i], labels_arr[i]) for i in range(len(labels_arr)) if labels_arr[i] in ("ok", "mismatch")]
+    for threshold in np.round(np.arange(0.02, 0.6, 0.02), 2):
+        hits = {"ok": [], "mismatch": []}
+        for colour, label in pairs:
+            share = colour.get("colour_expected_share")
+            flagged = share is not None and colour.get("colour_named") != colour.get("colour_expected") and share < threshold
+            hits[label].append(flagged == (label == "mismatch"))
+        if hits["ok"] and hits["mismatch"]:
+            balanced = 0.5 * (np.mean(hits["ok"]) + np.mean(hits["mismatch"]))
+            if balanced > best[0] + 1e-12:
+                best = (float(balanced), float(threshold))
+    counts = {str(lab): int((labels_arr == lab).sum()) for lab in np.unique(labels_arr)}
+    notes = {"cases": counts, "l2": l2, "distortion_not_fitted_on": list(NOT_FITTED_DISTORTIONS) if methods is not None else []}
+    return RuleSet(presence, distortion, colour_share_min=best[1], fitted_on=fitted_on, notes=notes)

@@ -1,0 +1,229 @@
+"""Validation of the classifier on labelled cases made from real objects.
+
+``validate(manifest, ...)`` builds the cases of :mod:`soebench.taxonomy.cases`, labels each with
+:func:`soebench.taxonomy.classify`, and reports, **per split**, the confusion matrix, overall
+accuracy, each class's recall and each method's accuracy. The split the rules were tuned on
+(``tuning_split``, val2017 for the shipped rules) is reported as "tuning" -- optimistic by
+construction -- and every other split as "held-out", the figure to quote.
+
+``refit=True`` re-fits the rules on the tuning split's cases in this run (with
+:func:`soebench.taxonomy.fit.fit_rules`) before labelling every split: the protocol that
+produced the shipped numbers, rerun end to end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from soebench.taxonomy import LABELS
+
+COLOUR_KEYS = ("colour_named", "colour_confidence", "colour_expected", "colour_expected_share", "colour_from")
+
+
+@dataclass
+class CaseRow:
+    case_id: str
+    sample_id: str
+    split: str
+    truth: str
+    method: str
+    category: str
+    predicted: str
+    evidence: dict[str, Any]
+
+
+@dataclass
+class SplitReport:
+    split: str
+    role: str  # "tuning" | "held-out"
+    n: int
+    accuracy: float
+    per_class: dict[str, float]
+    confusion: list[list[int]]  # rows: truth, columns: predicted, in LABELS order
+    per_method: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "role": self.role,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "per_class": self.per_class,
+            "labels": list(LABELS),
+            "confusion": self.confusion,
+            "per_method": self.per_method,
+        }
+
+
+@dataclass
+class ValidationResult:
+    splits: list[SplitReport]
+    rows: list[CaseRow]
+    rules: Any
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        import json
+
+        return {
+            "settings": self.settings,
+            "rules": json.loads(self.rules.to_json()),
+            "splits": [s.to_dict() for s in self.splits],
+        }
+
+
+def summarise(rows: Sequence[CaseRow], split: str, role: str) -> SplitReport:
+    """Confusion matrix, accuracy, per-class recall and per-method accuracy of one split's rows."""
+    index = {label: i for i, label in enumerate(LABELS)}
+    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=int)
+    methods: dict[str, list[bool]] = {}
+    truths: dict[str, str] = {}
+    for r in rows:
+        confusion[index[r.truth], index[r.predicted]] += 1
+        methods.setdefault(r.method if not r.method.startswith("recolour_") else "recolour", []).append(r.truth == r.predicted)
+        truths[r.method if not r.method.startswith("recolour_") else "recolour"] = r.truth
+    n = int(confusion.sum())
+    per_class = {
+        label: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else float("nan"))
+        for i, label in enumerate(LABELS)
+    }
+    per_method = {
+        m: {"label": truths[m], "n": len(v), "accuracy": float(np.mean(v))} for m, v in sorted(methods.items(), key=lambda kv: (LABELS.index(truths[kv[0]]), kv[0]))
+    }
+    return SplitReport(
+        split=split,
+        role=role,
+        n=n,
+        accuracy=float(np.trace(confusion) / n) if n else float("nan"),
+        per_class=per_class,
+        confusion=confusion.tolist(),
+        per_method=per_method,
+    )
+
+
+def relabel(rows: Sequence[CaseRow], rules: Any) -> None:
+    """Recompute every row's label from its stored evidence under ``rules`` (in place)."""
+    from soebench.taxonomy.rules import decide, derived_features
+
+    for r in rows:
+        colour = {k: r.evidence.get(k) for k in COLOUR_KEYS}
+        label, scores = decide(derived_features(r.evidence), colour, rules)
+        r.predicted = label
+        r.evidence.update(scores)
+
+
+def validate(
+    manifest: Any,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    all_methods: bool = False,
+    tuning_split: str = "val2017",
+    refit: bool = False,
+    rules: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationResult:
+    """Build the cases of ``manifest``'s objects (at most ``limit`` objects, balanced over splits),
+    classify them and summarise per split. ``progress(done, total)`` is called per object."""
+    from soebench.errors import InputError
+    from soebench.taxonomy import classify
+    from soebench.taxonomy.cases import iter_cases, objects_of
+    from soebench.taxonomy.rules import DEFAULT_RULES
+
+    rules = rules or DEFAULT_RULES
+    refs = objects_of(manifest, limit=limit, seed=seed)
+    if not refs:
+        raise InputError(f"manifest {manifest.path}: no object has a colour word; validation needs them (mismatch cases)")
+    rows: list[CaseRow] = []
+    for done, (ref, cases) in enumerate(iter_cases(manifest, refs, seed=seed, all_methods=all_methods), start=1):
+        for case in cases:
+            result = classify(case.original, case.generated, case.mask, expected_color=case.expected_color, bbox=case.bbox, rules=rules)
+            rows.append(CaseRow(case.case_id, case.sample_id, case.split, case.label, case.method, case.category, result.label, dict(result.evidence)))
+        if progress is not None:
+            progress(done, len(refs))
+    if refit:
+        from soebench.taxonomy.fit import fit_rules
+        from soebench.taxonomy.rules import derived_features
+
+        tune = [r for r in rows if r.split == tuning_split]
+        if not tune:
+            raise InputError(f"--refit: the manifest has no objects of the tuning split {tuning_split!r}")
+        rules = fit_rules(
+            [derived_features(r.evidence) for r in tune],
+            [{k: r.evidence.get(k) for k in COLOUR_KEYS} for r in tune],
+            [r.truth for r in tune],
+            methods=[r.method for r in tune],
+            fitted_on=f"{tuning_split} (refit in this run, seed {seed}, {len(tune)} cases)",
+        )
+        relabel(rows, rules)
+    splits = sorted({r.split for r in rows}, key=lambda s: (s == tuning_split, s))
+    reports = [summarise([r for r in rows if r.split == s], s, "tuning" if s == tuning_split else "held-out") for s in splits]
+    settings = {
+        "limit": limit,
+        "seed": seed,
+        "all_methods": all_methods,
+        "tuning_split": tuning_split,
+        "refit": refit,
+        "objects": len(refs),
+        "cases": len(rows),
+    }
+    return ValidationResult(reports, rows, rules, settings)
+
+
+def plot_confusion(result: ValidationResult, path: Any) -> None:
+    """One confusion-matrix panel per split (row-normalised colours, counts written in), PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from soebench.fileio import atomic_path
+
+    n = len(result.splits)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.4), squeeze=False)
+    for ax, rep in zip(axes[0], result.splits):
+        counts = np.array(rep.confusion, dtype=float)
+        norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(LABELS)):
+            for j in range(len(LABELS)):
+                ax.text(j, i, f"{int(counts[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center",
+                        color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+        ax.set_xticks(range(len(LABELS)), LABELS, rotation=30)
+        ax.set_yticks(range(len(LABELS)), LABELS)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("truth")
+        ax.set_title(f"{rep.split} ({rep.role}): {rep.accuracy:.1%} of {rep.n}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(result: ValidationResult, out_dir: Any, *, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """``validation.json`` (settings, rules, per-split reports), ``cases.csv`` (one row per case
+    with its truth, method, prediction and scores) and ``confusion.png`` under ``out_dir``."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from soebench.fileio import write_text_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {**(extra or {}), **result.to_dict()}
+    write_text_atomic(out / "validation.json", json.dumps(payload, indent=2, sort_keys=True, default=str))
+    buf = io.StringIO()
+    keys = ("presence_score", "distortion_score", "colour_agreement", "colour_named", "colour_expected", "colour_expected_share")
+    writer = csv.writer(buf)
+    writer.writerow(["case_id", "sample_id", "split", "truth", "method", "category", "predicted", *keys])
+    for r in result.rows:
+        writer.writerow([r.case_id, r.sample_id, r.split, r.truth, r.method, r.category, r.predicted, *(r.evidence.get(k) for k in keys)])
+    write_text_atomic(out / "cases.csv", buf.getvalue())
+    plot_confusion(result, out / "confusion.png")
+    return {"json": str(out / "validation.json"), "cases": str(out / "cases.csv"), "plot": str(out / "confusion.png")}

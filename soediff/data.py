@@ -1,0 +1,160 @@
+"""Manifest rows -> training examples: the student's whole image and the teacher's upscaled crop.
+
+Images are decoded with PIL and resized to the square training resolution (the SOEBench protocol's
+resize, so the manifest's normalised-square crops are squares here). Masks are resized with "any
+coverage" (box filter, then > 0) so that objects a few pixels wide survive. The teacher crop is
+snapped to the student's latent grid (:func:`soediff.geometry.snap_crop`) and cut from the
+*original* image at exactly the snapped box, then upscaled -- no detail lost to a first downscale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from soebench.errors import InputError
+from soebench.manifest.io import Manifest, read_manifest
+from soebench.manifest.masks import decode_mask
+from soediff.geometry import LatentCrop, snap_crop
+
+ROW_COLUMNS = ("sample_id", "image_path", "width", "height", "mask_rle", "prompts", "captions", "teacher_crop")
+
+
+def load_training_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a manifest for training; a manifest without ``teacher_crop`` gets a rebuild hint."""
+    raw = read_manifest(path, validate=False)
+    if "teacher_crop" not in raw.table.column_names:
+        raise InputError(
+            f"manifest {path} has no 'teacher_crop' column, which cross-scale training needs",
+            hint="rebuild it with the current `soebench build-dataset` (it writes teacher_crop and eval_crop)",
+        )
+    manifest = read_manifest(path)
+    if len(manifest) == 0:
+        raise InputError(f"manifest {path} has no rows")
+    return manifest
+
+
+def split_rows(sample_ids: list[str], n_validation: int) -> tuple[list[int], list[int]]:
+    """Deterministic held-out split: the ``n_validation`` rows with the smallest sha1(sample_id)."""
+    if n_validation >= len(sample_ids):
+        raise InputError(f"validation_rows={n_validation} leaves no training rows out of {len(sample_ids)}")
+    order = sorted(range(len(sample_ids)), key=lambda i: hashlib.sha1(sample_ids[i].encode()).hexdigest())
+    val = sorted(order[:n_validation])
+    held = set(val)
+    return [i for i in range(len(sample_ids)) if i not in held], val
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _resize_mask(mask: np.ndarray, size: int, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    img = Image.fromarray(mask.astype(np.float32))
+    out = np.asarray(img.resize((size, size), resample=Image.Resampling.BOX, box=box)) > 1e-6
+    return torch.from_numpy(out.astype(np.float32))[None]
+
+
+@dataclass
+class Row:
+    sample_id: str
+    image_path: Path
+    width: int
+    height: int
+    mask_rle: dict
+    prompt: str
+    teacher_crop: tuple[float, float, float, float]
+
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """One example per manifest row (optionally a subset ``indices``).
+
+    Each item: ``image``, ``mask``, ``masked_image`` (student view, ``(3|1, R, R)``, images in
+    [-1, 1], masked pixels zeroed as SD inpainting does), ``teacher_image``, ``teacher_mask``,
+    ``teacher_masked_image`` (the snapped teacher crop upscaled to ``R``), ``crop`` (row0, col0,
+    size of the snapped crop on the latent grid), ``prompt``, ``index``.
+    """
+
+    def __init__(self, manifest: Manifest, *, resolution: int, vae_scale_factor: int, prompt_key: str,
+                 indices: list[int] | None = None):
+        self.manifest = manifest
+        self.resolution = resolution
+        self.latent_size = resolution // vae_scale_factor
+        self.prompt_key = prompt_key
+        self.indices = list(range(len(manifest))) if indices is None else list(indices)
+        self._table = manifest.table.select(list(ROW_COLUMNS))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def row(self, i: int) -> Row:
+        rec = self._table.slice(self.indices[i], 1).to_pylist()[0]
+        if self.prompt_key == "caption":
+            prompt = (rec["captions"] or [""])[0]
+        else:
+            prompt = (rec["prompts"] or {}).get(self.prompt_key)
+        if not prompt:
+            raise InputError(f"manifest {self.manifest.path} row {rec['sample_id']}: no prompt {self.prompt_key!r}")
+        return Row(sample_id=rec["sample_id"], image_path=self.manifest.image_path(rec["image_path"]),
+                   width=int(rec["width"]), height=int(rec["height"]), mask_rle=rec["mask_rle"], prompt=prompt,
+                   teacher_crop=tuple(rec["teacher_crop"]))
+
+    def crop_of(self, row: Row) -> LatentCrop:
+        try:
+            return snap_crop(row.teacher_crop, row.width, row.height, self.latent_size)
+        except ValueError as exc:
+            raise InputError(f"manifest {self.manifest.path} row {row.sample_id}: bad teacher_crop ({exc})") from exc
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.row(i)
+        try:
+            with Image.open(row.image_path) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"manifest row {row.sample_id}: cannot read image {row.image_path} ({exc})") from exc
+        mask = decode_mask(row.mask_rle)
+        if mask.shape != (image.height, image.width):
+            raise InputError(f"manifest row {row.sample_id}: mask size {mask.shape[::-1]} != image size {image.size} "
+                             f"({row.image_path})")
+        R = self.resolution
+        crop = self.crop_of(row)
+        box = crop.image_box(image.width, image.height)
+        student = _to_tensor(image.resize((R, R), resample=Image.Resampling.BICUBIC))
+        teacher = _to_tensor(image.resize((R, R), resample=Image.Resampling.BICUBIC, box=box))
+        m_student = _resize_mask(mask, R)
+        m_teacher = _resize_mask(mask, R, box=box)
+        return {
+            "image": student,
+            "mask": m_student,
+            "masked_image": student * (1.0 - m_student),
+            "teacher_image": teacher,
+            "teacher_mask": m_teacher,
+            "teacher_masked_image": teacher * (1.0 - m_teacher),
+            "crop": torch.tensor([crop.row0, crop.col0, crop.size], dtype=torch.long),
+            "prompt": row.prompt,
+            "index": self.indices[i],
+        }
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A permutation of the dataset per epoch, seeded by (seed, epoch): the data order is a pure
+    function of the step, which is what makes ``--resume`` exact."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n

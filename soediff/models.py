@@ -1,0 +1,77 @@
+"""Load the parts of a Stable Diffusion inpainting pipeline folder, checking it first."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from soebench.errors import InputError, MissingWeightsError
+
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
+                "pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors")
+
+
+def check_pretrained(path: str | os.PathLike) -> Path:
+    """A diffusers inpainting pipeline folder: model_index.json, weights, and a 9-channel UNet."""
+    path = Path(os.path.expanduser(str(path)))
+    if not path.exists():
+        raise MissingWeightsError(
+            f"pretrained pipeline {path} does not exist",
+            hint="pass --pretrained DIR: a diffusers Stable Diffusion inpainting folder "
+                 "(e.g. a local copy of stable-diffusion-inpainting saved with save_pretrained)",
+        )
+    if not (path / "model_index.json").exists():
+        raise InputError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if not (path / part).is_dir():
+            raise InputError(f"pipeline {path} has no {part}/ folder")
+    for part in ("unet", "vae", "text_encoder"):
+        if not any((path / part / f).exists() for f in WEIGHT_FILES) and not list((path / part).glob("*.index.json")):
+            raise MissingWeightsError(f"missing weights: {path / part} holds no weight file ({', '.join(WEIGHT_FILES[:2])})",
+                                      hint="download or copy the full pipeline, not only its configs")
+    cfg = json.loads((path / "unet" / "config.json").read_text())
+    if cfg.get("in_channels") != 9:
+        raise InputError(
+            f"{path} is not an inpainting pipeline: its UNet has in_channels={cfg.get('in_channels')}, "
+            "inpainting needs 9 (4 noisy latents + 1 mask + 4 masked-image latents)",
+            hint="use a Stable Diffusion *inpainting* checkpoint, e.g. stable-diffusion-inpainting",
+        )
+    return path
+
+
+@dataclass
+class SDParts:
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    noise_scheduler: Any
+    path: Path
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def load_parts(path: str | os.PathLike) -> SDParts:
+    """UNet, VAE, text encoder, tokenizer and a DDPM training scheduler from a checked folder (fp32)."""
+    from soebench.compat import ensure_torchvision_ops
+
+    path = check_pretrained(path)
+    ensure_torchvision_ops()
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet")
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise MissingWeightsError(f"cannot load the pipeline in {path}: {exc}") from exc
+    return SDParts(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, noise_scheduler=scheduler,
+                   path=path)

@@ -1,0 +1,420 @@
+"""The accelerate training loop around :func:`soediff.step.compute_losses`.
+
+Run folder layout (``config.out``)::
+
+    config.yaml                     the resolved TrainConfig
+    checkpoints/checkpoint-00000500 accelerate state: optimizers, schedulers, RNG states, the step
+                                    generator, plus lora.safetensors / lora_config.json /
+                                    vae_decoder.safetensors (only trained weights) and trainer_state.json
+    logs/losses.csv                 every loss term, learning rates, seconds per step (always)
+    logs/tensorboard/               the same as TensorBoard scalars (report_to=tensorboard)
+    validation/step-00001000.png    held-out rows: masked input | output, one row per sample
+
+Resume is exact: the data order is a pure function of (seed, epoch) and the position is derived
+from the step; every random draw of a step comes from a checkpointed generator.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soebench.errors import ConfigError, InputError, OutputExistsError, SoebenchError
+from soebench.fileio import atomic_path, write_text_atomic
+from soediff.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ("step", "epoch", "loss", "denoise", "csd", "vae", "lr", "vae_lr", "seconds_per_step")
+OOM_HINT = ("lower memory use: a smaller --batch-size (with gradient_accumulation_steps to keep the effective "
+            "batch), gradient_checkpointing: true, mixed_precision fp16/bf16, or turn off csd.enabled / "
+            "vae.enabled in the config")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    checkpoint: Path | None
+    losses: dict[str, float]
+    log_csv: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation_images: list[Path] = field(default_factory=list)
+    models: Any = None  # the trained StepModels when train(..., keep_models=True)
+
+
+class StepGenerator:
+    """The generator every random draw of a step uses; checkpointed via accelerate."""
+
+    def __init__(self, device, seed: int):
+        import torch
+
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["state"])
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    folder = Path(out) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
+                  key=lambda p: int(p.name.split("-")[1]))
+
+
+def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to clobber a run; return the checkpoint to resume from (or None)."""
+    existing = list_checkpoints(out)
+    if resume:
+        if not existing:
+            raise InputError(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
+        return existing[-1]
+    if (out / "checkpoints").exists() or (out / "logs").exists():
+        if not overwrite:
+            raise OutputExistsError(f"run folder {out} already holds a run",
+                                    hint="pass --resume to continue it or --overwrite to start over")
+        for sub in ("checkpoints", "logs", "validation"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    return None
+
+
+class CsvLog:
+    """Append-only CSV of every logged step; on resume rows after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows: list[dict] = []
+        if resume_step is not None and path.exists():
+            with path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+def _checkpoint_hooks(accelerator, unet_cls, lora_config: dict[str, Any]):
+    """Save/load only trained weights (LoRA, decoder) instead of whole models."""
+    from safetensors.torch import load_file, save_file
+
+    from soediff.lora import load_lora_state_dict, lora_state_dict
+
+    def save_hook(models, weights, output_dir):
+        out = Path(output_dir)
+        for model in models:
+            inner = accelerator.unwrap_model(model)
+            if isinstance(inner, unet_cls):
+                state = {k: v.detach().float().contiguous().cpu() for k, v in lora_state_dict(inner).items()}
+                save_file(state, str(out / "lora.safetensors"))
+                (out / "lora_config.json").write_text(json.dumps(lora_config, indent=2))
+            else:
+                state = {f"decoder.{k}": v.detach().float().contiguous().cpu() for k, v in inner.state_dict().items()}
+                save_file(state, str(out / "vae_decoder.safetensors"))
+        while weights:
+            weights.pop()
+
+    def load_hook(models, input_dir):
+        folder = Path(input_dir)
+        while models:
+            inner = accelerator.unwrap_model(models.pop())
+            if isinstance(inner, unet_cls):
+                load_lora_state_dict(inner, load_file(str(folder / "lora.safetensors")))
+            else:
+                state = load_file(str(folder / "vae_decoder.safetensors"))
+                inner.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items()})
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          keep_models: bool = False) -> TrainResult:
+    """Train SO-LoRA (+ CSD, + VAE decoder) as ``config`` says; return where everything went.
+
+    ``keep_models`` returns the trained (unwrapped) models in ``TrainResult.models`` (tests, notebooks).
+    """
+    config.validate()
+    out = Path(config.out)
+    resume_from = _prepare_out_dir(out, resume, overwrite)
+
+    from soediff.data import load_training_manifest
+    from soediff.models import check_pretrained
+
+    manifest = load_training_manifest(config.manifest)
+    check_pretrained(config.pretrained)
+    val_manifest = load_training_manifest(config.validation_manifest) if config.validation_manifest else None
+    try:
+        return _train(config, out, manifest, val_manifest, resume_from, progress, keep_models)
+    except SoebenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated; everything else re-raised
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise SoebenchError(f"out of memory while training ({str(exc).splitlines()[0]})", hint=OOM_HINT) from exc
+        raise
+
+
+def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: Path | None,
+           progress: bool, keep_models: bool) -> TrainResult:
+    from soebench.compat import ensure_torchvision_ops
+
+    ensure_torchvision_ops()
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    from diffusers.optimization import get_scheduler
+
+    from soediff.data import EpochSampler, ManifestDataset, split_rows
+    from soediff.lora import add_so_lora, lora_parameters
+    from soediff.models import load_parts
+    from soediff.step import StepModels, compute_losses
+
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("mixed_precision fp16 needs a CUDA device", hint="use --mixed-precision no (or bf16) on CPU")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with="tensorboard" if config.report_to == "tensorboard" else None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs" / "tensorboard")),
+    )
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", config.to_yaml())
+
+    parts = load_parts(config.pretrained)
+    if config.csd.enabled and parts.noise_scheduler.config.prediction_type != "epsilon":
+        raise ConfigError("cross-scale distillation maps noise predictions between scales and needs an "
+                          f"epsilon-prediction model; this one predicts {parts.noise_scheduler.config.prediction_type}",
+                          hint="set csd.enabled: false")
+    torch.manual_seed(config.seed)  # LoRA init
+    targets = add_so_lora(parts.unet, config.lora)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    device = accelerator.device
+    cast = {"dtype": weight_dtype} if weight_dtype != torch.float32 else {}
+    parts.unet.to(device, **cast)
+    parts.text_encoder.to(device, **cast).requires_grad_(False)
+    parts.vae.to(device, **cast).requires_grad_(False)
+    for p in lora_parameters(parts.unet):
+        p.data = p.data.float()  # trained parameters stay fp32 under mixed precision
+    if config.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+    decoder = None
+    if config.vae.enabled:
+        decoder = parts.vae.decoder.to(dtype=torch.float32).requires_grad_(True)
+        decoder.train()
+
+    # data
+    if val_manifest is not None:
+        train_idx, val_idx = list(range(len(manifest))), list(range(min(config.validation_rows, len(val_manifest))))
+    elif config.validation_rows:
+        train_idx, val_idx = split_rows(manifest.table.column("sample_id").to_pylist(), config.validation_rows)
+    else:
+        train_idx, val_idx = list(range(len(manifest))), []
+    ds_args = dict(resolution=config.resolution, vae_scale_factor=parts.vae_scale_factor, prompt_key=config.prompt_key)
+    train_ds = ManifestDataset(manifest, indices=train_idx, **ds_args)
+    val_ds = ManifestDataset(val_manifest or manifest, indices=val_idx, **ds_args) if val_idx else None
+    if len(train_ds) < config.train_batch_size * accelerator.num_processes:
+        raise InputError(f"manifest {config.manifest} has {len(train_ds)} training rows, fewer than one batch "
+                         f"({config.train_batch_size} x {accelerator.num_processes} processes)")
+    sampler = EpochSampler(len(train_ds), config.seed)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=config.train_batch_size, sampler=sampler,
+                                         num_workers=config.num_workers, drop_last=True,
+                                         persistent_workers=False)
+
+    # optimisation
+    def adamw(params, lr):
+        return torch.optim.AdamW(params, lr=lr, betas=(config.adam_beta1, config.adam_beta2),
+                                 weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+
+    n = accelerator.num_processes
+    optimizer = adamw(lora_parameters(parts.unet), config.learning_rate)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps * n,
+                              num_training_steps=config.max_steps * n)
+    unet, optimizer, loader, scheduler = accelerator.prepare(parts.unet, optimizer, loader, scheduler)
+    vae_optimizer = vae_scheduler = None
+    if decoder is not None:
+        vae_optimizer = adamw(decoder.parameters(), config.vae.learning_rate)
+        vae_scheduler = get_scheduler(config.lr_scheduler, vae_optimizer, num_warmup_steps=config.lr_warmup_steps * n,
+                                      num_training_steps=config.max_steps * n)
+        decoder, vae_optimizer, vae_scheduler = accelerator.prepare(decoder, vae_optimizer, vae_scheduler)
+    step_gen = StepGenerator(device, config.seed + 7919 * accelerator.process_index)
+    accelerator.register_for_checkpointing(step_gen)
+    _checkpoint_hooks(accelerator, type(parts.unet),
+                      {"rank": config.lora.rank, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
+                       "target_modules": targets})
+
+    step = 0
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        log.info("resumed from %s at step %d", resume_from, step)
+    models = StepModels(unet=unet, base_unet=accelerator.unwrap_model(unet), vae=parts.vae,
+                        text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                        noise_scheduler=parts.noise_scheduler, vae_scale_factor=parts.vae_scale_factor,
+                        decoder=decoder)
+    csv_log = CsvLog(out / "logs" / "losses.csv", step if resume_from is not None else None) if main else None
+    if main and config.report_to == "tensorboard":
+        accelerator.init_trackers("soediff")
+
+    history: list[dict[str, float]] = []
+    val_images: list[Path] = []
+    last_ckpt = resume_from
+    trained = [m for m in (unet, decoder) if m is not None]
+    batches_per_epoch = len(loader)
+    micro = step * config.gradient_accumulation_steps
+    acc: dict[str, float] = {}
+    acc_n = 0
+    tick = time.perf_counter()
+    bar = _progress(progress and main, config.max_steps, step)
+    unet.train()
+    try:
+        while step < config.max_steps:
+            epoch, skip = divmod(micro, batches_per_epoch)
+            loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            if skip:
+                batches.set_epoch(epoch)
+            for batch in batches:
+                micro += 1
+                with accelerator.accumulate(*trained):
+                    loss, logs = compute_losses(models, batch, step_gen.generator, config, accelerator.autocast)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(lora_parameters(models.base_unet), config.max_grad_norm)
+                        if decoder is not None:
+                            accelerator.clip_grad_norm_(decoder.parameters(), config.max_grad_norm)
+                    for opt, sch in ((optimizer, scheduler), (vae_optimizer, vae_scheduler)):
+                        if opt is not None:
+                            opt.step()
+                            sch.step()
+                            opt.zero_grad(set_to_none=True)
+                for k, v in logs.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                acc_n += 1
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                row = {k: v / acc_n for k, v in acc.items()}
+                acc, acc_n = {}, 0
+                now = time.perf_counter()
+                row.update(step=step, epoch=epoch, lr=scheduler.get_last_lr()[0], seconds_per_step=now - tick)
+                if vae_scheduler is not None:
+                    row["vae_lr"] = vae_scheduler.get_last_lr()[0]
+                tick = now
+                history.append(row)
+                if main and (step % config.log_every == 0 or step == config.max_steps):
+                    csv_log.write(row)
+                    if config.report_to == "tensorboard":
+                        accelerator.log({f"loss/{k}": row[k] for k in ("loss", "denoise", "csd", "vae") if k in row}
+                                        | {"lr": row["lr"]}, step=step)
+                if bar is not None:
+                    bar[0].update(bar[1], completed=step, description=f"loss {row['loss']:.4f}")
+                if step % config.checkpointing_steps == 0 or step == config.max_steps:
+                    last_ckpt = _save_checkpoint(accelerator, out, step, epoch, config.checkpoints_total_limit)
+                if main and val_ds is not None and config.validation_steps and (
+                        step % config.validation_steps == 0 or step == config.max_steps):
+                    val_images.append(_validate(models, val_ds, config, out, step, weight_dtype, accelerator))
+                if step >= config.max_steps:
+                    break
+    except torch.OutOfMemoryError as exc:
+        raise SoebenchError(f"out of memory at step {step + 1} ({str(exc).splitlines()[0]})", hint=OOM_HINT) from exc
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(out_dir=out, step=step, checkpoint=last_ckpt, losses=history[-1] if history else {},
+                       log_csv=out / "logs" / "losses.csv", history=history, validation_images=val_images,
+                       models=_unwrapped(models, accelerator) if keep_models else None)
+
+
+def _unwrapped(models, accelerator):
+    import dataclasses
+
+    return dataclasses.replace(models, unet=models.base_unet,
+                               decoder=accelerator.unwrap_model(models.decoder) if models.decoder is not None else None)
+
+
+def _progress(enabled: bool, total: int, start: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]soediff[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+    task = bar.add_task("training", total=total, completed=start)
+    bar.start()
+    return bar, task
+
+
+def _save_checkpoint(accelerator, out: Path, step: int, epoch: int, limit: int | None) -> Path:
+    folder = out / "checkpoints" / f"checkpoint-{step:08d}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        write_text_atomic(folder / "trainer_state.json", json.dumps({"step": step, "epoch": epoch}))
+        if limit is not None:
+            for old in list_checkpoints(out)[:-limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def _validate(models, dataset, config: TrainConfig, out: Path, step: int, weight_dtype, accelerator) -> Path:
+    """Inpaint the held-out rows with the current weights; save masked input | output rows as one PNG."""
+    import numpy as np
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    unet = models.base_unet
+    was_training = unet.training
+    unet.eval()
+    vae = models.vae
+    decoder_mode = vae.decoder.training
+    vae.eval()
+    pipe = StableDiffusionInpaintPipeline(
+        vae=vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet,
+        scheduler=DDIMScheduler.from_config(models.noise_scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    rows = []
+    with torch.no_grad(), accelerator.autocast():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            to_img = lambda t: Image.fromarray(((t.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))  # noqa: E731
+            masked = to_img(item["masked_image"])
+            mask = Image.fromarray((item["mask"][0].numpy() * 255).astype(np.uint8))
+            gen = torch.Generator(device=accelerator.device).manual_seed(config.seed + i)
+            result = pipe(item["prompt"], image=to_img(item["image"]), mask_image=mask, height=config.resolution,
+                          width=config.resolution, num_inference_steps=config.validation_inference_steps,
+                          generator=gen).images[0]
+            rows.append(np.concatenate([np.asarray(masked), np.asarray(result.convert("RGB"))], axis=1))
+    unet.train(was_training)
+    vae.decoder.train(decoder_mode)
+    path = out / "validation" / f"step-{step:08d}.png"
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
+    return path
+
+
+def steps_per_epoch(n_rows: int, batch: int, accumulation: int, processes: int = 1) -> int:
+    """Optimizer steps per pass over ``n_rows`` (the loader drops the last partial batch)."""
+    return max(1, math.floor(n_rows / (batch * processes)) // accumulation)

@@ -1,0 +1,165 @@
+"""Manifest and runs -> a real FiftyOne dataset on a real mongod: counts, masks, labels, views,
+idempotent re-export, hash checks, real evaluation runs through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import soebench
+from soebench.cli.app import main
+from soebench.errors import InputError
+from soebench.fiftyone_export import ORIGINAL_SLICE, TAG_ERROR, TAG_MISSING_MEDIA, resolve_sources
+from soebench.fo.views import view_name
+from soebench.fo.writer import export
+from soebench.manifest.io import read_manifest
+from soebench.manifest.masks import decode_mask
+from tests.factories import make_manifest
+from tests.fiftyone.builders import make_run
+
+pytestmark = pytest.mark.fiftyone
+
+
+def _slice(ds, name):
+    return ds.select_group_slices(name)
+
+
+def test_manifest_alone_coco(coco_fixture, dataset_name):
+    man = read_manifest(coco_fixture["manifest"])
+    ds = soebench.to_fiftyone(coco_fixture["manifest"], name=dataset_name)
+    assert ds.persistent and ds.media_type == "group" and ds.group_slices == [ORIGINAL_SLICE]
+    assert len(ds) == len(man) == 12
+    rows = {r["sample_id"]: r for r in man.table.to_pylist()}
+    for sample in ds.iter_samples():
+        row = rows[sample["sample_id"]]
+        full = decode_mask(row["mask_rle"])
+        det = sample["ground_truth"]
+        x, y, w, h = det.bounding_box
+        x0, y0 = round(x * row["width"]), round(y * row["height"])
+        x1, y1 = x0 + round(w * row["width"]), y0 + round(h * row["height"])
+        mask = np.asarray(det.mask).astype(bool)
+        np.testing.assert_array_equal(mask, full[y0:y1, x0:x1])
+        assert mask.sum() == full.sum()  # the crop loses no mask pixel
+        assert x0 <= row["bbox"][0] + 1 and x1 >= row["bbox"][0] + row["bbox"][2] - 1
+        assert det.label == sample["category"] == row["category"]
+        assert sample["color"] == row["color"] and sample["split"] == "val2017"
+        assert sample["prompt_color_label"] == row["prompts"]["color_label"]
+        assert sample["size_bucket"] in ("tiny", "small", "medium", "large") or sample["size_bucket"]
+        assert sample.filepath == str(man.image_path(row["image_path"])) and not sample.tags
+
+
+def test_two_runs_labels_scores_tags_views(coco_fixture, dataset_name):
+    src = resolve_sources([coco_fixture["manifest"], *coco_fixture["runs"]])
+    result = export(src, name=dataset_name)
+    ds = result.dataset
+    assert sorted(ds.group_slices) == sorted([ORIGINAL_SLICE, "model-a", "model-b"])
+    assert len(ds.select_group_slices()) == 3 * 12
+    reports = {r.slice: r for r in result.slices}
+    assert (reports["model-a"].errors, reports["model-a"].missing_media) == (1, 1)
+    assert (reports["model-b"].errors, reports["model-b"].missing_media) == (0, 0)
+    ids = coco_fixture["ids"]
+    for run_dir in coco_fixture["runs"]:
+        frame = pd.read_parquet(run_dir / "samples.parquet").set_index("sample_id")
+        name = run_dir.name
+        view = _slice(ds, name)
+        assert len(view) == len(frame)
+        for sample in view.iter_samples():
+            row = frame.loc[sample["sample_id"]]
+            assert sample["model"] == f"fixture-{name[-1]}"
+            if pd.notna(row["error"]):
+                assert TAG_ERROR in sample.tags and sample["failure"] is None and sample["error"] == row["error"]
+                continue
+            assert sample["failure"].label == row["failure"]
+            assert math.isclose(sample["failure"]["presence_score"], json.loads(row["failure_evidence"])["presence_score"])
+            for k in ("clip_score_local", "clip_score_global", "bg_psnr", "bg_ssim", "bg_mse"):
+                assert sample[k] == pytest.approx(row[k])
+            assert sample.filepath == str(run_dir.resolve() / row["output_path"])
+        # the same group holds the original and the model's output of one object
+        g = ds.get_group(view.first().group.id)
+        assert {s["sample_id"] for s in g.values()} == {view.first()["sample_id"]}
+    a = _slice(ds, "model-a")
+    assert a.match_tags(TAG_MISSING_MEDIA).values("sample_id") == [ids[1]]
+    assert a.match_tags(TAG_ERROR).values("sample_id") == [ids[0]]
+
+    # saved views: each failure label per model, worst local CLIP-Score, largest background change
+    saved = set(ds.list_saved_views())
+    for run in ("model-a", "model-b"):
+        frame = pd.read_parquet(coco_fixture["folder"] / "reports" / run / "samples.parquet")
+        for label in ("ok", "missing", "mismatch", "distortion"):
+            name = view_name(run, f"failure-{label}")
+            assert name in saved
+            assert sorted(ds.load_saved_view(name).values("sample_id")) == sorted(
+                frame.loc[frame["failure"] == label, "sample_id"])
+        worst = ds.load_saved_view(view_name(run, "worst-clip-local")).values("clip_score_local")
+        scored = frame["clip_score_local"].dropna()
+        assert worst == sorted(worst) and worst[0] == pytest.approx(scored.min()) and len(worst) == len(scored)
+        bg = ds.load_saved_view(view_name(run, "largest-bg-change")).values("bg_mse")
+        assert bg == sorted(bg, reverse=True) and bg[0] == pytest.approx(frame["bg_mse"].max())
+
+
+def test_reexport_updates_without_duplicates_and_keeps_human_tags(tmp_path, dataset_name):
+    manifest = make_manifest(tmp_path, 5)
+    run = make_run(tmp_path / "reports" / "m", manifest, name="m", seed=4)
+    src = resolve_sources([run])
+    first = export(src, name=dataset_name)
+    ds = first.dataset
+    assert [(r.slice, r.added, r.updated) for r in first.slices] == [("original", 5, 0), ("m", 5, 0)]
+    sample = _slice(ds, "m").first()
+    sample.tags.append("human:missing")
+    sample.save()
+    tagged = sample["sample_id"]
+
+    again = export(resolve_sources([manifest, run]), name=dataset_name)
+    assert [(r.slice, r.added, r.updated, r.removed) for r in again.slices] == [("original", 0, 5, 0), ("m", 0, 5, 0)]
+    assert len(ds.select_group_slices()) == 10
+    assert _slice(ds, "m").match_tags("human:missing").values("sample_id") == [tagged]
+
+    # the run is evaluated again on fewer samples: the slice follows it
+    run2 = make_run(tmp_path / "reports" / "m2", manifest, name="m", seed=9, limit=3)
+    third = export(resolve_sources([run2]), name=dataset_name)
+    assert [(r.slice, r.added, r.updated, r.removed) for r in third.slices][1] == ("m", 0, 3, 2)
+    assert len(_slice(ds, "m")) == 3 and len(_slice(ds, ORIGINAL_SLICE)) == 5
+    new = pd.read_parquet(run2 / "samples.parquet")
+    assert sorted(_slice(ds, "m").values("failure.label")) == sorted(new["failure"])
+
+
+def test_dataset_of_another_manifest_is_refused(tmp_path, dataset_name):
+    a = make_manifest(tmp_path / "a", 2)
+    b = make_manifest(tmp_path / "b", 2, seed=3)
+    export(resolve_sources([a]), name=dataset_name)
+    with pytest.raises(InputError, match="holds manifest"):
+        export(resolve_sources([b]), name=dataset_name)
+    rc = main(["inspect", str(b), "--name", dataset_name, "--no-launch", "-q"])
+    assert rc == 2
+
+
+def test_real_evaluation_runs_through_the_cli(tmp_path, dataset_name, capsys):
+    from soebench.evaluate import evaluate
+
+    manifest = make_manifest(tmp_path, 4)
+    runs = []
+    for model in ("original", "opencv-telea"):
+        res = evaluate(manifest, model, tmp_path / "reports" / model, metrics=("bg_psnr", "bg_ssim", "bg_mse"),
+                       progress=False, report=False)
+        runs.append(res.run_dir)
+    rc = main(["inspect", *map(str, runs), "--name", dataset_name, "--no-launch", "-q"])
+    assert rc == 0
+    assert dataset_name in capsys.readouterr().out
+    import fiftyone as fo
+
+    ds = fo.load_dataset(dataset_name)
+    assert sorted(ds.group_slices) == ["opencv-telea", "original", "run-original"]
+    for slice_, run in (("run-original", runs[0]), ("opencv-telea", runs[1])):
+        frame = pd.read_parquet(run / "samples.parquet")
+        view = _slice(ds, slice_)
+        got = dict(zip(*view.values(["sample_id", "bg_mse"])))
+        assert got == pytest.approx(dict(zip(frame["sample_id"], frame["bg_mse"])))
+        if frame["failure"].notna().any():
+            labels = dict(zip(*view.values(["sample_id", "failure.label"])))
+            assert labels == dict(zip(frame["sample_id"], frame["failure"]))
+    # the oracle leaves the background untouched: PSNR is +inf and survives the database
+    assert all(math.isinf(v) for v in _slice(ds, "run-original").values("bg_psnr"))

@@ -1,0 +1,62 @@
+"""Validation-case builders: where they change pixels, determinism, recolour targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from soebench.taxonomy import cases as cs
+from soebench.taxonomy.evidence import dilate
+from tests.factories import background, draw_object
+
+
+def _scene(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    image = background(160, 120, rng)
+    image, mask = draw_object(image, (60, 40, 34, 28), (200, 30, 30))
+    return image, mask
+
+
+@pytest.mark.parametrize("name", sorted(cs.REMOVAL_METHODS))
+def test_removals_change_only_the_dilated_hole_and_remove_the_red(name):
+    image, mask = _scene()
+    out = cs.REMOVAL_METHODS[name](image, mask, np.random.default_rng(0), None)
+    changed = (out != image).any(axis=2)
+    assert changed.any()
+    assert not (changed & ~dilate(mask, 6)).any()
+    red = out[mask].astype(int)
+    assert np.mean((red[:, 0] - red[:, 1]) > 80) < 0.05  # the red object is gone
+
+
+@pytest.mark.parametrize("name", sorted(cs.DISTORTION_METHODS))
+def test_distortions_change_only_the_mask_and_are_deterministic(name):
+    image, mask = _scene(1)
+    out = cs.DISTORTION_METHODS[name](image, mask, np.random.default_rng(7))
+    again = cs.DISTORTION_METHODS[name](image, mask, np.random.default_rng(7))
+    np.testing.assert_array_equal(out, again)
+    changed = (out != image).any(axis=2)
+    assert changed.sum() > 0.1 * mask.sum()
+    assert not (changed & ~mask).any()
+
+
+def test_recolour_targets_skip_the_colour_and_its_neighbours():
+    targets = cs.recolour_targets("red")
+    assert "red" not in targets and not set(cs.NEIGHBOURS["red"]) & set(targets)
+    assert {"blue", "green"} <= set(targets)
+
+
+def test_cases_for_object_gives_one_case_per_label_or_every_method(tmp_path):
+    image, mask = _scene(2)
+    ref = cs.ObjectRef("abc", "val2017", "x.png", "cup", "red", {}, [60, 40, 34, 28])
+    one = list(cs.cases_for_object(ref, image, mask, None, seed=3))
+    assert [c.label for c in one] == ["ok", "missing", "mismatch", "distortion"]
+    every = list(cs.cases_for_object(ref, image, mask, None, seed=3, all_methods=True))
+    methods = {c.method for c in every}
+    assert set(cs.REMOVAL_METHODS) | set(cs.DISTORTION_METHODS) <= methods
+    assert sum(c.label == "mismatch" for c in every) == 2
+    again = list(cs.cases_for_object(ref, image, mask, None, seed=3))
+    for a, b in zip(one, again):
+        assert a.case_id == b.case_id
+        np.testing.assert_array_equal(a.generated, b.generated)
+    ok = one[0]
+    assert ok.generated is image and ok.expected_color == "red"

@@ -1,0 +1,92 @@
+"""Rule fitting against an independent optimiser, and the rules' decision order."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from soebench.taxonomy.fit import fit_logistic, fit_rules
+from soebench.taxonomy.rules import DEFAULT_RULES, DISTORTION_FEATURES, PRESENCE_FEATURES, LogisticScore, RuleSet, decide
+
+
+def _objective(theta, x, y, l2):
+    n, pos = len(y), y.sum()
+    w = np.where(y == 1, n / (2.0 * pos), n / (2.0 * (n - pos)))
+    z = x @ theta[:-1] + theta[-1]
+    nll = np.sum(w * (np.logaddexp(0, z) - y * z))
+    return nll + 0.5 * l2 * np.sum(theta[:-1] ** 2)
+
+
+def test_fit_logistic_matches_scipy_minimize_of_the_same_objective():
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = (x @ np.array([1.5, -2.0, 0.3]) + 0.4 + rng.logistic(size=300) > 0).astype(float)
+    w, b = fit_logistic(x, y, l2=1.0)
+    ref = minimize(_objective, np.zeros(4), args=(x, y, 1.0), method="BFGS", options={"gtol": 1e-10})
+    np.testing.assert_allclose(np.r_[w, b], ref.x, atol=1e-4)
+
+
+def test_fit_logistic_refuses_a_single_class():
+    with pytest.raises(ValueError):
+        fit_logistic(np.zeros((5, 2)), np.ones(5))
+
+
+def _rules(presence_bias: float, distortion_bias: float, share: float = 0.2) -> RuleSet:
+    zero = lambda names: LogisticScore(tuple(names), (0.0,) * len(names), (1.0,) * len(names), (0.0,) * len(names), 0.0)  # noqa: E731
+    p, d = zero(PRESENCE_FEATURES), zero(DISTORTION_FEATURES)
+    return RuleSet(
+        presence=LogisticScore(p.features, p.mean, p.scale, p.weight, presence_bias),
+        distortion=LogisticScore(d.features, d.mean, d.scale, d.weight, distortion_bias),
+        colour_share_min=share,
+    )
+
+
+FEATS = {name: 0.0 for name in PRESENCE_FEATURES + DISTORTION_FEATURES}
+RED = {"colour_named": "red", "colour_expected": "red", "colour_expected_share": 0.9}
+BLUE_FOR_RED = {"colour_named": "blue", "colour_expected": "red", "colour_expected_share": 0.05}
+
+
+def test_decide_applies_missing_then_distortion_then_colour():
+    assert decide(FEATS, BLUE_FOR_RED, _rules(-3, 3))[0] == "missing"
+    assert decide(FEATS, BLUE_FOR_RED, _rules(3, 3))[0] == "distortion"
+    assert decide(FEATS, BLUE_FOR_RED, _rules(3, -3))[0] == "mismatch"
+    assert decide(FEATS, RED, _rules(3, -3))[0] == "ok"
+    no_colour = {"colour_named": "blue", "colour_expected": None, "colour_expected_share": None}
+    assert decide(FEATS, no_colour, _rules(3, -3))[0] == "ok"
+    # a share above the threshold is not a mismatch even when another term wins
+    close = {"colour_named": "orange", "colour_expected": "red", "colour_expected_share": 0.35}
+    assert decide(FEATS, close, _rules(3, -3, share=0.3))[0] == "ok"
+
+
+def test_a_confident_judge_overturns_a_weak_weight_free_call():
+    weak_present = _rules(0.4, -3)  # presence ~0.6
+    assert decide(FEATS, RED, weak_present)[0] == "ok"
+    label, scores = decide(FEATS, RED, weak_present, judge={"present": 0.0, "distorted": 0.0, "colour_agrees": 1.0})
+    assert label == "missing"
+    assert scores["weight_free_presence_score"] == pytest.approx(1 / (1 + np.exp(-0.4)))
+    assert scores["presence_score"] == pytest.approx(0.5 * scores["weight_free_presence_score"])
+
+
+def test_fit_rules_separates_synthetic_feature_clouds_and_round_trips_json(tmp_path):
+    rng = np.random.default_rng(1)
+    feats, colours, labels = [], [], []
+    for label, shift in (("ok", (1, 0)), ("missing", (-2, 0)), ("mismatch", (1, 0)), ("distortion", (1, 2))):
+        for _ in range(60):
+            f = {n: float(rng.normal()) for n in FEATS}
+            f["log_departure_ratio"] += shift[0] * 2
+            f["excess_noise"] += shift[1] * 2
+            feats.append(f)
+            wrong = label == "mismatch"
+            colours.append({"colour_named": "blue" if wrong else "red", "colour_expected": "red", "colour_expected_share": 0.02 if wrong else 0.8})
+            labels.append(label)
+    rules = fit_rules(feats, colours, labels, fitted_on="synthetic")
+    predicted = [decide(f, c, rules)[0] for f, c in zip(feats, colours)]
+    assert np.mean(np.array(predicted) == np.array(labels)) > 0.9
+    path = tmp_path / "rules.json"
+    path.write_text(rules.to_json())
+    assert RuleSet.load(path) == rules
+    json.loads(DEFAULT_RULES.to_json())
