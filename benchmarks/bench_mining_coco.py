@@ -22,7 +22,7 @@ from pathlib import Path
 PHASE = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-kind, ann, images, captions, out, preset = sys.argv[1:7]
+kind, ann, images, captions, out, preset, plots = sys.argv[1:8]
 extra = {}
 if kind == "reference":
     from pycocotools.coco import COCO
@@ -30,7 +30,7 @@ if kind == "reference":
 else:
     from soebench.mining.build import build_dataset
     r = build_dataset("coco", out, images=images, annotations=ann, captions=captions or None,
-                      preset=preset, overwrite=True)
+                      preset=preset, overwrite=True, plots=plots == "1")
     extra = {"kept": r.num_rows, "candidates": r.summary["candidates"], "invalid": r.summary["invalid"],
              "rejected": r.summary["rejected"]}
 print(json.dumps({"seconds": time.perf_counter() - t0,
@@ -38,9 +38,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0,
 """
 
 
-def run_phase(kind: str, ann: Path, images: Path, captions: Path | None, out: Path, preset: str) -> dict:
+def run_phase(kind: str, ann: Path, images: Path, captions: Path | None, out: Path, preset: str, plots: bool = True) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", PHASE, kind, str(ann), str(images), str(captions or ""), str(out), preset],
+        [sys.executable, "-c", PHASE, kind, str(ann), str(images), str(captions or ""), str(out), preset, "1" if plots else "0"],
         capture_output=True, text=True, check=False,
     )
     if proc.returncode:
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/coco-scale"))
     parser.add_argument("--preset", default="soebench")
     parser.add_argument("--no-captions", action="store_true")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG histograms (matplotlib)")
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
     ann = args.data / "annotations" / "instances_train2017.json"
@@ -61,7 +62,7 @@ def main() -> None:
     if not ann.is_file():
         raise SystemExit(f"{ann} missing: run python3 ../shared/bench/make_scale_data.py coco {args.data}")
     out = Path(tempfile.mkdtemp(prefix="bench-mining-", dir="/tmp")) / "coco-train.parquet"
-    mining = run_phase("mining", ann, args.data / "train2017", captions, out, args.preset)
+    mining = run_phase("mining", ann, args.data / "train2017", captions, out, args.preset, not args.no_plots)
     print(f"mining    : {mining['seconds']:7.2f} s  peak RSS {mining['peak_rss_mb']:7.0f} MB  "
           f"({mining['kept']} kept of {mining['candidates']} candidates)")
     print(f"            invalid {mining['invalid']}  rejected {mining['rejected']}")

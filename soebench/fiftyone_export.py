@@ -9,6 +9,9 @@ Geometry: FiftyOne's ``Detection`` takes ``bounding_box = [x, y, w, h]`` relativ
 and an instance ``mask`` cropped to that box. We use the integer pixel box that encloses both
 the manifest ``bbox`` and the decoded mask (COCO polygons may stick out of their bbox by a
 pixel), so the crop loses no mask pixel and FiftyOne renders it at exactly its pixels.
+
+The dataset is grouped (slice ``original`` + one slice per run); :mod:`soebench.fo.writer`
+explains why that suits the App and human review better than per-model media fields.
 """
 
 from __future__ import annotations
@@ -171,8 +174,8 @@ def resolve_sources(paths: list[str | Path], *, manifest: str | Path | None = No
     for p in map(Path, paths):
         if not p.exists():
             raise InputError(f"{p} does not exist (expected a manifest or a run folder)")
-        if is_run_dir(p):
-            runs.append(read_run(p))
+        if is_run_dir(p) or (p.is_dir() and (p / "samples.parquet").is_file()):
+            runs.append(read_run(p))  # a broken run folder is reported as such, not as a manifest
         else:
             manifests.append(p)
     if len({m.resolve() for m in manifests}) > 1:

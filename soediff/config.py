@@ -85,7 +85,7 @@ class VaeSettings:
     """Fine-tuning of the VAE decoder on small regions (encoder frozen)."""
 
     enabled: bool = field(default=True, metadata=_doc("Fine-tune the VAE decoder."))
-    learning_rate: float = field(default=1e-6, metadata=_doc("Decoder learning rate (own AdamW optimizer; ours)."))
+    learning_rate: float = field(default=1e-6, metadata=_doc("Decoder learning rate (its own AdamW parameter group, same schedule; ours)."))
     mask_weight: float = field(
         default=10.0, metadata=_doc("Reconstruction weight of mask pixels relative to 1 for the rest (ours).")
     )

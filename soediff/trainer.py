@@ -17,16 +17,17 @@ from the step; every random draw of a step comes from a checkpointed generator.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
-import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from soebench.errors import ConfigError, InputError, OutputExistsError, SoebenchError
+from soebench.errors import ConfigError, InputError, MissingDependencyError, OutputExistsError, SoebenchError
 from soebench.fileio import atomic_path, write_text_atomic
 from soediff.config import TrainConfig
 
@@ -84,8 +85,9 @@ def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
         if not overwrite:
             raise OutputExistsError(f"run folder {out} already holds a run",
                                     hint="pass --resume to continue it or --overwrite to start over")
-        for sub in ("checkpoints", "logs", "validation"):
-            shutil.rmtree(out / sub, ignore_errors=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch only the first process deletes
+            for sub in ("checkpoints", "logs", "validation"):
+                shutil.rmtree(out / sub, ignore_errors=True)
     return None
 
 
@@ -151,24 +153,36 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     """
     config.validate()
     out = Path(config.out)
-    resume_from = _prepare_out_dir(out, resume, overwrite)
-
     from soediff.data import load_training_manifest
     from soediff.models import check_pretrained
 
-    manifest = load_training_manifest(config.manifest)
+    manifest = load_training_manifest(config.manifest)  # check every input before touching the run folder
     check_pretrained(config.pretrained)
     val_manifest = load_training_manifest(config.validation_manifest) if config.validation_manifest else None
+    resume_from = _prepare_out_dir(out, resume, overwrite)
+    import torch
+
     try:
         return _train(config, out, manifest, val_manifest, resume_from, progress, keep_models)
-    except SoebenchError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated; everything else re-raised
-        import torch
+    except torch.OutOfMemoryError as exc:  # while loading/preparing; the loop names the step itself
+        raise SoebenchError(f"out of memory while setting up training ({str(exc).splitlines()[0]})",
+                            hint=OOM_HINT) from exc
+    finally:
+        _release_accelerator_state()
 
-        if isinstance(exc, torch.OutOfMemoryError):
-            raise SoebenchError(f"out of memory while training ({str(exc).splitlines()[0]})", hint=OOM_HINT) from exc
-        raise
+
+def _release_accelerator_state() -> None:
+    """accelerate keeps one process-wide AcceleratorState (mixed precision, ...) that a second
+    Accelerator may not change; clear it (not the process group) so train() can run again in this
+    process, e.g. with another precision (tests, notebooks)."""
+    import sys
+
+    if "accelerate" not in sys.modules:
+        return
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: Path | None,
@@ -181,11 +195,12 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     from accelerate.utils import ProjectConfiguration
     from diffusers.optimization import get_scheduler
 
-    from soediff.data import EpochSampler, ManifestDataset, split_rows
-    from soediff.lora import add_so_lora, lora_parameters
-    from soediff.models import load_parts
+    from soediff.lora import lora_parameters
     from soediff.step import StepModels, compute_losses
 
+    if config.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise MissingDependencyError("report_to: tensorboard needs the tensorboard package",
+                                     hint="pip install tensorboard, or set report_to: none (the CSV log is always written)")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("mixed_precision fp16 needs a CUDA device", hint="use --mixed-precision no (or bf16) on CPU")
     accelerator = Accelerator(
@@ -199,62 +214,26 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", config.to_yaml())
 
-    parts = load_parts(config.pretrained)
-    if config.csd.enabled and parts.noise_scheduler.config.prediction_type != "epsilon":
-        raise ConfigError("cross-scale distillation maps noise predictions between scales and needs an "
-                          f"epsilon-prediction model; this one predicts {parts.noise_scheduler.config.prediction_type}",
-                          hint="set csd.enabled: false")
-    torch.manual_seed(config.seed)  # LoRA init
-    targets = add_so_lora(parts.unet, config.lora)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    parts, targets, decoder, weight_dtype = _setup_models(config, accelerator)
+    val_ds, loader = _setup_data(config, manifest, val_manifest, parts.vae_scale_factor, accelerator.num_processes)
     device = accelerator.device
-    cast = {"dtype": weight_dtype} if weight_dtype != torch.float32 else {}
-    parts.unet.to(device, **cast)
-    parts.text_encoder.to(device, **cast).requires_grad_(False)
-    parts.vae.to(device, **cast).requires_grad_(False)
-    for p in lora_parameters(parts.unet):
-        p.data = p.data.float()  # trained parameters stay fp32 under mixed precision
-    if config.gradient_checkpointing:
-        parts.unet.enable_gradient_checkpointing()
-    decoder = None
-    if config.vae.enabled:
-        decoder = parts.vae.decoder.to(dtype=torch.float32).requires_grad_(True)
-        decoder.train()
 
-    # data
-    if val_manifest is not None:
-        train_idx, val_idx = list(range(len(manifest))), list(range(min(config.validation_rows, len(val_manifest))))
-    elif config.validation_rows:
-        train_idx, val_idx = split_rows(manifest.table.column("sample_id").to_pylist(), config.validation_rows)
-    else:
-        train_idx, val_idx = list(range(len(manifest))), []
-    ds_args = dict(resolution=config.resolution, vae_scale_factor=parts.vae_scale_factor, prompt_key=config.prompt_key)
-    train_ds = ManifestDataset(manifest, indices=train_idx, **ds_args)
-    val_ds = ManifestDataset(val_manifest or manifest, indices=val_idx, **ds_args) if val_idx else None
-    if len(train_ds) < config.train_batch_size * accelerator.num_processes:
-        raise InputError(f"manifest {config.manifest} has {len(train_ds)} training rows, fewer than one batch "
-                         f"({config.train_batch_size} x {accelerator.num_processes} processes)")
-    sampler = EpochSampler(len(train_ds), config.seed)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=config.train_batch_size, sampler=sampler,
-                                         num_workers=config.num_workers, drop_last=True,
-                                         persistent_workers=False)
-
-    # optimisation
-    def adamw(params, lr):
-        return torch.optim.AdamW(params, lr=lr, betas=(config.adam_beta1, config.adam_beta2),
-                                 weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-
+    # optimisation: one AdamW with a LoRA group and a decoder group (own learning rate). One optimizer
+    # keeps fp16 loss scaling right: accelerate unscales every optimizer on clip and updates the
+    # GradScaler on every optimizer step, which double-unscales a second optimizer's gradients.
     n = accelerator.num_processes
-    optimizer = adamw(lora_parameters(parts.unet), config.learning_rate)
+    groups = [{"params": lora_parameters(parts.unet), "lr": config.learning_rate, "name": "lora"}]
+    if decoder is not None:
+        groups.append({"params": list(decoder.parameters()), "lr": config.vae.learning_rate, "name": "vae_decoder"})
+    optimizer = torch.optim.AdamW(groups, betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
     scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps * n,
                               num_training_steps=config.max_steps * n)
-    unet, optimizer, loader, scheduler = accelerator.prepare(parts.unet, optimizer, loader, scheduler)
-    vae_optimizer = vae_scheduler = None
     if decoder is not None:
-        vae_optimizer = adamw(decoder.parameters(), config.vae.learning_rate)
-        vae_scheduler = get_scheduler(config.lr_scheduler, vae_optimizer, num_warmup_steps=config.lr_warmup_steps * n,
-                                      num_training_steps=config.max_steps * n)
-        decoder, vae_optimizer, vae_scheduler = accelerator.prepare(decoder, vae_optimizer, vae_scheduler)
+        unet, decoder, optimizer, loader, scheduler = accelerator.prepare(parts.unet, decoder, optimizer, loader,
+                                                                          scheduler)
+    else:
+        unet, optimizer, loader, scheduler = accelerator.prepare(parts.unet, optimizer, loader, scheduler)
     step_gen = StepGenerator(device, config.seed + 7919 * accelerator.process_index)
     accelerator.register_for_checkpointing(step_gen)
     _checkpoint_hooks(accelerator, type(parts.unet),
@@ -298,14 +277,12 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
                     loss, logs = compute_losses(models, batch, step_gen.generator, config, accelerator.autocast)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(lora_parameters(models.base_unet), config.max_grad_norm)
-                        if decoder is not None:
-                            accelerator.clip_grad_norm_(decoder.parameters(), config.max_grad_norm)
-                    for opt, sch in ((optimizer, scheduler), (vae_optimizer, vae_scheduler)):
-                        if opt is not None:
-                            opt.step()
-                            sch.step()
-                            opt.zero_grad(set_to_none=True)
+                        accelerator.unscale_gradients()  # once; then each group is clipped on its own
+                        for group in optimizer.param_groups:
+                            torch.nn.utils.clip_grad_norm_(group["params"], config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
                 for k, v in logs.items():
                     acc[k] = acc.get(k, 0.0) + v
                 acc_n += 1
@@ -315,9 +292,10 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
                 row = {k: v / acc_n for k, v in acc.items()}
                 acc, acc_n = {}, 0
                 now = time.perf_counter()
-                row.update(step=step, epoch=epoch, lr=scheduler.get_last_lr()[0], seconds_per_step=now - tick)
-                if vae_scheduler is not None:
-                    row["vae_lr"] = vae_scheduler.get_last_lr()[0]
+                lrs = scheduler.get_last_lr()
+                row.update(step=step, epoch=epoch, lr=lrs[0], seconds_per_step=now - tick)
+                if decoder is not None:
+                    row["vae_lr"] = lrs[1]
                 tick = now
                 history.append(row)
                 if main and (step % config.log_every == 0 or step == config.max_steps):
@@ -344,6 +322,62 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     return TrainResult(out_dir=out, step=step, checkpoint=last_ckpt, losses=history[-1] if history else {},
                        log_csv=out / "logs" / "losses.csv", history=history, validation_images=val_images,
                        models=_unwrapped(models, accelerator) if keep_models else None)
+
+
+def _setup_models(config: TrainConfig, accelerator):
+    """Load the pipeline parts, add SO-LoRA, cast frozen weights to the mixed-precision dtype (trained
+    ones stay fp32); return ``(parts, lora targets, decoder or None, weight dtype)``."""
+    import torch
+
+    from soediff.lora import add_so_lora, lora_parameters
+    from soediff.models import load_parts
+
+    parts = load_parts(config.pretrained)
+    if config.csd.enabled and parts.noise_scheduler.config.prediction_type != "epsilon":
+        raise ConfigError("cross-scale distillation maps noise predictions between scales and needs an "
+                          f"epsilon-prediction model; this one predicts {parts.noise_scheduler.config.prediction_type}",
+                          hint="set csd.enabled: false")
+    torch.manual_seed(config.seed)  # LoRA init
+    targets = add_so_lora(parts.unet, config.lora)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    device = accelerator.device
+    cast = {"dtype": weight_dtype} if weight_dtype != torch.float32 else {}
+    parts.unet.to(device, **cast)
+    parts.text_encoder.to(device, **cast).requires_grad_(False)
+    parts.vae.to(device, **cast).requires_grad_(False)
+    for p in lora_parameters(parts.unet):
+        p.data = p.data.float()  # trained parameters stay fp32 under mixed precision
+    if config.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+    decoder = None
+    if config.vae.enabled:
+        decoder = parts.vae.decoder.to(dtype=torch.float32).requires_grad_(True)
+        decoder.train()
+    return parts, targets, decoder, weight_dtype
+
+
+def _setup_data(config: TrainConfig, manifest, val_manifest, vae_scale_factor: int, num_processes: int):
+    """The validation dataset (or None) and the training loader over an :class:`EpochSampler` (not yet prepared)."""
+    import torch
+
+    from soediff.data import EpochSampler, ManifestDataset, split_rows
+
+    if val_manifest is not None:
+        train_idx, val_idx = list(range(len(manifest))), list(range(min(config.validation_rows, len(val_manifest))))
+    elif config.validation_rows:
+        train_idx, val_idx = split_rows(manifest.table.column("sample_id").to_pylist(), config.validation_rows)
+    else:
+        train_idx, val_idx = list(range(len(manifest))), []
+    ds_args = dict(resolution=config.resolution, vae_scale_factor=vae_scale_factor, prompt_key=config.prompt_key)
+    train_ds = ManifestDataset(manifest, indices=train_idx, **ds_args)
+    val_ds = ManifestDataset(val_manifest or manifest, indices=val_idx, **ds_args) if val_idx else None
+    if len(train_ds) < config.train_batch_size * num_processes:
+        raise InputError(f"manifest {config.manifest} has {len(train_ds)} training rows, fewer than one batch "
+                         f"({config.train_batch_size} x {num_processes} processes)")
+    sampler = EpochSampler(len(train_ds), config.seed)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=config.train_batch_size, sampler=sampler,
+                                         num_workers=config.num_workers, drop_last=True)
+    return val_ds, loader
 
 
 def _unwrapped(models, accelerator):
@@ -414,7 +448,3 @@ def _validate(models, dataset, config: TrainConfig, out: Path, step: int, weight
         Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
     return path
 
-
-def steps_per_epoch(n_rows: int, batch: int, accumulation: int, processes: int = 1) -> int:
-    """Optimizer steps per pass over ``n_rows`` (the loader drops the last partial batch)."""
-    return max(1, math.floor(n_rows / (batch * processes)) // accumulation)

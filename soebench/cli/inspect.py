@@ -4,6 +4,7 @@ vs automatic labels): thin commands over :mod:`soebench.fiftyone_export` and :mo
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -33,9 +34,9 @@ def inspect_cmd(
 ) -> None:
     """Load a manifest and/or evaluation runs into a persistent FiftyOne dataset and open the App.
 
-    One group per object: slice 'original' plus one slice per run (the generated image with its
-    scores, failure label and evidence). Re-running adds or updates runs. Tag samples
-    'human:<label>' in the App and compare with `soebench agreement`.
+    One group per object: slice 'original' plus one slice per run (the generated image with its scores, failure label and evidence). Re-running adds or updates runs; saved views list each failure label per run, the worst local CLIP-Scores and the largest background changes.
+
+    Tag samples 'human:<label>' in the App and compare with `soebench agreement`.
     """
     from rich.console import Console
 
@@ -53,12 +54,18 @@ def inspect_cmd(
 
     session = launch(result.dataset, port=port, address=address)
     console.print(f"FiftyOne App: {url(address, port)}  (Ctrl-C to stop)", highlight=False)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a `kill` stops the App server too
     try:
         session.wait(-1)  # serve until Ctrl-C (no browser is opened here)
     except KeyboardInterrupt:
         pass
     finally:
         session.close()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _slices_table(result):
@@ -80,8 +87,7 @@ def agreement_cmd(
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Agreement of the automatic failure labels with the human tags ('human:<label>') set in the App:
-    accuracy, Cohen's kappa and the confusion matrix, per run."""
+    """Agreement of the automatic failure labels with the human tags ('human:<label>') set in the App: accuracy, Cohen's kappa and the confusion matrix, per run."""
     from rich.console import Console
 
     from soebench.errors import InputError
@@ -106,6 +112,7 @@ def agreement_cmd(
         auto, human, unlabelled = tags.pairs()
         result = agreement(auto, human)
         entry = {**result.to_dict(), "tagged": len(tags.human), "conflicting": sorted(tags.conflicts),
+                 "human_labels": sorted(set(tags.human.values())),
                  "without_auto_label": unlabelled}
         if write:
             run_dir = recorded.get(sl, {}).get("run_dir")
@@ -122,6 +129,8 @@ def agreement_cmd(
 def _print_agreement(console, sl, result, entry) -> None:
     from rich.table import Table
 
+    from soebench.fo.agreement import TAXONOMY_LABELS
+
     kappa = "undefined" if entry["kappa"] is None else f"{entry['kappa']:.3f}"
     acc = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.3f}"
     console.print(f"[bold]{sl}[/]: {result.n} sample(s) with a human tag and an automatic label · "
@@ -129,6 +138,10 @@ def _print_agreement(console, sl, result, entry) -> None:
     if entry["conflicting"]:
         console.print(f"  skipped {len(entry['conflicting'])} sample(s) with conflicting human tags: "
                       f"{', '.join(entry['conflicting'][:5])}", highlight=False)
+    unknown = sorted(set(entry["human_labels"]) - set(TAXONOMY_LABELS))
+    if unknown:
+        console.print(f"  [yellow]warning:[/] human label(s) outside the taxonomy ({', '.join(TAXONOMY_LABELS)}): "
+                      f"{', '.join(unknown)}", highlight=False)
     if entry["without_auto_label"]:
         console.print(f"  skipped {entry['without_auto_label']} tagged sample(s) without an automatic label (errors)")
     if result.n:

@@ -25,6 +25,9 @@ Refit = Annotated[
 RulesFile = Annotated[
     Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="A rules JSON (as written in validation.json's 'rules').")
 ]
+Splits = Annotated[
+    list[str] | None, typer.Option("--split", help="Only objects of this split (repeatable), e.g. --split train2017 for the held-out half.")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -37,6 +40,7 @@ def validate_taxonomy_command(
     tuning_split: TuningSplit = "val2017",
     refit: Refit = False,
     rules: RulesFile = None,
+    split: Splits = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -67,7 +71,7 @@ def validate_taxonomy_command(
         task = bar.add_task("objects", total=None)
         result = validate(
             data, limit=limit, seed=seed, all_methods=all_methods, tuning_split=tuning_split, refit=refit,
-            rules=rule_set, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            rules=rule_set, splits=split or None, progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     manifest_info = {"path": str(manifest), "sha256": sha256_file(manifest) if Path(manifest).is_file() else None, "objects": len(data)}
     written = write_outputs(result, out, extra={"manifest": manifest_info}) if out is not None else {}

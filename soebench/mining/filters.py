@@ -165,9 +165,17 @@ def _class_keys(cols: Columns) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _matches(cols: Columns, classes: Sequence[str]) -> np.ndarray:
-    names, ids = _class_keys(cols)
-    wanted = np.array(sorted({c.strip().lower() for c in classes}), dtype=object)
-    return np.isin(names, wanted) | np.isin(ids, wanted)
+    """Hash-based membership (Arrow): np.isin sorts object arrays, slow for millions of rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = pa.array(sorted({c.strip().lower() for c in classes}), type=pa.string())
+    out = np.zeros(len(cols["category_lower"]), dtype=bool)
+    for values in _class_keys(cols):
+        if len(values):
+            hit = pc.is_in(pa.array(values, type=pa.string()), value_set=wanted)
+            out |= np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+    return out
 
 
 def _flag_filter(flag: str) -> Filter:

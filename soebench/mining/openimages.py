@@ -19,15 +19,15 @@ import io
 import os
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from soebench.errors import InputError
-from soebench.mining.coco import arrow_to_numpy
-from soebench.mining.sources import Candidates, FileIndex, ImageError, category_counts, lower, read_image_size
+from soebench.mining.coco import _chunk_to_numpy, arrow_to_numpy
+from soebench.mining.sources import Candidates, FileIndex, ImageError, category_counts, read_image_size
 
 SEGMENTATION_COLUMNS = ("MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
 BBOX_COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
@@ -97,11 +97,34 @@ def _read_csv(path: Path, columns: list[str], types: dict[str, Any]):
         raise InputError(f"{path}: {exc}") from None
 
 
-def _key(image: np.ndarray, label: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
-    parts = [image.astype(str), label.astype(str)] + [np.round(c * 1e4).astype(np.int64).astype(str) for c in coords]
-    out = parts[0].astype(object)
-    for p in parts[1:]:
-        out = out + "|" + p.astype(object)
+def _join_flags(seg, boxes, present: dict[str, str]) -> dict[str, np.ndarray]:
+    """Flags of each segmentation row's box, -1 where no box matches: an Arrow hash join on
+    ImageID, LabelName and the box coordinates rounded to 1e-4 (duplicate boxes: any flag set wins)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def keyed(table, names):
+        cols = {"k_img": table.column(names[0]), "k_lab": table.column(names[1])}
+        for i, name in enumerate(names[2:]):
+            cols[f"k{i}"] = pc.cast(pc.round(pc.multiply(table.column(name), 1e4)), pa.int64())
+        return cols
+
+    keys = ["k_img", "k_lab", "k0", "k1", "k2", "k3"]
+    n = seg.num_rows
+    left = pa.table({**keyed(seg, ["ImageID", "LabelName", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"]),
+                     "row": pa.array(np.arange(n, dtype=np.int64))})
+    right = pa.table({**keyed(boxes, list(BBOX_COLUMNS)), **{f: boxes.column(c) for f, c in present.items()}})
+    if present:
+        right = right.group_by(keys).aggregate([(f, "max") for f in present])
+        right = right.rename_columns([c[:-4] if c.endswith("_max") else c for c in right.column_names])
+    joined = left.join(right, keys=keys, join_type="inner")
+    rows = arrow_to_numpy(joined.column("row")).astype(np.int64)
+    out = {}
+    for flag in present:
+        col = np.full(n, -1, dtype=np.int8)
+        values = arrow_to_numpy(joined.column(flag))
+        col[rows] = np.nan_to_num(values.astype(np.float64), nan=-1).astype(np.int8)
+        out[flag] = col
     return out
 
 
@@ -112,17 +135,24 @@ class MaskStore:
         self.root = root
         if not root.is_dir():
             raise InputError(f"masks folder {root} does not exist")
-        self._dirs: dict[str, Path] = {}
+        self._dirs: dict[str, Path] | None = None  # per-archive folders / zips, indexed on first need
         self._zips: dict[str, Path] = {}
         self._open: dict[str, zipfile.ZipFile] = {}
-        for child in sorted(root.iterdir()):
-            m = re.search(r"-([0-9a-f])(\.zip)?$", child.name)
-            if m is None:
-                continue
-            if child.is_dir():
-                self._dirs[m.group(1)] = child
-            elif child.suffix == ".zip":
-                self._zips[m.group(1)] = child
+
+    def _index(self) -> None:
+        """Find ``*-<h>`` folders and ``*-<h>.zip`` archives (once; a flat folder never needs it)."""
+        self._dirs = {}
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if not (entry.name.endswith(".zip") or entry.is_dir()):
+                    continue
+                m = re.search(r"-([0-9a-f])(\.zip)?$", entry.name)
+                if m is None:
+                    continue
+                if entry.is_dir():
+                    self._dirs[m.group(1)] = Path(entry.path)
+                else:
+                    self._zips[m.group(1)] = Path(entry.path)
 
     def read(self, mask_path: str) -> np.ndarray:
         """Mask PNG -> bool array at its own size; raises ImageError('missing/corrupt mask file')."""
@@ -133,16 +163,20 @@ class MaskStore:
         hexdigit = mask_path[:1].lower()
         if direct.is_file():
             data = direct
-        elif hexdigit in self._dirs and (self._dirs[hexdigit] / mask_path).is_file():
-            data = self._dirs[hexdigit] / mask_path
-        elif hexdigit in self._zips:
-            archive = self._open.get(hexdigit)
-            if archive is None:
-                archive = self._open[hexdigit] = zipfile.ZipFile(self._zips[hexdigit])
-            try:
-                data = io.BytesIO(archive.read(mask_path))
-            except KeyError:
-                data = None
+        else:
+            if self._dirs is None:
+                self._index()
+            assert self._dirs is not None
+            if hexdigit in self._dirs and (self._dirs[hexdigit] / mask_path).is_file():
+                data = self._dirs[hexdigit] / mask_path
+            elif hexdigit in self._zips:
+                archive = self._open.get(hexdigit)
+                if archive is None:
+                    archive = self._open[hexdigit] = zipfile.ZipFile(self._zips[hexdigit])
+                try:
+                    data = io.BytesIO(archive.read(mask_path))
+                except KeyError:
+                    data = None
         if data is None:
             raise ImageError("missing mask file")
         try:
@@ -181,7 +215,6 @@ class OpenImagesSource:
     bbox_csv: Path | None = None
     split: str = "validation"
     name: str = "openimages"
-    _rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.segmentation_csv is None and self.bbox_csv is None:
@@ -191,73 +224,77 @@ class OpenImagesSource:
         self._index = FileIndex(self.images_root)
         self._store = MaskStore(self.masks_root) if self.segmentation_csv is not None else None
         self._image_names: dict[str, str | None] = {}
+        self._names = None
+        self._seg_table = self._bbox_table = None
+        self._present: dict[str, str] = {}
+        self._cols: dict[str, np.ndarray] = {}
+        self._image_ids: list[str] = []
+        self._box = np.zeros((0, 4))
 
     # -- candidate table ------------------------------------------------------------------
     def candidates(self) -> Candidates:
+        """Strings stay in Arrow (dictionary-encoded): 2.7M rows of Python strings would cost GBs."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         classes = read_classes(self.classes_path)
         flag_cols: dict[str, np.ndarray] = {}
-        if self.segmentation_csv is not None:
-            header = check_columns(self.segmentation_csv, SEGMENTATION_COLUMNS)
-            wanted = list(SEGMENTATION_COLUMNS) + (["PredictedIoU"] if "PredictedIoU" in header else [])
-            types = {c: pa.float64() for c in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax", "PredictedIoU")}
-            types.update({c: pa.string() for c in ("MaskPath", "ImageID", "LabelName", "BoxID")})
-            table = _read_csv(self.segmentation_csv, wanted, {k: v for k, v in types.items() if k in wanted})
-            image = np.asarray(arrow_to_numpy(table.column("ImageID")), dtype=object)
-            label = np.asarray(arrow_to_numpy(table.column("LabelName")), dtype=object)
-            coords = [arrow_to_numpy(table.column(c)).astype(np.float64) for c in ("BoxXMin", "BoxYMin", "BoxXMax", "BoxYMax")]
-            mask_path = np.asarray(arrow_to_numpy(table.column("MaskPath")), dtype=object)
-            ann_key = mask_path
-            iou = (
-                arrow_to_numpy(table.column("PredictedIoU")).astype(np.float64)
-                if "PredictedIoU" in wanted
-                else np.full(table.num_rows, np.nan)
-            )
-            ann_order = mask_path
-        else:
-            table = None
-            mask_path = None
-            iou = None
+        btable = None
+        self._bbox_table = None
+        present: dict[str, str] = {}
         if self.bbox_csv is not None:
             bheader = check_columns(self.bbox_csv, BBOX_COLUMNS)
             present = {k: v for k, v in FLAG_COLUMNS.items() if v in bheader}
-            cols = list(BBOX_COLUMNS) + list(present.values())
             types = {c: pa.float64() for c in ("XMin", "XMax", "YMin", "YMax")}
             types.update({c: pa.string() for c in ("ImageID", "LabelName")})
             types.update({c: pa.int8() for c in present.values()})
-            btable = _read_csv(self.bbox_csv, cols, types)
-            b_image = np.asarray(arrow_to_numpy(btable.column("ImageID")), dtype=object)
-            b_label = np.asarray(arrow_to_numpy(btable.column("LabelName")), dtype=object)
-            b_coords = [arrow_to_numpy(btable.column(c)).astype(np.float64) for c in ("XMin", "YMin", "XMax", "YMax")]
-            b_flags = {
-                k: np.nan_to_num(arrow_to_numpy(btable.column(v)).astype(np.float64), nan=-1).astype(np.int8)
+            btable = _read_csv(self.bbox_csv, list(BBOX_COLUMNS) + list(present.values()), types)
+        if self.segmentation_csv is not None:
+            header = check_columns(self.segmentation_csv, SEGMENTATION_COLUMNS)
+            wanted = ["MaskPath", "ImageID", "LabelName", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"]
+            wanted += ["PredictedIoU"] if "PredictedIoU" in header else []
+            types = {c: pa.float64() for c in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax", "PredictedIoU")}
+            types.update({c: pa.string() for c in ("MaskPath", "ImageID", "LabelName")})
+            table = _read_csv(self.segmentation_csv, wanted, {k: v for k, v in types.items() if k in wanted})
+            coord_names = ("BoxXMin", "BoxYMin", "BoxXMax", "BoxYMax")
+            n = table.num_rows
+            iou = arrow_to_numpy(table.column("PredictedIoU")).astype(np.float64) if "PredictedIoU" in wanted else np.full(n, np.nan)
+            self._names = table.column("MaskPath")
+            # flags are joined later, only for the rows that pass the other cheap filters
+            self._seg_table, self._bbox_table, self._present = table, btable, present
+        else:
+            table, btable = btable, None
+            coord_names = ("XMin", "YMin", "XMax", "YMax")
+            n = table.num_rows
+            iou = np.full(n, np.nan)
+            flag_cols = {
+                k: np.nan_to_num(arrow_to_numpy(table.column(v)).astype(np.float64), nan=-1).astype(np.int8)
                 for k, v in present.items()
             }
-            if table is None:  # box-only objects
-                image, label, coords = b_image, b_label, b_coords
-                ann_key = np.array([f"box{i:09d}" for i in range(len(image))], dtype=object)
-                ann_order = ann_key
-                iou = np.full(len(image), np.nan)
-                flag_cols = b_flags
-            else:
-                flag_cols = self._join_flags(image, label, coords, b_image, b_label, b_coords, b_flags)
-        n = len(image)
+            self._names = None
+        coords = [arrow_to_numpy(table.column(c)).astype(np.float64) for c in coord_names]
+        img_enc = pc.dictionary_encode(table.column("ImageID")).combine_chunks()
+        lab_enc = pc.dictionary_encode(table.column("LabelName")).combine_chunks()
+        img_idx = _chunk_to_numpy(img_enc.indices).astype(np.int64)
+        lab_idx = _chunk_to_numpy(lab_enc.indices).astype(np.int64)
+        self._image_ids = img_enc.dictionary.to_pylist()
+        mids = lab_enc.dictionary.to_pylist()
+        image_rank = np.empty(len(self._image_ids), dtype=np.int64)
+        image_rank[np.asarray(pc.array_sort_indices(img_enc.dictionary))] = np.arange(len(self._image_ids))
+        names = np.array([classes.get(m) or "" for m in mids] or [""], dtype=object)
+        known = np.array([m in classes for m in mids] or [False], dtype=bool)
         invalid = np.full(n, None, dtype=object)
         x0, y0, x1, y1 = coords
         with np.errstate(invalid="ignore"):
             bad = ~((x0 >= 0) & (y0 >= 0) & (x1 <= 1) & (y1 <= 1))
             empty = ~((x1 > x0) & (y1 > y0))
-        category = np.array([classes.get(m) for m in label], dtype=object)
-        invalid[category == None] = "unknown category id"  # noqa: E711
+        invalid[~known[lab_idx]] = "unknown category id"
         ok = invalid == None  # noqa: E711
         invalid[ok & empty] = "empty bbox"
         ok = invalid == None  # noqa: E711
         invalid[ok & bad] = "bbox outside the image"
-        category = np.where(category == None, "", category).astype(object)  # noqa: E711
-        img_uniq, img_idx = np.unique(image.astype(str), return_inverse=True)
-        lab_uniq, lab_idx = np.unique(label.astype(str), return_inverse=True)
         box = np.clip(np.stack(coords, axis=1), 0.0, 1.0)
+        mid_arr = np.array(mids or [""], dtype=object)
         cols: dict[str, np.ndarray] = {
             "box": box,
             "box_frac": (x1 - x0) * (y1 - y0),
@@ -265,8 +302,8 @@ class OpenImagesSource:
             "width": np.full(n, np.nan),
             "height": np.full(n, np.nan),
             "predicted_iou": iou,
-            "category_lower": lower(category),
-            "category_id_lower": lower(label),
+            "category_lower": np.array([v.lower() for v in names], dtype=object)[lab_idx],
+            "category_id_lower": np.array([m.lower() for m in mid_arr], dtype=object)[lab_idx],
             "category_count": category_counts(img_idx, lab_idx),
             "crowd": np.full(n, -1, dtype=np.int8),
         }
@@ -274,38 +311,51 @@ class OpenImagesSource:
             cols[flag] = flag_cols.get(flag, np.full(n, -1, dtype=np.int8))
         provides = {k for k in cols if k not in ("mask_frac", "width", "height", "crowd")}
         provides -= {f for f in FLAG_COLUMNS if f not in flag_cols}
+        self._cols = cols
         if self.segmentation_csv is None:  # box-only: the mask is the box
             cols["mask_frac"] = cols["box_frac"].copy()
             provides.add("mask_frac")
-        self._rows = {"image": image, "mask_path": mask_path, "box": box}
+        self._box = box
+        rows = np.arange(n, dtype=np.int64)
         return Candidates(
-            ann_key=np.asarray(ann_key, dtype=object),
-            image_key=image,
-            category=category,
-            category_id=label,
+            ann_key=rows,
+            image_key=img_idx,
+            category=names[lab_idx],
+            category_id=mid_arr[lab_idx],
             cols=cols,
             invalid=invalid,
             provides=provides,
-            image_order=image.astype(str),
-            ann_order=np.asarray(ann_order).astype(str),
+            image_order=image_rank[img_idx],
+            ann_order=rows,
         )
 
-    @staticmethod
-    def _join_flags(image, label, coords, b_image, b_label, b_coords, b_flags) -> dict[str, np.ndarray]:
-        """Flags of each segmentation row's box (-1 where no box row matches)."""
-        seg_key = _key(image, label, coords)
-        box_key = _key(b_image, b_label, b_coords)
-        order = np.argsort(box_key, kind="stable")
-        sorted_keys = box_key[order]
-        pos = np.searchsorted(sorted_keys, seg_key)
-        pos = np.minimum(pos, max(len(sorted_keys) - 1, 0))
-        found = (sorted_keys[pos] == seg_key) if len(sorted_keys) else np.zeros(len(seg_key), dtype=bool)
-        out = {}
-        for flag, values in b_flags.items():
-            col = np.full(len(seg_key), -1, dtype=np.int8)
-            col[found] = values[order[pos[found]]]
-            out[flag] = col
-        return out
+    def join_columns(self) -> set[str]:
+        """Columns :meth:`join` can add for surviving rows (the box flags)."""
+        if self.segmentation_csv is None or self._bbox_table is None:
+            return set()
+        return set(self._present)
+
+    def join(self, rows: np.ndarray) -> set[str]:
+        """Look up the box flags of ``rows`` (an Arrow hash join restricted to their images)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.join_columns():
+            return set()
+        sub = self._seg_table.take(pa.array(np.asarray(rows, dtype=np.int64)))
+        boxes = self._bbox_table.filter(pc.is_in(self._bbox_table.column("ImageID"), value_set=pc.unique(sub.column("ImageID"))))
+        flags = _join_flags(sub, boxes, self._present)
+        for flag, values in flags.items():
+            self._cols[flag][rows] = values
+        return set(flags)
+
+    def image_name(self, image_key) -> str:
+        return self._image_ids[int(image_key)]
+
+    def annotation_name(self, ann_key) -> str:
+        if self._names is None:
+            return f"box{int(ann_key):09d}"
+        return self._names[int(ann_key)].as_py()
 
     def later_columns(self) -> set[str]:
         later = {"width", "height"}
@@ -314,7 +364,8 @@ class OpenImagesSource:
         return later
 
     # -- per image -------------------------------------------------------------------------
-    def image_file(self, image_key: str) -> str | None:
+    def image_file(self, image_key) -> str | None:
+        image_key = self.image_name(image_key)
         if image_key not in self._image_names:
             found = None
             for suffix in IMAGE_SUFFIXES:
@@ -324,7 +375,7 @@ class OpenImagesSource:
             self._image_names[image_key] = found
         return self._image_names[image_key]
 
-    def image_size(self, image_key: str) -> tuple[int, int]:
+    def image_size(self, image_key) -> tuple[int, int]:
         name = self.image_file(image_key)
         if name is None:
             raise ImageError("missing image file")
@@ -340,7 +391,7 @@ class OpenImagesSource:
                 out[r] = (box_mask(self.bbox_pixels(r, width, height), width, height), "box")
                 continue
             try:
-                mask = self._store.read(self._rows["mask_path"][r])
+                mask = self._store.read(self.annotation_name(r))
             except ImageError as exc:
                 out[r] = (str(exc), "")
                 continue
@@ -348,7 +399,7 @@ class OpenImagesSource:
         return out
 
     def bbox_pixels(self, row: int, width: int, height: int) -> list[float]:
-        x0, y0, x1, y1 = self._rows["box"][row]
+        x0, y0, x1, y1 = self._box[row]
         return [float(x0 * width), float(y0 * height), float((x1 - x0) * width), float((y1 - y0) * height)]
 
     def captions(self, image_keys: list[str]) -> dict[str, list[str]]:

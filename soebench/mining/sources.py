@@ -35,8 +35,8 @@ class Candidates:
     annotated in the image). ``provides`` names the columns known before any file is read.
     """
 
-    ann_key: np.ndarray
-    image_key: np.ndarray
+    ann_key: np.ndarray  # source-specific keys (ints); text via Source.annotation_name
+    image_key: np.ndarray  # source-specific keys (ints); text via Source.image_name
     category: np.ndarray
     category_id: np.ndarray
     cols: dict[str, np.ndarray]
@@ -55,7 +55,11 @@ class Source(Protocol):
 
     def candidates(self) -> Candidates: ...
     def later_columns(self) -> set[str]: ...
-    def image_file(self, image_key: str) -> str | None: ...
+    def join_columns(self) -> set[str]: ...
+    def join(self, rows: np.ndarray) -> set[str]: ...
+    def image_name(self, image_key: Any) -> str: ...
+    def annotation_name(self, ann_key: Any) -> str: ...
+    def image_file(self, image_key: Any) -> str | None: ...
     def image_size(self, image_key: str) -> tuple[int, int]: ...
     def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str, str]]: ...
     def bbox_pixels(self, row: int, width: int, height: int) -> list[float]: ...
@@ -200,7 +204,19 @@ class CocoSource:
     def later_columns(self) -> set[str]:
         return set()
 
-    def image_file(self, image_key: str) -> str | None:
+    def join_columns(self) -> set[str]:
+        return set()
+
+    def join(self, rows: np.ndarray) -> set[str]:
+        return set()
+
+    def image_name(self, image_key: Any) -> str:
+        return str(int(image_key))
+
+    def annotation_name(self, ann_key: Any) -> str:
+        return str(int(ann_key))
+
+    def image_file(self, image_key: Any) -> str | None:
         name = self.data.images[int(image_key)].file_name
         return name if self._index.exists(name) else None
 

@@ -68,6 +68,13 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[str], list
             continue
         sections.append((title, [key.removeprefix("by_")] + names,
                          [[g] + [fmt_ci(groups[n].get(g)) for n in names] for g in keys]))
+    by_size = m.get("distances_by_size_bucket", {})
+    if by_size:
+        names = list(by_size)
+        buckets = list(dict.fromkeys(b for n in names for b in by_size[n]))
+        sections.append(("FID/KID by object size (small groups: FID biased upward)", ["size_bucket"] + names,
+                         [[b] + [f"{fmt(by_size[n].get(b, {}).get('value'))} (n={by_size[n].get(b, {}).get('n_real', 0)})"
+                                 for n in names] for b in buckets]))
     tax = summary.get("taxonomy", {})
     if tax.get("available"):
         labels = list(tax["counts"])

@@ -13,6 +13,15 @@ the evidence behind it.
 
 The original image is used outside the mask only (see :mod:`soebench.taxonomy.evidence`).
 ``soebench validate-taxonomy`` measures the accuracy on real objects (:mod:`soebench.taxonomy.validate`).
+
+What the weight-free tier can and cannot see (measured on the held-out train2017 half of the
+COCO sample, rules fitted on val2017): removals by diffusion/flat/blurred fills, recolours and
+*artefact* damage (noise, shuffled pixels, shuffled blocks) are recognised; a background patch
+copied from elsewhere in the photo is called present about half the time (it is textured like an
+object); *geometric* warps (elastic, swirl) keep natural image statistics and are almost never
+called distortion -- that needs the model tier. Measurements compare the region with the same
+photo's background; a region smoother than its surroundings is deliberately not counted as
+damage, since diffusion outputs are usually smoother than the JPEG photo around them.
 """
 
 from __future__ import annotations

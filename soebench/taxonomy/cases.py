@@ -303,14 +303,16 @@ class ObjectRef:
     bbox: list[float]
 
 
-def objects_of(manifest, *, limit: int | None = None, seed: int = 0) -> list[ObjectRef]:
-    """The manifest's objects that have a colour word, in a seeded order (balanced over splits:
-    when ``limit`` cuts, each split keeps its share)."""
+def objects_of(
+    manifest, *, limit: int | None = None, seed: int = 0, splits: Sequence[str] | None = None
+) -> list[ObjectRef]:
+    """The manifest's objects that have a colour word (of ``splits`` when given), in a seeded
+    order (balanced over splits: when ``limit`` cuts, each split keeps its share)."""
     rows = manifest.table.select(["sample_id", "split", "image_path", "category", "color", "mask_rle", "bbox"]).to_pylist()
     refs = [
         ObjectRef(r["sample_id"], r["split"], r["image_path"], r["category"], r["color"], r["mask_rle"], list(r["bbox"]))
         for r in rows
-        if r["color"]
+        if r["color"] and (splits is None or r["split"] in splits)
     ]
     refs.sort(key=lambda r: hashlib.sha256(f"{seed}|{r.sample_id}".encode()).hexdigest())
     if limit is not None and limit < len(refs):

@@ -322,6 +322,10 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
     window = window_of(mask, gap + width + 2)
     m = mask[window]
     reg = regions_of(m)
+    if reg.ring.sum() < 16:  # the object fills (nearly) the whole image: use what background there is
+        reg = Regions(reg.mask, reg.hole, ~reg.hole if (~reg.hole).sum() >= 16 else ~m, reg.interior, reg.gap, reg.width)
+        if reg.ring.sum() < 16:
+            raise ValueError("classify: the mask leaves fewer than 16 background pixels; nothing to compare with")
     gen = generated[window]
     orig = original[window]
     lab = rgb_to_lab(gen).astype(np.float32)
@@ -397,19 +401,21 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
 
 
 def colour_evidence(generated: np.ndarray, mask: np.ndarray, foreground: np.ndarray, expected: str | None) -> dict[str, float | str | None]:
-    """The generated object's colour term (:func:`soebench.mining.colour.colour_of_mask`), read
-    from the foreground pixels when they cover at least a third of the mask (a drawn object
-    smaller than its mask), else from the whole mask; and the share of the votes the prompt's
-    colour word got."""
-    from soebench.mining.colour import colour_of_mask
+    """The generated object's colour term (:func:`soebench.mining.colour.colour_of_mask`) read
+    twice: from the whole mask (as the manifest's colour word was named) and from the foreground
+    pixels (where a drawn object smaller than its mask actually is; when they are at least 16).
+    ``colour_expected_share`` is the larger share of the votes the prompt's colour word got in
+    the two readings, so a mismatch needs the expected colour to be absent from both."""
+    from soebench.mining.colour import colour_of_mask, exposure_gain
 
-    pixels = foreground if foreground.sum() >= max(16, mask.sum() / 3.0) else mask
-    named = colour_of_mask(generated, pixels)
-    share = None if expected is None else float(named.scores.get(expected, 0.0))
+    gain = exposure_gain(generated)
+    whole = colour_of_mask(generated, mask, gain=gain)
+    part = colour_of_mask(generated, foreground, gain=gain) if foreground.sum() >= 16 else None
+    shares = [] if expected is None else [float(n.scores.get(expected, 0.0)) for n in (whole, part) if n is not None]
     return {
-        "colour_named": named.name,
-        "colour_confidence": float(named.confidence),
+        "colour_named": whole.name,
+        "colour_confidence": float(whole.confidence),
+        "colour_named_foreground": None if part is None else part.name,
         "colour_expected": expected,
-        "colour_expected_share": share,
-        "colour_from": "foreground" if pixels is foreground else "mask",
+        "colour_expected_share": max(shares) if shares else None,
     }

@@ -132,7 +132,8 @@ def fit_rules(
         hits = {"ok": [], "mismatch": []}
         for colour, label in pairs:
             share = colour.get("colour_expected_share")
-            flagged = share is not None and colour.get("colour_named") != colour.get("colour_expected") and share < threshold
+            named = (colour.get("colour_named"), colour.get("colour_named_foreground"))
+            flagged = share is not None and colour.get("colour_expected") not in named and share < threshold
             hits[label].append(flagged == (label == "mismatch"))
         if hits["ok"] and hits["mismatch"]:
             balanced = 0.5 * (np.mean(hits["ok"]) + np.mean(hits["mismatch"]))

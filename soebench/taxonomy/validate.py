@@ -21,7 +21,7 @@ import numpy as np
 
 from soebench.taxonomy import LABELS
 
-COLOUR_KEYS = ("colour_named", "colour_confidence", "colour_expected", "colour_expected_share", "colour_from")
+COLOUR_KEYS = ("colour_named", "colour_confidence", "colour_named_foreground", "colour_expected", "colour_expected_share")
 
 
 @dataclass
@@ -125,19 +125,23 @@ def validate(
     tuning_split: str = "val2017",
     refit: bool = False,
     rules: Any = None,
+    splits: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationResult:
     """Build the cases of ``manifest``'s objects (at most ``limit`` objects, balanced over splits),
-    classify them and summarise per split. ``progress(done, total)`` is called per object."""
+    classify them and summarise per split (only ``splits`` when given; with ``refit`` the tuning
+    split is always included). ``progress(done, total)`` is called per object."""
     from soebench.errors import InputError
     from soebench.taxonomy import classify
     from soebench.taxonomy.cases import iter_cases, objects_of
     from soebench.taxonomy.rules import DEFAULT_RULES
 
     rules = rules or DEFAULT_RULES
-    refs = objects_of(manifest, limit=limit, seed=seed)
+    wanted = None if splits is None else sorted(set(splits) | ({tuning_split} if refit else set()))
+    refs = objects_of(manifest, limit=limit, seed=seed, splits=wanted)
     if not refs:
-        raise InputError(f"manifest {manifest.path}: no object has a colour word; validation needs them (mismatch cases)")
+        where = "" if wanted is None else f" in split(s) {', '.join(wanted)}"
+        raise InputError(f"manifest {manifest.path}: no object with a colour word{where}; validation needs them (mismatch cases)")
     rows: list[CaseRow] = []
     for done, (ref, cases) in enumerate(iter_cases(manifest, refs, seed=seed, all_methods=all_methods), start=1):
         for case in cases:
@@ -168,6 +172,7 @@ def validate(
         "all_methods": all_methods,
         "tuning_split": tuning_split,
         "refit": refit,
+        "splits": wanted,
         "objects": len(refs),
         "cases": len(rows),
     }
@@ -219,7 +224,7 @@ def write_outputs(result: ValidationResult, out_dir: Any, *, extra: dict[str, An
     payload = {**(extra or {}), **result.to_dict()}
     write_text_atomic(out / "validation.json", json.dumps(payload, indent=2, sort_keys=True, default=str))
     buf = io.StringIO()
-    keys = ("presence_score", "distortion_score", "colour_agreement", "colour_named", "colour_expected", "colour_expected_share")
+    keys = ("presence_score", "distortion_score", "colour_agreement", "colour_named", "colour_named_foreground", "colour_expected", "colour_expected_share")
     writer = csv.writer(buf)
     writer.writerow(["case_id", "sample_id", "split", "truth", "method", "category", "predicted", *keys])
     for r in result.rows:

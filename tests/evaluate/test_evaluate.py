@@ -67,6 +67,10 @@ def test_full_run_with_tiny_networks(tmp_path, manifest6, tiny_nets):
     for name in ("fid_crop", "kid_crop", "fid_full", "kid_full"):
         d = s["metrics"]["distances"][name]
         assert d["n_real"] == d["n_fake"] == 6 and math.isfinite(d["value"])
+        groups = s["metrics"]["distances_by_size_bucket"][name]
+        assert set(groups) == set(frame["size_bucket"])
+        assert {g: v["n_real"] for g, v in groups.items()} == frame["size_bucket"].value_counts().to_dict()
+    assert "FID/KID by object size" in (out / "report.md").read_text()
 
 
 def test_original_is_the_oracle(tmp_path, manifest6):

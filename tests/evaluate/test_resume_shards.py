@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,13 @@ def test_two_shards_merged_equal_one_run(tmp_path, manifest6, tiny_nets):
         assert a["distances"][name]["n_real"] == d["n_real"] == 6
         assert a["distances"][name]["value"] == pytest.approx(d["value"], rel=1e-6, abs=1e-9)
     assert rank0.summary["world_size"] == 2
+    by_a, by_b = a["distances_by_size_bucket"], b["distances_by_size_bucket"]
+    assert by_a.keys() == by_b.keys() and by_a["kid_crop"] == by_b["kid_crop"]
+    for name, groups in by_b.items():
+        for g, d in groups.items():
+            assert by_a[name][g]["n_real"] == d["n_real"]
+            if d["value"] is not None and math.isfinite(d["value"]):
+                assert by_a[name][g]["value"] == pytest.approx(d["value"], rel=1e-6, abs=1e-9)
 
 
 def test_missing_shard_is_an_error(tmp_path, manifest6):

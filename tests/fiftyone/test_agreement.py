@@ -101,5 +101,15 @@ def test_agreement_command_reads_tags_and_writes_them(tmp_path, synthetic_fixtur
     write_human_labels(run, {ids[0]: "distortion"}, overwrite=True)
     assert pd.read_parquet(run / "samples.parquet").set_index("sample_id").loc[ids[0], "human_label"] == "distortion"
 
+    # a typo in a tag is reported, and counted as its own (disagreeing) label
+    sample = view.match({"sample_id": ids[4]}).first()
+    sample.tags = [t for t in sample.tags if not t.startswith("human:")] + ["human:mising"]
+    sample.save()
+    assert main(["agreement", "--name", dataset_name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["synth"]["n"] == 5
+    assert main(["agreement", "--name", dataset_name]) == 0
+    out = capsys.readouterr().out
+    assert "outside the taxonomy" in out and "mising" in out
+
     assert main(["agreement", "--name", dataset_name, "--run", "nope"]) == 2
     assert main(["agreement", "--name", dataset_name + "-absent"]) == 2

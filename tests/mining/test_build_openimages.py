@@ -103,11 +103,15 @@ def test_missing_csv_columns_are_named(oi, tmp_path):
     assert not (tmp_path / "oi.parquet").exists()
 
 
-def test_missing_and_corrupt_images_are_counted(oi, tmp_path):
+def test_missing_and_corrupt_images_and_masks_are_counted(oi, tmp_path):
     (oi.images / "aaaa000000000001.jpg").unlink()
     (oi.images / "bbbb000000000002.jpg").write_bytes(b"garbage")
-    res = _build(oi, tmp_path / "oi.parquet", preset="none")
-    assert res.summary["invalid"] == {"missing image file": 3, "corrupt image file": 3, "missing mask file": 1}
+    next(oi.masks.glob("cccc000000000003_m04_*.png")).write_bytes(b"\x89PNG broken")
+    res = _build(oi, tmp_path / "oi.parquet", preset="none", split="val-custom")
+    assert res.summary["invalid"] == {
+        "missing image file": 3, "corrupt image file": 3, "missing mask file": 1, "corrupt mask file": 1,
+    }
+    assert res.summary["kept"] == 0 and res.summary["invalid_examples"]["corrupt mask file"][0].startswith("cccc")
 
 
 @pytest.mark.parametrize("header", [False, True])
@@ -126,3 +130,19 @@ def test_exclusion_lists_use_real_display_names():
     names = set(read_classes(path).values())
     assert set(OPENIMAGES_EXCLUDED) <= names, sorted(set(OPENIMAGES_EXCLUDED) - names)
     assert {n for n in names if n.startswith("Human ")} <= set(OPENIMAGES_EXCLUDED)
+
+
+def test_masks_in_archive_folders_and_zips(oi, tmp_path):
+    import zipfile
+
+    a_masks = sorted(oi.masks.glob("aaaa*.png"))
+    with zipfile.ZipFile(oi.masks / "validation-masks-a.zip", "w") as archive:
+        for path in a_masks:
+            archive.write(path, path.name)
+            path.unlink()
+    (oi.masks / "validation-masks-b").mkdir()
+    for path in oi.masks.glob("bbbb*.png"):
+        path.rename(oi.masks / "validation-masks-b" / path.name)
+    res = _build(oi, tmp_path / "oi.parquet", preset="soe-eval")
+    assert [r["image_id"] for r in read_manifest(res.manifest_path).table.to_pylist()] == [
+        "aaaa000000000001", "bbbb000000000002"]

@@ -91,22 +91,38 @@ def test_losses_fall_when_overfitting_one_sample(make_config, tiny_pipe_dir, csd
 
 
 def test_resume_is_exact(make_config, tmp_path):
-    """4 steps straight == 2 steps + resume + 2 steps (batch 1: the resume lands mid-epoch)."""
-    straight = train(make_config(out=str(tmp_path / "a"), max_steps=4, train_batch_size=1), progress=False)
-    first = train(make_config(out=str(tmp_path / "b"), max_steps=2, train_batch_size=1), progress=False)
-    resumed = train(make_config(out=str(tmp_path / "b"), max_steps=4, train_batch_size=1), resume=True,
-                    progress=False)
-    assert [r["step"] for r in resumed.history] == [3, 4]
-    for ref, got in zip(straight.history[2:], resumed.history):
+    """5 steps straight == 3 steps + resume + 2 steps. 5 training rows, batch 2: 2 batches per epoch,
+    so the resume lands in the middle of the second epoch (set_epoch + skipped batches)."""
+    straight = train(make_config(out=str(tmp_path / "a"), max_steps=5), progress=False)
+    first = train(make_config(out=str(tmp_path / "b"), max_steps=3), progress=False)
+    resumed = train(make_config(out=str(tmp_path / "b"), max_steps=5), resume=True, progress=False)
+    assert [r["step"] for r in resumed.history] == [4, 5]
+    assert [r["epoch"] for r in straight.history] == [0, 0, 1, 1, 2]
+    for ref, got in zip(straight.history[3:], resumed.history):
         for term in ("loss", "denoise", "csd", "vae"):
             assert got[term] == pytest.approx(ref[term], rel=1e-5, abs=1e-7), term
-    assert [r["loss"] for r in first.history] == pytest.approx([r["loss"] for r in straight.history[:2]], rel=1e-6)
+    assert [r["loss"] for r in first.history] == pytest.approx([r["loss"] for r in straight.history[:3]], rel=1e-6)
     from safetensors.torch import load_file
 
-    a = load_file(str(straight.checkpoint / "lora.safetensors"))
-    b = load_file(str(resumed.checkpoint / "lora.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
+    for name in ("lora.safetensors", "vae_decoder.safetensors"):
+        a = load_file(str(straight.checkpoint / name))
+        b = load_file(str(resumed.checkpoint / name))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
     rows = (tmp_path / "b" / "logs" / "losses.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+
+
+
+def test_bf16_keeps_trained_parameters_fp32(make_config):
+    import torch
+
+    result = train(make_config(max_steps=1, mixed_precision="bf16", checkpointing_steps=1), progress=False,
+                   keep_models=True)
+    unet = result.models.unet
+    dtypes = {("lora" if "lora_" in n else "base"): p.dtype for n, p in unet.named_parameters()}
+    assert dtypes == {"lora": torch.float32, "base": torch.bfloat16}
+    assert {p.dtype for p in result.models.decoder.parameters()} == {torch.float32}
+    assert {p.dtype for p in result.models.vae.encoder.parameters()} == {torch.bfloat16}
+    assert all(math.isfinite(result.losses[k]) for k in ("loss", "denoise", "csd", "vae"))

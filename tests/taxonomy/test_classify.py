@@ -9,7 +9,7 @@ import pytest
 
 from soebench.mining.colour import recolour
 from soebench.taxonomy import LABELS, TaxonomyResult, classify
-from soebench.taxonomy.cases import distort_noise, distort_shuffle, remove_ring_mean, remove_telea
+from soebench.taxonomy.cases import distort_blocks, distort_noise, remove_ring_mean, remove_telea
 from tests.factories import background, draw_object
 
 COLOURS = {"red": (200, 30, 30), "blue": (30, 60, 200), "yellow": (230, 210, 40), "green": (40, 160, 50)}
@@ -41,7 +41,7 @@ def test_synthetic_cases_get_their_labels():
             "ok": image,
             "missing": (remove_ring_mean if i % 2 else remove_telea)(image, mask, rng),
             "mismatch": recolour(image, mask, TARGET[colour]),
-            "distortion": (distort_noise if i % 2 else distort_shuffle)(image, mask, rng),
+            "distortion": (distort_noise if i % 2 else distort_blocks)(image, mask, rng),
         }
         for truth, generated in cases.items():
             hits[truth].append(_label(image, generated, mask, colour).label == truth)
@@ -87,3 +87,18 @@ def test_bad_inputs_raise_clear_errors():
         classify(image.astype(np.float32), image, mask)
     with pytest.raises(ValueError, match="at least 16"):
         classify(image, image, np.zeros_like(mask))
+
+
+def test_flat_images_and_objects_at_the_border_are_handled():
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 20:40] = True
+    assert classify(flat, flat, mask).label == "missing"
+    corner = np.zeros((64, 64), bool)
+    corner[:30, :30] = True
+    image = flat.copy()
+    image[corner] = (200, 30, 30)
+    result = classify(image, image, corner, expected_color="red")
+    assert result.label == "ok", result.evidence
+    with pytest.raises(ValueError, match="background"):
+        classify(flat, flat, np.ones((64, 64), bool))

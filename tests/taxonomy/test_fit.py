@@ -60,6 +60,9 @@ def test_decide_applies_missing_then_distortion_then_colour():
     # a share above the threshold is not a mismatch even when another term wins
     close = {"colour_named": "orange", "colour_expected": "red", "colour_expected_share": 0.35}
     assert decide(FEATS, close, _rules(3, -3, share=0.3))[0] == "ok"
+    # the expected colour winning the foreground reading is agreement too
+    drawn_smaller = {**BLUE_FOR_RED, "colour_named_foreground": "red"}
+    assert decide(FEATS, drawn_smaller, _rules(3, -3))[0] == "ok"
 
 
 def test_a_confident_judge_overturns_a_weak_weight_free_call():

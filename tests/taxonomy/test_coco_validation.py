@@ -1,0 +1,76 @@
+"""The weight-free tier on cases made from real COCO objects, reported on the held-out half.
+
+The shipped rules were fitted on val2017 objects only (``rules.DEFAULT_RULES.fitted_on``); these
+tests score train2017 objects, which the fit never saw.
+
+Measured with ``soebench validate-taxonomy --manifest COCO --split train2017`` (694 held-out
+objects, one case per label, seed 0): accuracy 84.2 %; recall ok 91.9 %, missing 88.2 %, mismatch
+98.3 %, distortion 58.4 % (blocks 92.4 %, noise 89.0 %, shuffle 97.1 %, elastic 0.8 %, swirl 1.4 %);
+92.8 % of the cases other than warps. Geometric warps keep natural image statistics and the
+weight-free tier does not detect them, so the distortion class -- and the overall accuracy with
+warps counted -- stays under the issue's target. The strict xfail below pins that shortfall: it turns red the day it is fixed, so the
+numbers in the docs get updated.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from soebench.manifest.io import read_manifest
+from soebench.taxonomy.rules import DEFAULT_RULES
+from soebench.taxonomy.validate import validate
+
+HELD_OUT = "train2017"
+WARPS = ("elastic", "swirl")
+
+
+@pytest.fixture(scope="module")
+def coco_manifest(coco_sample, tmp_path_factory):
+    from tests.taxonomy.coco_manifest import build_coco_manifest
+
+    return read_manifest(build_coco_manifest(coco_sample, tmp_path_factory.mktemp("coco") / "coco.parquet"))
+
+
+def _held_out(result):
+    (report,) = [s for s in result.splits if s.split == HELD_OUT]
+    assert report.role == "held-out"
+    return report
+
+
+def _accuracy_without_warps(report) -> float:
+    kept = {m: v for m, v in report.per_method.items() if m not in WARPS}
+    return sum(v["n"] * v["accuracy"] for v in kept.values()) / sum(v["n"] for v in kept.values())
+
+
+def test_rules_were_fitted_on_the_other_half():
+    assert DEFAULT_RULES.fitted_on.startswith("val2017")
+
+
+def test_held_out_cases_sample(coco_manifest):
+    result = validate(coco_manifest, limit=60, seed=1, splits=[HELD_OUT])
+    report = _held_out(result)
+    assert report.n == 240
+    for label in ("ok", "missing", "mismatch"):
+        assert report.per_class[label] >= 0.75, (label, report.per_class)
+    artefacts = [v for m, v in report.per_method.items() if v["label"] == "distortion" and m not in WARPS]
+    assert sum(v["n"] * v["accuracy"] for v in artefacts) / sum(v["n"] for v in artefacts) >= 0.8
+    assert _accuracy_without_warps(report) >= 0.85
+
+
+@pytest.mark.slow
+def test_full_held_out_validation_every_method(coco_manifest):
+    report = _held_out(validate(coco_manifest, seed=0, splits=[HELD_OUT], all_methods=True))
+    for label in ("ok", "missing", "mismatch"):
+        assert report.per_class[label] >= 0.8, (label, report.per_class)
+    for method in ("blocks", "noise", "shuffle", "telea", "navier_stokes", "ring_mean", "blur_fill"):
+        assert report.per_method[method]["accuracy"] >= 0.85, (method, report.per_method[method])
+    assert _accuracy_without_warps(report) >= 0.88
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="weight-free tier does not detect geometric warps (elastic, swirl): "
+                   "distortion recall and overall accuracy stay under the issue's 80 % / 90 % targets")
+def test_issue_targets_on_held_out_half(coco_manifest):
+    report = _held_out(validate(coco_manifest, seed=0, splits=[HELD_OUT]))
+    assert report.accuracy >= 0.9
+    assert min(report.per_class.values()) >= 0.8
