@@ -19,7 +19,8 @@ def train(
     manifest: Annotated[Optional[Path], typer.Option(help="Training manifest (soebench Parquet).")] = None,
     pretrained: Annotated[Optional[Path], typer.Option(help="Stable Diffusion inpainting pipeline folder.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (checkpoints, logs, validation images).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML TrainConfig; CLI options override it.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML TrainConfig; CLI options override it (with --resume, default: the run's config.yaml).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size per device.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="LoRA learning rate.")] = None,
@@ -36,6 +37,8 @@ def train(
     from soediff.config import TrainConfig
     from soediff.trainer import train as run_training
 
+    if config is None and resume and out is not None and (out / "config.yaml").exists():
+        config = out / "config.yaml"  # resume with the run's own settings unless told otherwise
     cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
     cfg = cfg.replace(manifest=str(manifest) if manifest else None, pretrained=str(pretrained) if pretrained else None,
                       out=str(out) if out else None, max_steps=max_steps, train_batch_size=batch_size,
@@ -52,15 +55,20 @@ def export(
     out: Annotated[Path, typer.Option(help="Export folder.")],
     checkpoint: Annotated[Optional[str], typer.Option(help="Checkpoint name or folder (default: latest).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+    pipeline: Annotated[bool, typer.Option(help="Also write OUT/pipeline: the base pipeline with the fine-tuned "
+                                                "VAE (evaluate it with path=OUT/pipeline,lora=OUT).")] = False,
+    pretrained: Annotated[Optional[Path], typer.Option(help="Base pipeline for --pipeline (default: the run's).")] = None,
 ) -> None:
     """Write the LoRA (diffusers format, for load_lora_weights) and the fine-tuned VAE decoder."""
     from rich.console import Console
 
     from soediff.export import export_run
 
-    result = export_run(run, out, checkpoint=checkpoint, overwrite=overwrite)
+    result = export_run(run, out, checkpoint=checkpoint, overwrite=overwrite, pipeline=pipeline,
+                        pretrained=pretrained)
     Console(stderr=True).print(f"exported step {result.step} of {result.checkpoint}\nLoRA: {result.lora}\n"
-                               f"VAE decoder: {result.vae_decoder or '(not trained)'}")
+                               f"VAE decoder: {result.vae_decoder or '(not trained)'}"
+                               + (f"\npipeline with the fine-tuned VAE: {result.pipeline}" if result.pipeline else ""))
 
 
 @app.command("tiny-model")

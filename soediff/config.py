@@ -23,6 +23,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 NOISE_RESAMPLING = ("conditional", "nearest")
 PROMPT_SOURCES = (*PROMPT_KEYS, "caption")
+PROMPT_FIELDS = ("category", "color", "caption", *PROMPT_KEYS)
 
 SOEDIFF_TARGET_MODULES = (
     "to_q",
@@ -108,6 +109,12 @@ class TrainConfig:
     prompt_key: str = field(
         default="color_label", metadata=_doc(f"Prompt source: one of {', '.join(PROMPT_SOURCES)} (manifest prompts).")
     )
+    prompt_template: str | None = field(
+        default=None,
+        metadata=_doc("Training prompt as a format string over the row, e.g. 'a photo of a small {color} {category}'. "
+                      f"Fields: {', '.join(f'{{{n}}}' for n in PROMPT_FIELDS)}; a missing colour or caption is "
+                      "empty and the spaces around it collapse. None: the manifest prompt named by prompt_key."),
+    )
     resolution: int = field(default=512, metadata=_doc("Square training resolution in pixels (SOEDiff: 512)."))
     train_batch_size: int = field(default=8, metadata=_doc("Batch size per device (SOEDiff: 8)."))
     gradient_accumulation_steps: int = field(default=1, metadata=_doc("Micro-batches per optimizer step."))
@@ -155,6 +162,9 @@ class TrainConfig:
         need(bool(self.pretrained), "pretrained is required")
         need(bool(self.out), "out is required")
         need(self.prompt_key in PROMPT_SOURCES, f"prompt_key {self.prompt_key!r} is not one of {PROMPT_SOURCES}")
+        if self.prompt_template is not None:
+            problem = template_problem(self.prompt_template)
+            need(problem is None, f"prompt_template {self.prompt_template!r}: {problem}")
         need(self.resolution >= 64 and self.resolution % 64 == 0,
              f"resolution must be a positive multiple of 64, got {self.resolution}")
         for name in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "log_every",
@@ -217,8 +227,24 @@ class TrainConfig:
         return cls.from_dict(data, where=str(path))
 
     def replace(self, **overrides: Any) -> TrainConfig:
-        """A copy with top-level fields replaced (``None`` values are ignored)."""
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy (sections included) with top-level fields replaced (``None`` values are ignored)."""
+        import copy
+
+        return dataclasses.replace(copy.deepcopy(self), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def template_problem(template: str) -> str | None:
+    """What is wrong with a prompt template (None when it is usable)."""
+    import string
+
+    try:
+        names = [name for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return f"not a valid format string ({exc})"
+    unknown = [n for n in names if n not in PROMPT_FIELDS]
+    if unknown:
+        return f"unknown field {{{unknown[0]}}} (fields: {', '.join(PROMPT_FIELDS)})"
+    return None
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str):

@@ -23,7 +23,8 @@ from soebench.manifest.io import Manifest, read_manifest
 from soebench.manifest.masks import decode_mask
 from soediff.geometry import LatentCrop, snap_crop
 
-ROW_COLUMNS = ("sample_id", "image_path", "width", "height", "mask_rle", "prompts", "captions", "teacher_crop")
+ROW_COLUMNS = ("sample_id", "image_path", "width", "height", "mask_rle", "category", "color", "prompts", "captions",
+               "teacher_crop")
 
 
 def load_training_manifest(path: str | os.PathLike) -> Manifest:
@@ -48,6 +49,16 @@ def split_rows(sample_ids: list[str], n_validation: int) -> tuple[list[int], lis
     val = sorted(order[:n_validation])
     held = set(val)
     return [i for i in range(len(sample_ids)) if i not in held], val
+
+
+def render_prompt(template: str, rec: dict) -> str:
+    """``template`` (see ``TrainConfig.prompt_template``) filled from one manifest record; a missing
+    colour or caption becomes empty and the whitespace it leaves collapses."""
+    from soebench.mining.prompts import normalise_label
+
+    fields = {"category": normalise_label(rec["category"] or ""), "color": rec["color"] or "",
+              "caption": (rec["captions"] or [""])[0].strip(), **(rec["prompts"] or {})}
+    return " ".join(template.format(**{k: v or "" for k, v in fields.items()}).split())
 
 
 def _to_tensor(img: Image.Image) -> torch.Tensor:
@@ -82,25 +93,40 @@ class ManifestDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, manifest: Manifest, *, resolution: int, vae_scale_factor: int, prompt_key: str,
-                 indices: list[int] | None = None):
+                 indices: list[int] | None = None, prompt_template: str | None = None):
         self.manifest = manifest
         self.resolution = resolution
         self.latent_size = resolution // vae_scale_factor
         self.prompt_key = prompt_key
+        self.prompt_template = prompt_template
         self.indices = list(range(len(manifest))) if indices is None else list(indices)
         self._table = manifest.table.select(list(ROW_COLUMNS))
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def check_prompts(self) -> None:
+        """Every row of the dataset has a non-empty prompt (else InputError naming the first row that lacks one),
+        checked before training rather than when the row first comes up."""
+        columns = self._table.select(["sample_id", "category", "color", "prompts", "captions"])
+        for rec in columns.take(self.indices).to_pylist():
+            self._prompt(rec)
+
+    def _prompt(self, rec: dict) -> str:
+        if self.prompt_template is not None:
+            prompt = render_prompt(self.prompt_template, rec)
+            what = f"prompt_template {self.prompt_template!r} gives an empty prompt"
+        elif self.prompt_key == "caption":
+            prompt, what = (rec["captions"] or [""])[0], "no caption (prompt_key 'caption')"
+        else:
+            prompt, what = (rec["prompts"] or {}).get(self.prompt_key), f"no prompt {self.prompt_key!r}"
+        if not prompt:
+            raise InputError(f"manifest {self.manifest.path} row {rec['sample_id']}: {what}")
+        return prompt
+
     def row(self, i: int) -> Row:
         rec = self._table.slice(self.indices[i], 1).to_pylist()[0]
-        if self.prompt_key == "caption":
-            prompt = (rec["captions"] or [""])[0]
-        else:
-            prompt = (rec["prompts"] or {}).get(self.prompt_key)
-        if not prompt:
-            raise InputError(f"manifest {self.manifest.path} row {rec['sample_id']}: no prompt {self.prompt_key!r}")
+        prompt = self._prompt(rec)
         return Row(sample_id=rec["sample_id"], image_path=self.manifest.image_path(rec["image_path"]),
                    width=int(rec["width"]), height=int(rec["height"]), mask_rle=rec["mask_rle"], prompt=prompt,
                    teacher_crop=tuple(rec["teacher_crop"]))

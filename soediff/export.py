@@ -5,15 +5,20 @@ Output folder::
     pytorch_lora_weights.safetensors   the UNet LoRA ("unet." + PEFT key names), LoraConfig in its metadata
     vae_decoder.safetensors            the decoder's weights with AutoencoderKL key names ("decoder.*")
     export.json                        which run/checkpoint/step it came from, LoRA rank/alpha
+    pipeline/                          (with ``pipeline=True``) the base pipeline with the fine-tuned VAE:
+                                       vae/ written anew, every other file hard-linked (or copied) from the base
 
 Use: ``pipe.load_lora_weights(OUT)`` and ``pipe.vae.load_state_dict(load_file(OUT/vae_decoder.safetensors),
-strict=False)``; ``soebench evaluate --model diffusers --model-args path=BASE,lora=OUT`` scores it.
+strict=False)`` (:func:`load_exported` does both). ``soebench evaluate --model diffusers --model-args
+path=BASE,lora=OUT`` scores the LoRA alone, since that adapter loads a pipeline folder and LoRA weights
+only; ``path=OUT/pipeline,lora=OUT`` scores LoRA *and* decoder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,7 @@ from soebench.fileio import refuse_existing, write_text_atomic
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 DECODER_WEIGHT_NAME = "vae_decoder.safetensors"
+PIPELINE_DIR = "pipeline"
 
 
 @dataclass
@@ -31,6 +37,7 @@ class ExportResult:
     vae_decoder: Path | None
     checkpoint: Path
     step: int
+    pipeline: Path | None = None
 
 
 def find_checkpoint(run: Path, checkpoint: str | os.PathLike | None = None) -> Path:
@@ -50,8 +57,13 @@ def find_checkpoint(run: Path, checkpoint: str | os.PathLike | None = None) -> P
 
 
 def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str | None = None,
-               overwrite: bool = False) -> ExportResult:
-    """Write the diffusers LoRA and the decoder weights of ``run``'s latest (or given) checkpoint."""
+               overwrite: bool = False, pipeline: bool = False,
+               pretrained: str | os.PathLike | None = None) -> ExportResult:
+    """Write the diffusers LoRA and the decoder weights of ``run``'s latest (or given) checkpoint.
+
+    ``pipeline``: also write ``OUT/pipeline``, the base pipeline (``pretrained``, default: the one the
+    run was trained from) with the fine-tuned decoder in its VAE.
+    """
     from soebench.compat import ensure_torchvision_ops
 
     run, out = Path(run), Path(out)
@@ -60,6 +72,13 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
     ckpt = find_checkpoint(run, checkpoint)
     lora_file = out / LORA_WEIGHT_NAME
     refuse_existing(lora_file, overwrite, what="exported LoRA")
+    base = None
+    if pipeline:
+        if not (ckpt / "vae_decoder.safetensors").exists():
+            raise InputError(f"checkpoint {ckpt} has no fine-tuned VAE decoder (vae.enabled was off), so there is "
+                             "no pipeline to export", hint="export without --pipeline; evaluate with path=BASE,lora=OUT")
+        base = _base_pipeline(run, pretrained)
+        refuse_existing(out / PIPELINE_DIR, overwrite, what="exported pipeline")
     ensure_torchvision_ops()
     from diffusers import StableDiffusionInpaintPipeline
     from peft import LoraConfig
@@ -87,12 +106,61 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
         tmp = out / f".{DECODER_WEIGHT_NAME}.tmp"
         save_file(load_file(str(ckpt / "vae_decoder.safetensors")), str(tmp))
         os.replace(tmp, decoder_out)
+    pipeline_out = write_pipeline(base, decoder_out, out / PIPELINE_DIR) if base is not None else None
     step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
     write_text_atomic(out / "export.json", json.dumps({
         "run": str(run.resolve()), "checkpoint": ckpt.name, "step": step, "lora": LORA_WEIGHT_NAME,
         "vae_decoder": DECODER_WEIGHT_NAME if decoder_out else None, "lora_rank": lora_cfg["rank"],
-        "lora_alpha": lora_cfg["alpha"]}, indent=2))
-    return ExportResult(out_dir=out, lora=lora_file, vae_decoder=decoder_out, checkpoint=ckpt, step=step)
+        "lora_alpha": lora_cfg["alpha"], "pipeline": PIPELINE_DIR if pipeline_out else None,
+        "base_pipeline": str(base.resolve()) if base is not None else None}, indent=2))
+    return ExportResult(out_dir=out, lora=lora_file, vae_decoder=decoder_out, checkpoint=ckpt, step=step,
+                        pipeline=pipeline_out)
+
+
+def _base_pipeline(run: Path, pretrained: str | os.PathLike | None) -> Path:
+    """The pipeline folder the run was trained from (its config.yaml), or ``pretrained``; checked."""
+    from soediff.config import TrainConfig
+    from soediff.models import check_pretrained
+
+    if pretrained is None:
+        if not (run / "config.yaml").exists():
+            raise InputError(f"run folder {run} has no config.yaml naming its base pipeline",
+                             hint="pass --pretrained DIR")
+        pretrained = TrainConfig.from_yaml(run / "config.yaml").pretrained
+    return check_pretrained(pretrained)
+
+
+def write_pipeline(base: Path, decoder_file: Path, out: Path) -> Path:
+    """``base`` with the decoder of ``decoder_file`` in its VAE, as a diffusers pipeline folder at ``out``.
+
+    Only vae/ is written anew; the other parts are hard links to the base files (copies across file
+    systems), so the folder costs one VAE of disk. Built beside ``out`` and renamed into place.
+    """
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp, copy_function=_link_or_copy,
+                    ignore=lambda folder, names: ["vae"] if Path(folder) == base else [])
+    vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
+    missing, unexpected = vae.load_state_dict(load_file(str(decoder_file)), strict=False)
+    if unexpected or any(k.startswith("decoder.") for k in missing):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"{decoder_file} does not fit the VAE of {base} "
+                         f"(first mismatch: {(unexpected or missing)[0]})")
+    vae.save_pretrained(tmp / "vae", safe_serialization=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def load_exported(pipe, export_dir: str | os.PathLike) -> None:

@@ -11,7 +11,10 @@ Run folder layout (``config.out``)::
     validation/step-00001000.png    held-out rows: masked input | output, one row per sample
 
 Resume is exact: the data order is a pure function of (seed, epoch) and the position is derived
-from the step; every random draw of a step comes from a checkpointed generator.
+from the step (gradient accumulation spans epoch ends, so a step is always exactly
+``gradient_accumulation_steps`` micro-batches); every random draw of a step comes from a
+checkpointed generator; and a resumed run must have the config it started with
+(:func:`check_resume_config`).
 """
 
 from __future__ import annotations
@@ -91,6 +94,42 @@ def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
+# Fields a resumed run may change: they do not alter the trained state or the random draws.
+RESUMABLE_CHANGES = frozenset({
+    "manifest", "pretrained", "validation_manifest", "out", "max_steps", "num_workers", "checkpointing_steps",
+    "checkpoints_total_limit", "log_every", "report_to", "validation_steps", "validation_inference_steps",
+    "gradient_checkpointing",
+})
+
+
+def check_resume_config(config: TrainConfig, saved: Path) -> None:
+    """``--resume`` continues the run exactly only with the config it was started with: any other
+    change (LoRA shape, learning rate, batch, seed, ...) is an error naming the fields."""
+    if not saved.exists():
+        return
+    before = _flat(TrainConfig.from_yaml(saved).to_dict())
+    now = _flat(config.to_dict())
+    changed = [k for k in before if before[k] != now.get(k) and k.split(".")[0] not in RESUMABLE_CHANGES]
+    if changed:
+        diffs = "; ".join(f"{k}: {before[k]!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(f"--resume with a config that differs from the run's {saved} ({diffs})",
+                          hint="resume with the run's own config (soediff train --resume reads it when no --config "
+                               "is given), or start a new run in another --out")
+    moved = [k for k in ("manifest", "pretrained", "validation_manifest") if before[k] != now[k]]
+    if moved:
+        log.warning("resuming with changed %s (was %s)", ", ".join(moved), ", ".join(str(before[k]) for k in moved))
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 class CsvLog:
     """Append-only CSV of every logged step; on resume rows after the checkpoint's step are dropped."""
 
@@ -160,6 +199,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     check_pretrained(config.pretrained)
     val_manifest = load_training_manifest(config.validation_manifest) if config.validation_manifest else None
     resume_from = _prepare_out_dir(out, resume, overwrite)
+    if resume_from is not None:
+        check_resume_config(config, out / "config.yaml")
     import torch
 
     try:
@@ -192,7 +233,7 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     ensure_torchvision_ops()
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
     from diffusers.optimization import get_scheduler
 
     from soediff.lora import lora_parameters
@@ -203,8 +244,13 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
                                      hint="pip install tensorboard, or set report_to: none (the CSV log is always written)")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("mixed_precision fp16 needs a CUDA device", hint="use --mixed-precision no (or bf16) on CPU")
+    # Accumulation spans epoch boundaries (sync_with_dataloader=False): every optimizer step then
+    # takes exactly gradient_accumulation_steps micro-batches, so the data position on resume is
+    # step * gradient_accumulation_steps. accelerate's default syncs early at each epoch end,
+    # which makes the position depend on the epoch history and broke exact resume.
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
         mixed_precision=config.mixed_precision,
         log_with="tensorboard" if config.report_to == "tensorboard" else None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs" / "tensorboard")),
@@ -368,9 +414,13 @@ def _setup_data(config: TrainConfig, manifest, val_manifest, vae_scale_factor: i
         train_idx, val_idx = split_rows(manifest.table.column("sample_id").to_pylist(), config.validation_rows)
     else:
         train_idx, val_idx = list(range(len(manifest))), []
-    ds_args = dict(resolution=config.resolution, vae_scale_factor=vae_scale_factor, prompt_key=config.prompt_key)
+    ds_args = dict(resolution=config.resolution, vae_scale_factor=vae_scale_factor, prompt_key=config.prompt_key,
+                   prompt_template=config.prompt_template)
     train_ds = ManifestDataset(manifest, indices=train_idx, **ds_args)
     val_ds = ManifestDataset(val_manifest or manifest, indices=val_idx, **ds_args) if val_idx else None
+    for ds in (train_ds, val_ds):
+        if ds is not None:
+            ds.check_prompts()
     if len(train_ds) < config.train_batch_size * num_processes:
         raise InputError(f"manifest {config.manifest} has {len(train_ds)} training rows, fewer than one batch "
                          f"({config.train_batch_size} x {num_processes} processes)")

@@ -214,6 +214,21 @@ def validate_command(
         typer.echo(f"{path}: valid soebench manifest (schema {info['schema_version']}), {info['rows']} rows")
 
 
+@manifest_app.command("merge")
+def merge_command(
+    parts: Annotated[Path, typer.Argument(help="Folder of part-*-of-*.parquet files from build-dataset --num-shards.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The merged manifest file.")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Merge every part of a sharded build into one manifest file (rows as an unsharded build)."""
+    from soebench.manifest.io import merge_parts
+
+    import pyarrow.parquet as pq
+
+    path = merge_parts(parts, out, overwrite=overwrite)
+    typer.echo(f"{path}: {pq.ParquetFile(path).metadata.num_rows} rows merged from {parts}")
+
+
 @manifest_app.command("info")
 def info_command(
     path: Annotated[Path, typer.Argument(help="Manifest file or folder of parts.")],

@@ -220,9 +220,25 @@ def build_dataset(
         from soebench.mining.summary_plots import write_plots
 
         plot_paths = write_plots(table, sizes_path, cats_path, title=f"{source} {src.split} ({preset or 'custom'})")
+    summary["plots"] = [p.name for p in plot_paths]
     write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     write_manifest(table, manifest_path, metadata, overwrite=overwrite)
     return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
+
+
+def _flag_hint(source: str):
+    def hint(missing: list[str]) -> str:
+        flags = " ".join(f"--keep-{f}" for f in missing)
+        return _FLAG_HINTS[source == "openimages"].format(flags=flags)
+
+    return hint
+
+
+_FLAG_HINTS = {
+    True: "OpenImages flags come from --bbox-csv (columns IsOccluded, IsTruncated, IsGroupOf, IsDepiction, "
+    "IsInside); pass a bbox CSV that has them, or turn the filter off ({flags})",
+    False: "COCO annotations carry only iscrowd; turn the other flag filters off ({flags})",
+}
 
 
 def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, shard_index: int, progress: bool):
@@ -230,7 +246,7 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     frun = FilterRun(cfg)
     later = src.later_columns()
     joinable = src.join_columns()
-    frun.check_source(cands.provides | later | joinable)
+    frun.check_source(cands.provides | later | joinable, flag_hint=_flag_hint(src.name))
     tally = _Tally(namer=src.annotation_name)
     n = len(cands)
     rows = np.arange(n)

@@ -41,6 +41,11 @@ _INT = rb"(-?[0-9]+)"
 class _Fallback(Exception):
     """The fast scanner met a shape it does not handle: use json.load."""
 
+    def __init__(self, message: str, *, at: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.at = at  # byte offset of a JSON syntax error, when that is what stopped the scan
+        self.reason = reason
+
 
 class MaskError(ValueError):
     """A segmentation that cannot become a mask; ``args[0]`` is the reject reason."""
@@ -120,7 +125,8 @@ def _decode_at(mm: mmap.mmap, pos: int, first_window: int = 1 << 16) -> tuple[An
             if end < n and exc.pos >= len(text) - 64:
                 window *= 4
                 continue
-            raise _Fallback(f"bad value at byte {pos}") from None
+            at = pos + len(text[: exc.pos].encode("utf-8"))
+            raise _Fallback(f"bad value at byte {pos}", at=at, reason=exc.msg) from None
         if end < n and stop >= len(text) - 1:
             window *= 4  # a number might continue past the window
             continue
@@ -160,9 +166,10 @@ def _field_pattern(order: Sequence[str], compact: bool) -> tuple[bytes, list[str
 class _SegmentationReader:
     """Finds and parses segmentation values of chosen annotations by re-scanning their chunk."""
 
-    def __init__(self, path: Path, chunks: list[tuple[int, int, int, int]]):
+    def __init__(self, path: Path, chunks: list[tuple[int, int, int, int]], ann_ids: np.ndarray):
         self.path = path
         self.chunks = chunks  # (start, end, first annotation index, count)
+        self.ann_ids = ann_ids
         self._fh = open(path, "rb")
         self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._positions: dict[int, list[int]] = {}
@@ -182,9 +189,23 @@ class _SegmentationReader:
             for r in chunk_rows:
                 try:
                     out[r], _ = _decode_at(self._mm, positions[r - first])
-                except (_Fallback, IndexError):
-                    raise InputError(f"{self.path}: annotation #{r} has an unreadable segmentation value") from None
+                except (_Fallback, IndexError) as exc:
+                    raise self._error(r, exc) from None
         return out
+
+    def _error(self, row: int, exc: Exception) -> InputError:
+        """The file is not JSON where a kept object's segmentation lies: name the annotation
+        and the position (as json.load would), so the user can find the damage."""
+        where = ""
+        at = getattr(exc, "at", None)
+        if at is not None:
+            line = self._mm[:at].count(b"\n") + 1
+            column = at - (self._mm.rfind(b"\n", 0, at) + 1) + 1
+            where = f": {exc.reason} at line {line} column {column} (char {at})"
+        return InputError(
+            f"{self.path}: not valid JSON in the segmentation of annotation id {int(self.ann_ids[row])}{where}",
+            hint="the file may be damaged; re-download it",
+        )
 
     def close(self) -> None:
         self._mm.close()
@@ -463,11 +484,30 @@ def load_instances(path: str | os.PathLike, *, fast: bool = True) -> CocoInstanc
             pass
         else:
             images, categories = _images_and_categories(path, top)
-            return _assemble(path, images, categories, table, _SegmentationReader(path, chunks), "scan")
+            return _assemble(path, images, categories, table, _SegmentationReader(path, chunks, table["id"]), "scan")
     return _from_json(path, _load_json(path))
 
 
 # --- captions ------------------------------------------------------------------------------
+
+
+def check_json_object_ends(path: str | os.PathLike, what: str = "COCO") -> None:
+    """Cheap early check that a JSON file is one complete object (reads its two ends only).
+
+    Captions are read after the mining (only for the images kept); a truncated file must still
+    fail before any work, with json.load's position -- the full parse runs only when an end is wrong.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - 64))
+        tail = fh.read(64)
+    if head.lstrip()[:1] != b"{" or tail.rstrip()[-1:] != b"}":
+        data = _load_json(path)  # raises with the position of the damage
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a JSON object; is this a {what} file?")
+
 
 _CAPTION_RE = re.compile(rb'"image_id"\s*:\s*([0-9]+)|"caption"\s*:\s*("[^"\\]*(?:\\.[^"\\]*)*")')
 
@@ -539,21 +579,30 @@ def segmentation_mask(seg: Any, height: int, width: int) -> tuple[np.ndarray, st
         source = "polygon"
     elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
         size = seg["size"]
-        if not isinstance(size, list) or [int(s) for s in size] != [height, width]:
+        if not isinstance(size, list) or not all(isinstance(v, (int, float)) for v in size):
+            raise MaskError("malformed RLE size")
+        if [int(v) for v in size] != [height, width]:
             raise MaskError("RLE size differs from the image")
         counts = seg["counts"]
         if isinstance(counts, list):
+            if not all(isinstance(v, int) and v >= 0 for v in counts):
+                raise MaskError("malformed RLE counts")
             if sum(counts) != height * width:
                 raise MaskError("RLE counts do not cover the image")
             rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
         elif isinstance(counts, str):
+            if not counts.isascii():
+                raise MaskError("malformed RLE counts")
             rle = {"size": [height, width], "counts": counts.encode("ascii")}
         else:
             raise MaskError("malformed RLE counts")
         source = "rle"
     else:
         raise MaskError("missing or malformed segmentation")
-    mask = mask_utils.decode(rle).astype(bool)
+    try:
+        mask = mask_utils.decode(rle).astype(bool)
+    except (ValueError, TypeError):  # pycocotools: "Invalid RLE mask representation"
+        raise MaskError(f"malformed {source} segmentation (does not decode)") from None
     if mask.shape != (height, width):
         raise MaskError("RLE size differs from the image")
     return mask, source

@@ -309,14 +309,18 @@ class FilterRun:
             self.finished.add(flt.name)
             self.rejected.setdefault(flt.name, 0)
 
-    def check_source(self, provides: set[str]) -> None:
-        """Fail before any work when an active filter needs columns the source never provides."""
+    def _missing_flags(self, provides: set[str]) -> list[str]:
+        return [f for f in self.config.flags_needed() if f not in provides]
+
+    def check_source(self, provides: set[str], flag_hint: Callable[[list[str]], str] | None = None) -> None:
+        """Fail before any work when an active filter needs columns the source never provides
+        (``flag_hint(missing flags)``: what the source would need for them)."""
         for flt in self.active():
             missing = _needs(flt, self.config) - provides
             if missing:
                 raise ConfigError(
                     f"filter {flt.name!r} needs {', '.join(sorted(missing))}, which this source does not provide",
-                    hint="for OpenImages flags pass --bbox-csv" if set(FLAG_NAMES) & missing else None,
+                    hint=flag_hint(self._missing_flags(provides)) if flag_hint and set(FLAG_NAMES) & missing else None,
                 )
 
 

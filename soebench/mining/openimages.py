@@ -94,7 +94,35 @@ def _read_csv(path: Path, columns: list[str], types: dict[str, Any]):
             convert_options=pcsv.ConvertOptions(include_columns=columns, column_types=types),
         )
     except pa.ArrowInvalid as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path}: {_locate_bad_value(path, columns, types) or exc}") from None
+
+
+_NUMBER_TEXT = {"float": r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$", "int": r"^\s*[-+]?\d+\s*$"}
+
+
+def _locate_bad_value(path: Path, columns: list[str], types: dict[str, Any]) -> str | None:
+    """Arrow names the column of a value that is not a number but not its row: find it (only
+    after a failure, so the normal read stays one pass)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    numeric = [c for c in columns if c in types and not pa.types.is_string(types[c])]
+    try:
+        table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+            include_columns=columns, column_types={c: pa.string() for c in columns}))
+    except pa.ArrowInvalid:
+        return None  # a parse error (row length, quoting): Arrow's own message names the row
+    for name in numeric:
+        col = table.column(name)
+        kind = "int" if pa.types.is_integer(types[name]) else "float"
+        ok = pc.or_kleene(pc.match_substring_regex(col, _NUMBER_TEXT[kind]), pc.equal(pc.utf8_length(col), 0))
+        bad = np.flatnonzero(~np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool))
+        if len(bad):
+            row = int(bad[0])
+            return (f"row {row + 1} (line {row + 2}): column {name} is {col[row].as_py()!r}, not a number "
+                    f"({len(bad)} such row(s) in this column)")
+    return None
 
 
 def _join_flags(seg, boxes, present: dict[str, str]) -> dict[str, np.ndarray]:
@@ -289,6 +317,8 @@ class OpenImagesSource:
             bad = ~((x0 >= 0) & (y0 >= 0) & (x1 <= 1) & (y1 <= 1))
             empty = ~((x1 > x0) & (y1 > y0))
         invalid[~known[lab_idx]] = "unknown category id"
+        ok = invalid == None  # noqa: E711
+        invalid[ok & np.isnan(np.stack(coords)).any(axis=0)] = "missing box coordinates"
         ok = invalid == None  # noqa: E711
         invalid[ok & empty] = "empty bbox"
         ok = invalid == None  # noqa: E711

@@ -14,7 +14,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from soebench.mining.coco import CocoInstances, MaskError, load_captions, load_instances, segmentation_mask
+from soebench.mining.coco import (
+    CocoInstances,
+    MaskError,
+    check_json_object_ends,
+    load_captions,
+    load_instances,
+    segmentation_mask,
+)
 
 #: tolerance (pixels) for COCO boxes that overshoot the image by rounding
 BOX_TOLERANCE_PX = 1.0
@@ -135,6 +142,8 @@ class CocoSource:
 
     def __post_init__(self) -> None:
         self._index = FileIndex(self.images_root)
+        if self.captions_path is not None:
+            check_json_object_ends(self.captions_path, "COCO captions")
 
     @property
     def data(self) -> CocoInstances:

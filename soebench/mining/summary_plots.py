@@ -22,7 +22,7 @@ def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = 
     fractions = np.asarray(table.column("bbox_area_fraction").to_numpy(), dtype=float)
     fig, ax = plt.subplots(figsize=(7, 4))
     if len(fractions):
-        ax.hist(np.sqrt(fractions), bins=40, color="#4c72b0")
+        ax.hist(np.sqrt(fractions), bins=_side_bins(np.sqrt(fractions)), color="#4c72b0")
     for ref, name in ((1 / 16, "1/16"), (1 / 8, "1/8"), (1 / 6, "1/6")):
         ax.axvline(ref, color="grey", linestyle="--", linewidth=0.8)
         ax.text(ref, ax.get_ylim()[1] * 0.95, name, ha="center", va="top", fontsize=8, color="grey")
@@ -48,6 +48,15 @@ def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = 
     _save(fig, categories_path)
     plt.close(fig)
     return [sizes_path, categories_path]
+
+
+def _side_bins(sides: np.ndarray, count: int = 40) -> np.ndarray:
+    """Bin edges over the data, widened when every object has (nearly) the same size: numpy
+    cannot cut a zero-width range into 40 bins."""
+    lo, hi = float(sides.min()), float(sides.max())
+    if hi - lo < 1e-6:
+        lo, hi = max(0.0, lo - 0.005), hi + 0.005
+    return np.linspace(lo, hi, count + 1)
 
 
 def _save(fig, path: Path) -> None:

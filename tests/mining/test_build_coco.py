@@ -261,3 +261,69 @@ def test_scanner_ignores_extra_trailing_keys_correctly(tmp_path):
     for name in ("ann_id", "image_id", "category_id", "bbox", "area", "iscrowd"):
         assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
     fast.close()
+
+
+def test_undecodable_compressed_rle_and_malformed_rle_are_dropped_not_a_crash(tmp_path):
+    images = [[
+        Obj((10, 10, 20, 20), "cup", segmentation={"size": [120, 160], "counts": "garbage!!"}),
+        Obj((40, 40, 20, 20), "cup", segmentation={"size": ["a", 160], "counts": "x"}),
+        Obj((70, 40, 20, 20), "cup", segmentation={"size": [120, 160], "counts": [1, "2"]}),
+        Obj((100, 40, 20, 20), "car"),
+    ]]
+    fx = write_coco(tmp_path / "coco", images)
+    res = _build(fx, tmp_path / "m.parquet", preset="none")
+    assert res.summary["invalid"] == {
+        "malformed RLE counts": 1, "malformed RLE size": 1, "malformed rle segmentation (does not decode)": 1,
+    }
+    assert _ids(res.manifest_path) == {"104"}
+
+
+def test_damaged_segmentation_of_a_kept_object_names_annotation_and_position(tmp_path):
+    fx = write_coco(tmp_path / "coco", SIZE_OBJECTS)
+    text = fx.annotations.read_text()
+    starts = [i for i in range(len(text)) if text.startswith('"segmentation": [[', i)]
+    at = starts[1] + len('"segmentation": [[') + 3  # inside annotation 102's polygon (kept by soebench)
+    fx.annotations.write_text(text[:at] + "xx" + text[at:])
+    with pytest.raises(json.JSONDecodeError) as ref:
+        json.loads(fx.annotations.read_text())
+    with pytest.raises(InputError) as err:
+        _build(fx, tmp_path / "m.parquet")
+    msg = str(err.value)
+    assert "annotation id 102" in msg and str(fx.annotations) in msg
+    assert f"line {ref.value.lineno} column {ref.value.colno} (char {ref.value.pos})" in msg
+    assert not (tmp_path / "m.parquet").exists()
+
+
+@pytest.mark.parametrize("keep", [60, -3])
+def test_truncated_captions_fail_before_any_work(tmp_path, keep):
+    # the only object is rejected, so the captions would never be read by the mining itself
+    fx = write_coco(tmp_path / "coco", [[Obj((5, 5, 60, 60), "cup")]])
+    fx.captions.write_text(fx.captions.read_text()[:keep])
+    with pytest.raises(InputError, match=r"captions_val2017\.json: not valid JSON: .* line 1 column"):
+        _build(fx, tmp_path / "m.parquet")
+    assert not list(tmp_path.glob("m.*"))
+
+
+def test_plots_of_objects_all_the_same_size(tmp_path):
+    fx = write_coco(tmp_path / "coco", [[Obj((40, 40, 10, 10), "car")], [Obj((40, 40, 10, 10), "cup")]])
+    res = _build(fx, tmp_path / "m.parquet", preset="none", plots=True)
+    assert res.num_rows == 2 and res.summary["plots"] == ["m.sizes.png", "m.categories.png"]
+    assert all(p.stat().st_size > 1000 for p in res.plot_paths)
+
+
+def test_outputs_get_the_usual_file_mode(coco, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        res = _build(coco, tmp_path / "m.parquet", plots=True)
+    finally:
+        os.umask(old)
+    for path in [res.manifest_path, res.summary_path, *res.plot_paths]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_flag_filters_coco_cannot_serve_say_so(coco, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        _build(coco, tmp_path / "m.parquet", filters={"drop_occluded": True})
+    assert err.value.hint is not None and "--keep-occluded" in err.value.hint and "iscrowd" in err.value.hint

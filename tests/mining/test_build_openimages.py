@@ -146,3 +146,40 @@ def test_masks_in_archive_folders_and_zips(oi, tmp_path):
     res = _build(oi, tmp_path / "oi.parquet", preset="soe-eval")
     assert [r["image_id"] for r in read_manifest(res.manifest_path).table.to_pylist()] == [
         "aaaa000000000001", "bbbb000000000002"]
+
+
+def test_non_numeric_csv_value_names_row_and_column(oi, tmp_path):
+    lines = oi.segmentation_csv.read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[4] = "abc"  # BoxXMin of data row 2
+    lines[2] = ",".join(fields)
+    oi.segmentation_csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"row 2 \(line 3\): column BoxXMin is 'abc', not a number"):
+        _build(oi, tmp_path / "oi.parquet", preset="none")
+    assert not (tmp_path / "oi.parquet").exists()
+
+
+def test_empty_box_coordinates_are_dropped_with_their_own_reason(oi, tmp_path):
+    lines = oi.segmentation_csv.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[5] = ""  # BoxXMax
+    lines[1] = ",".join(fields)
+    oi.segmentation_csv.write_text("\n".join(lines) + "\n")
+    res = _build(oi, tmp_path / "oi.parquet", preset="none")
+    assert res.summary["invalid"] == {"missing box coordinates": 1, "missing mask file": 1}
+
+
+def test_bbox_csv_without_a_flag_column_names_the_flag(oi, tmp_path):
+    lines = [",".join(line.split(",")[:12]) for line in oi.bbox_csv.read_text().splitlines()]  # no IsInside
+    oi.bbox_csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="'inside'") as err:
+        _build(oi, tmp_path / "oi.parquet", preset="soe-eval")
+    assert "IsInside" in err.value.hint and "--keep-inside" in err.value.hint
+    res = _build(oi, tmp_path / "oi.parquet", preset="soe-eval", filters={"drop_inside": False})
+    assert res.summary["kept"] == 2
+
+
+def test_one_object_plots(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {"eeee000000000005": [OiObj((0.1, 0.1, 0.25, 0.25))]})
+    res = _build(fx, tmp_path / "oi.parquet", preset="soe-eval", plots=True)
+    assert res.num_rows == 1 and all(p.stat().st_size > 1000 for p in res.plot_paths)

@@ -32,3 +32,17 @@ def test_config_command_writes_default_yaml(tmp_path):
     result = CliRunner().invoke(app, ["config", "--out", str(tmp_path / "train.yaml")])
     assert result.exit_code == 0, result.output
     assert TrainConfig.from_yaml(tmp_path / "train.yaml") == TrainConfig()
+
+
+def test_resume_reads_the_runs_config(make_config):
+    """`soediff train --out RUN --resume` needs no other option: the run's config.yaml is the base."""
+    import pandas as pd
+
+    from soediff.trainer import train
+
+    cfg = make_config(max_steps=1, checkpointing_steps=1)
+    cfg.lora.rank = 4  # not the default: resuming with defaults would not fit the checkpoint
+    train(cfg, progress=False)
+    result = CliRunner().invoke(app, ["train", "--out", cfg.out, "--resume", "--max-steps", "2", "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert pd.read_csv(f"{cfg.out}/logs/losses.csv")["step"].tolist() == [1, 2]

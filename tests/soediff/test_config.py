@@ -69,3 +69,30 @@ def test_validate_lists_every_problem():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [("a {colour} {category}", "unknown field {colour}"), ("a {category", "not a valid format string"),
+     ("{} thing", "unknown field {}")],
+)
+def test_prompt_template_is_checked(template, message):
+    cfg = TrainConfig(manifest="m", pretrained="p", prompt_template=template)
+    with pytest.raises(ConfigError, match="prompt_template") as err:
+        cfg.validate()
+    assert message in str(err.value)
+    TrainConfig(manifest="m", pretrained="p", prompt_template="a photo of a small {color} {category}").validate()
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    from soediff.trainer import check_resume_config
+
+    saved = TrainConfig(manifest="m", pretrained="p", max_steps=10)
+    (tmp_path / "config.yaml").write_text(saved.to_yaml())
+    check_resume_config(saved.replace(max_steps=20, log_every=5, manifest="moved/m"), tmp_path / "config.yaml")
+    changed = saved.replace(learning_rate=1e-4)
+    changed.lora.rank = 8
+    assert saved.lora.rank == 64  # replace copies the sections too
+    with pytest.raises(ConfigError, match="differs") as err:
+        check_resume_config(changed, tmp_path / "config.yaml")
+    assert "learning_rate: 3e-07 -> 0.0001" in str(err.value) and "lora.rank: 64 -> 8" in str(err.value)

@@ -49,7 +49,25 @@ def test_export_loads_with_load_lora_weights(make_config, tiny_pipe_dir, tmp_pat
 
     with pytest.raises(OutputExistsError):
         export_run(result.out_dir, tmp_path / "export")
-    export_run(result.out_dir, tmp_path / "export", overwrite=True)
+    again = export_run(result.out_dir, tmp_path / "export", overwrite=True, pipeline=True)
+
+    # the pipeline export: base parts + the fine-tuned VAE, loadable as a whole; with the LoRA on top
+    # it is the trained model (what `soebench evaluate --model-args path=OUT/pipeline,lora=OUT` runs)
+    assert again.pipeline == tmp_path / "export" / "pipeline"
+    whole = AutoPipelineForInpainting.from_pretrained(again.pipeline)
+    whole.load_lora_weights(str(again.out_dir))
+    with torch.no_grad():
+        torch.testing.assert_close(whole.vae.decode(z).sample, result.models.vae.decode(z).sample)
+        torch.testing.assert_close(whole.unet(x, t, text).sample, ref, rtol=1e-4, atol=1e-5)
+        img = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+        torch.testing.assert_close(whole.vae.encode(img).latent_dist.mean, base.vae.encode(img).latent_dist.mean)
+    assert (again.pipeline / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        (tiny_pipe_dir / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert (tiny_pipe_dir / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() != \
+        (again.pipeline / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()  # the base is untouched
+    (tmp_path / "export3" / "pipeline").mkdir(parents=True)
+    with pytest.raises(OutputExistsError, match="pipeline"):
+        export_run(result.out_dir, tmp_path / "export3", pipeline=True)
 
 
 def test_export_without_checkpoints(tmp_path):

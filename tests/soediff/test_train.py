@@ -126,3 +126,60 @@ def test_bf16_keeps_trained_parameters_fp32(make_config):
     assert {p.dtype for p in result.models.decoder.parameters()} == {torch.float32}
     assert {p.dtype for p in result.models.vae.encoder.parameters()} == {torch.bfloat16}
     assert all(math.isfinite(result.losses[k]) for k in ("loss", "denoise", "csd", "vae"))
+
+
+def test_gradient_accumulation_spans_epochs_and_resumes_exactly(make_config, tmp_path):
+    """3 micro-batches per step with 2 batches per epoch: every step takes exactly 3 (accumulation
+    continues over the epoch end), so step s ends in epoch (3 s - 1) // 2, and resuming mid-epoch
+    continues the same data and gives the same losses."""
+    cfg = dict(gradient_accumulation_steps=3, checkpointing_steps=1)
+    straight = train(make_config(out=str(tmp_path / "a"), max_steps=3, **cfg), progress=False)
+    assert [r["epoch"] for r in straight.history] == [1, 2, 4]
+    train(make_config(out=str(tmp_path / "b"), max_steps=1, **cfg), progress=False)
+    resumed = train(make_config(out=str(tmp_path / "b"), max_steps=3, **cfg), resume=True, progress=False)
+    assert [r["step"] for r in resumed.history] == [2, 3]
+    for ref, got in zip(straight.history[1:], resumed.history):
+        assert got["epoch"] == ref["epoch"]
+        for term in ("loss", "denoise", "csd", "vae"):
+            assert got[term] == pytest.approx(ref[term], rel=1e-5, abs=1e-7), term
+
+
+def test_options_off_limits_validation_and_tensorboard(make_config, tiny_pipe_dir):
+    """csd and vae off, gradient checkpointing on, a checkpoint every step with a limit of 2,
+    validation images every 2 steps, TensorBoard scalars."""
+    import numpy as np
+    from PIL import Image
+
+    from soediff.export import export_run
+    from soediff.models import load_parts
+
+    cfg = make_config(max_steps=3, checkpointing_steps=1, checkpoints_total_limit=2, validation_steps=2,
+                      validation_rows=2, gradient_checkpointing=True, report_to="tensorboard")
+    cfg.csd.enabled = False
+    cfg.vae.enabled = False
+    result = train(cfg, progress=False, keep_models=True)
+    out = result.out_dir
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-00000002", "checkpoint-00000003"]
+    assert not any((p / "vae_decoder.safetensors").exists() for p in list_checkpoints(out))
+    assert result.models.unet.is_gradient_checkpointing and result.models.decoder is None
+    base_vae = load_parts(tiny_pipe_dir).vae.state_dict()
+    assert all(torch.equal(v, base_vae[k]) for k, v in result.models.vae.state_dict().items())
+    assert set(result.losses) >= {"loss", "denoise"} and not {"csd", "vae"} & set(result.losses)
+    assert result.losses["loss"] == pytest.approx(result.losses["denoise"])
+    assert [p.name for p in result.validation_images] == ["step-00000002.png", "step-00000003.png"]
+    grid = np.asarray(Image.open(result.validation_images[-1]))
+    assert grid.shape == (2 * 64, 2 * 64, 3)  # 2 held-out rows of masked input | output
+    events = list((out / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert {"loss/loss", "loss/denoise"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("loss/denoise")] == [1, 2, 3]
+    exported = export_run(out, out / "export")
+    assert exported.vae_decoder is None and exported.step == 3 and exported.pipeline is None
+    from soebench.errors import InputError
+
+    with pytest.raises(InputError, match="no fine-tuned VAE decoder"):
+        export_run(out, out / "export", overwrite=True, pipeline=True)
