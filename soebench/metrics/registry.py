@@ -62,6 +62,16 @@ def _weights_status(clip_spec: ClipSpec | None, inception_path) -> tuple[dict[st
     return status, found
 
 
+def _require(need: str, clip_spec: ClipSpec, inception_path) -> None:
+    """Resolve the weights of ``need``, raising the loader's own error (message + how-to)."""
+    from soebench.metrics.features import find_inception_weights, resolve_clip
+
+    if need == "clip":
+        resolve_clip(clip_spec)
+    else:
+        find_inception_weights(inception_path)
+
+
 def available_metrics(clip_spec: ClipSpec | None = None, inception_path=None) -> MetricAvailability:
     """Every registered metric whose weights are present (no model is loaded)."""
     status, found = _weights_status(clip_spec, inception_path)
@@ -95,6 +105,10 @@ def resolve_metrics(
     for name in requested:
         need = METRICS[name].needs
         if need is not None and not status[need][0]:
+            try:
+                _require(need, clip_spec or ClipSpec(), inception_path)
+            except MissingWeightsError as exc:
+                raise MissingWeightsError(f"metric {name} needs {need} weights: {exc.message}", hint=exc.hint) from exc
             raise MissingWeightsError(f"metric {name} needs {need} weights: {status[need][1]}")
     ordered = tuple(n for n in METRIC_NAMES if n in set(requested))
     return MetricAvailability(ordered, {}, found)

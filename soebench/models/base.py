@@ -138,7 +138,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+        optional = len(options) < len(typing.get_args(annotation))
+        if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
             return None
         errors = []
         for option in options:
@@ -149,6 +150,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(errors[0] if errors else f"model argument {key}={value!r} is not valid")
     if annotation is Any:
         return value
+    if origin in (list, tuple):
+        # a sequence from the Python API (the CLI only gives strings, which other options take)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"model argument {key}={value!r}: expected a list")
+        element = next((a for a in typing.get_args(annotation) if a is not Ellipsis), Any)
+        items = [_coerce(v, element, key) for v in value]
+        return tuple(items) if origin is tuple else items
     if annotation is bool:
         if isinstance(value, bool):
             return value

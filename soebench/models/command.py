@@ -31,11 +31,12 @@ STDERR_TAIL = 800
 
 @dataclass(frozen=True)
 class CommandConfig:
-    """``argv``: the program and its arguments, split like a POSIX shell would (no shell runs);
-    ``timeout``: seconds per batch; ``cwd``: working directory; ``version``: any string you bump
-    when the program changes (it is part of the cache key)."""
+    """``argv``: the program and its arguments -- a list (Python API), or one string split like a
+    POSIX shell would (``--model-args argv=...``); no shell ever runs. ``timeout``: seconds per
+    batch; ``cwd``: working directory; ``version``: any string you bump when the program changes
+    (it is part of the cache key)."""
 
-    argv: str
+    argv: tuple[str, ...] | str
     timeout: float = 600.0
     cwd: str | None = None
     version: str = ""
@@ -55,10 +56,13 @@ class CommandInpainter:
 
     def __init__(self, config: CommandConfig):
         self.config = config
-        try:
-            self.argv = shlex.split(config.argv)
-        except ValueError as exc:
-            raise ConfigError(f"command adapter: cannot split argv {config.argv!r}: {exc}") from exc
+        if isinstance(config.argv, str):
+            try:
+                self.argv = shlex.split(config.argv)
+            except ValueError as exc:
+                raise ConfigError(f"command adapter: cannot split argv {config.argv!r}: {exc}") from exc
+        else:
+            self.argv = [str(a) for a in config.argv]
         if not self.argv:
             raise ConfigError("command adapter: argv is empty", hint="--model-args argv='python my_inpaint.py'")
 

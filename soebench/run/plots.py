@@ -48,6 +48,7 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     x = np.arange(len(buckets))
     for ax, metric in zip(axes.flat, metrics):
+        infinite = []  # runs whose every bucket mean is +-inf (bg_psnr of an untouched background)
         for k, (name, summary) in enumerate(runs.items()):
             groups = summary["metrics"]["by_size_bucket"].get(metric, {})
             mean = np.array([_num(groups.get(b, {}).get("mean")) for b in buckets])
@@ -56,11 +57,18 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
             offset = (k - (len(runs) - 1) / 2) * 0.08
             finite = np.isfinite(mean)
             if not finite.any():
+                if np.isinf(mean).any():
+                    infinite.append(name)
                 continue
             err = np.vstack([np.where(finite, mean - lo, 0), np.where(finite, hi - mean, 0)])
             err = np.nan_to_num(err, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
             ax.errorbar(x[finite] + offset, mean[finite], yerr=err[:, finite], marker="o", capsize=3, label=name,
                         color=f"C{k % 10}")  # one colour per run in every panel
+        if infinite:  # a line cannot show it: say it instead of leaving the panel blank
+            note = "inf in every size bucket" + ("" if len(runs) == 1 else ":\n" + ", ".join(infinite))
+            if metric == "bg_psnr":
+                note += "\n(background left untouched)"
+            ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#aa3333")
         ax.set_title(metric)
         counts = [max((s["metrics"]["by_size_bucket"].get(metric, {}).get(b, {}).get("n", 0) for s in runs.values()),
                       default=0) for b in buckets]

@@ -126,8 +126,11 @@ def breakdown(frame, names: Sequence[str], by: str, order: Sequence[str] | None 
 def taxonomy_summary(frame) -> dict[str, Any]:
     """Counts and fractions of failure labels (samples with an error are counted apart)."""
     labelled = frame[frame["error"].isna() & frame["failure"].notna()]
+    # generated but without a label: the classifier failed on them (evidence says why)
+    unlabelled = int((frame["error"].isna() & frame["failure"].isna()).sum())
     if labelled.empty:
-        return {"available": False, "counts": {}, "fractions": {}, "by_size_bucket": {}, "by_category": {}}
+        return {"available": False, "counts": {}, "fractions": {}, "by_size_bucket": {}, "by_category": {},
+                "unlabelled": unlabelled}
 
     def counts(sub) -> dict[str, int]:
         c = Counter(sub["failure"].astype(str))
@@ -139,9 +142,18 @@ def taxonomy_summary(frame) -> dict[str, Any]:
         "available": True,
         "counts": total,
         "fractions": {k: v / n for k, v in total.items()},
-        "by_size_bucket": {str(b): counts(g) for b, g in labelled.groupby("size_bucket", sort=False)},
+        "by_size_bucket": {b: counts(g) for b, g in _in_bucket_order(labelled.groupby("size_bucket", sort=False))},
         "by_category": {str(c): counts(g) for c, g in labelled.groupby("category", sort=True)},
+        "unlabelled": unlabelled,
     }
+
+
+def _in_bucket_order(groups) -> list[tuple[str, Any]]:
+    """``(size bucket, rows)`` pairs from smallest to largest bucket (unknown names last)."""
+    from soebench.metrics import SIZE_BUCKET_NAMES
+
+    rank = {name: i for i, name in enumerate(SIZE_BUCKET_NAMES)}
+    return sorted(((str(b), g) for b, g in groups), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
 
 
 def errors_summary(frame) -> dict[str, Any]:

@@ -11,6 +11,7 @@ they are sums (KID: kept features), so shards merge by adding.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from soebench.metrics import METRICS, MetricAvailability
+
+log = logging.getLogger(__name__)
 
 CLIP_METRICS = ("clip_score_local", "clip_score_global")
 BG_METRICS = ("bg_psnr", "bg_ssim", "bg_mse")
@@ -140,7 +143,12 @@ class Scorer:
     def _taxonomy(self, s: ScoredSample) -> dict[str, Any]:
         if self.classify is None:
             return {"failure": None, "failure_evidence": None}
-        result = self.classify(s.original, s.generated, s.mask, expected_color=s.color, bbox=list(s.bbox))
+        try:
+            result = self.classify(s.original, s.generated, s.mask, expected_color=s.color, bbox=list(s.bbox))
+        except Exception as exc:  # noqa: BLE001 - a classifier failure on one sample must not end the run
+            message = f"taxonomy classifier raised {type(exc).__name__}: {exc}"
+            log.warning("sample %s: %s", s.sample_id, message)
+            return {"failure": None, "failure_evidence": json.dumps({"classifier_error": message})}
         evidence = {k: _plain(v) for k, v in dict(result.evidence).items()}
         return {"failure": str(result.label), "failure_evidence": json.dumps(evidence, sort_keys=True), "_evidence": evidence}
 

@@ -196,3 +196,19 @@ def test_unreadable_image_is_a_sample_error(tmp_path):
     errors = res.samples["error"].tolist()
     assert res.samples["error"].isna().tolist() == [True, False, True]
     assert "cannot read image" in errors[1] and rows[1]["image_path"] in errors[1]
+
+
+def test_size_plot_says_when_every_value_is_infinite(tmp_path, manifest6, monkeypatch):
+    """The oracle's bg_psnr is inf in every bucket: its panel says so instead of staying blank."""
+    import matplotlib.axes
+
+    res = evaluate(manifest6, "original", tmp_path / "run", metrics=BG, progress=False, report=False)
+    notes = []
+    original_text = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, *a, **k: notes.append((self.get_title(), s)) or original_text(self, x, y, s, *a, **k))
+    from soebench.metrics import SIZE_BUCKET_NAMES
+    from soebench.run import plots
+
+    assert plots.metric_vs_size({"oracle": res.summary}, tmp_path / "size.png", SIZE_BUCKET_NAMES).is_file()
+    assert [s for _, s in notes] == ["inf in every size bucket\n(background left untouched)"]

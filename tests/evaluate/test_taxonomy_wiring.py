@@ -55,3 +55,40 @@ def test_real_classifier_if_installed(tmp_path, manifest6):
     assert (removed.samples["failure"] == "missing").sum() >= 4  # classical inpainting removes the object
     for text in removed.samples["failure_evidence"]:
         assert isinstance(json.loads(text), dict)
+
+
+def test_taxonomy_breakdown_runs_from_small_to_large_buckets():
+    import pandas as pd
+
+    from soebench.run.results import taxonomy_summary
+
+    frame = pd.DataFrame({
+        "error": [None] * 5, "failure": ["ok", "missing", "ok", "mismatch", "ok"],
+        "size_bucket": ["large", "tiny", "medium", "tiny", "small"], "category": ["cup"] * 5,
+    })
+    tax = taxonomy_summary(frame)
+    assert list(tax["by_size_bucket"]) == ["tiny", "small", "medium", "large"]
+    assert tax["by_size_bucket"]["tiny"] == {"ok": 0, "missing": 1, "mismatch": 1, "distortion": 0}
+
+
+def test_classifier_failure_on_one_sample_is_recorded_and_the_run_goes_on(tmp_path, manifest6, monkeypatch):
+    import pandas as pd
+
+    from soebench.manifest.io import read_manifest
+
+    bad = read_manifest(manifest6).table.column("sample_id").to_pylist()[2]
+    seen = []
+
+    def fragile(original, generated, mask, *, expected_color=None, bbox=None, judge=None):
+        seen.append(1)
+        if len(seen) == 3:
+            raise ZeroDivisionError("empty ring")
+        return _stand_in(original, generated, mask, expected_color=expected_color, bbox=bbox)
+
+    monkeypatch.setattr("soebench.evaluate._taxonomy", lambda: (fragile, None))
+    res = evaluate(manifest6, "opencv-telea", tmp_path / "run", metrics=BG, progress=False, report=False)
+    frame = res.samples.set_index("sample_id")
+    assert frame["failure"].isna().sum() == 1 and pd.isna(frame.loc[bad, "failure"])
+    assert "ZeroDivisionError: empty ring" in json.loads(frame.loc[bad, "failure_evidence"])["classifier_error"]
+    assert frame["error"].isna().all() and not np.isnan(frame.loc[bad, "bg_mse"])
+    assert res.summary["taxonomy"]["unlabelled"] == 1 and res.summary["taxonomy"]["counts"]["missing"] == 5

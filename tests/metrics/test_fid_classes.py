@@ -144,3 +144,55 @@ def test_add_leaves_operands_unchanged_and_shares_extractor():
     assert int(c.n_real) == 11 and int(a.n_real) == 5 and int(b.n_real) == 6
     np.testing.assert_array_equal(a.sum_real, before["sum_real"])
     assert c.extractor is extractor
+
+
+def _fid_of(real_blocks, fake_blocks) -> FID:
+    fid = FID()
+    for block in real_blocks:
+        fid.update_features(block, real=True)
+    for block in fake_blocks:
+        fid.update_features(block, real=False)
+    return fid
+
+
+def test_fid_of_small_sets_uses_the_kept_rows(monkeypatch):
+    """Fewer rows than dimensions: the value comes from the rows (no D x D decomposition), equals
+    the covariance route, and survives a state_dict round trip and a merge."""
+    from soebench.metrics import fid as fid_module
+    from soebench.metrics.functional import feature_statistics, frechet_distance
+
+    real, fake = _feats(20, 9, d=32), _feats(21, 7, d=32, shift=0.3)
+    mu_r, s_r = feature_statistics(real)
+    mu_f, s_f = feature_statistics(fake)
+    want = frechet_distance(mu_r, s_r, mu_f, s_f)
+    whole = _fid_of(np.array_split(real, 3), [fake])
+
+    def no_covariance_route(*args):
+        raise AssertionError("the D x D route ran for a small set")
+
+    monkeypatch.setattr(fid_module, "frechet_distance", no_covariance_route)
+    assert whole.compute().value == pytest.approx(want, rel=1e-8)
+    a, b = _fid_of([real[:4]], [fake[:2]]), _fid_of([real[4:]], [fake[2:]])
+    restored = FID()
+    restored.load_state_dict(a.state_dict())
+    assert restored.merge(b).compute().value == pytest.approx(want, rel=1e-8)
+
+
+def test_fid_drops_rows_past_the_dimension_and_uses_the_sums(monkeypatch):
+    from soebench.metrics import fid as fid_module
+
+    real, fake = _feats(22, 30, d=8), _feats(23, 6, d=8, shift=0.3)
+    fid = _fid_of(np.array_split(real, 5), [fake])
+    assert fid.rows_real == [] and sum(len(r) for r in fid.rows_fake) == 6
+    calls = []
+    original = fid_module.frechet_distance
+    monkeypatch.setattr(fid_module, "frechet_distance", lambda *a: calls.append(1) or original(*a))
+    mu_r, s_r = fid.statistics(real=True)
+    mu_f, s_f = fid.statistics(real=False)
+    assert fid.compute().value == original(mu_r, s_r, mu_f, s_f)
+    assert calls == [1]
+    # a merge with a state that kept every row is still incomplete: the sums decide
+    merged = _fid_of([real[:3]], [fake[:2]]).merge(fid)
+    assert merged.compute().value == pytest.approx(
+        fid_from_features(np.vstack([real[:3], real]), np.vstack([fake[:2], fake])), rel=1e-6)
+    assert len(calls) == 2

