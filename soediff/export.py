@@ -10,8 +10,8 @@ Output folder::
 
 Use: ``pipe.load_lora_weights(OUT)`` and ``pipe.vae.load_state_dict(load_file(OUT/vae_decoder.safetensors),
 strict=False)`` (:func:`load_exported` does both). ``soebench evaluate --model diffusers --model-args
-path=BASE,lora=OUT`` scores the LoRA alone, since that adapter loads a pipeline folder and LoRA weights
-only; ``path=OUT/pipeline,lora=OUT`` scores LoRA *and* decoder.
+path=BASE,lora=OUT`` scores LoRA *and* decoder (the adapter finds ``vae_decoder.safetensors`` beside
+the LoRA; ``vae_decoder=none`` scores the LoRA alone); ``path=OUT/pipeline`` is the same model as one folder.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 class DiffusersConfig:
     """``path``: a saved pipeline folder or a hub id in the local cache; ``lora``: LoRA weights
     (folder or .safetensors) for ``load_lora_weights``; ``lora_scale``: their strength;
+    ``vae_decoder``: fine-tuned VAE decoder weights (a safetensors file with AutoencoderKL key
+    names ``decoder.*``, as ``soediff export`` writes); ``auto`` (default) uses
+    ``vae_decoder.safetensors`` beside the LoRA weights when there is one, ``none`` never;
     ``steps``/``guidance``/``strength``/``negative_prompt``: sampler settings; ``resolution``:
     the square size the model runs at; ``dtype``: auto (float16 on CUDA, else float32) or a
     torch dtype name; ``device``: defaults to the run's ``--device``; ``safety_checker``: keep the
@@ -40,6 +43,7 @@ class DiffusersConfig:
     path: str
     lora: str | None = None
     lora_scale: float = 1.0
+    vae_decoder: str = "auto"
     steps: int = 20
     guidance: float = 7.5
     strength: float = 1.0
@@ -66,6 +70,22 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(path)
 
 
+DECODER_WEIGHT_NAME = "vae_decoder.safetensors"  # what ``soediff export`` writes beside the LoRA
+
+
+def decoder_weights(config: DiffusersConfig) -> Path | None:
+    """The fine-tuned decoder file to load, or None (see :class:`DiffusersConfig`)."""
+    if config.vae_decoder == "none":
+        return None
+    if config.vae_decoder != "auto":
+        return Path(os.path.expanduser(config.vae_decoder))
+    if config.lora is None:
+        return None
+    lora = Path(os.path.expanduser(config.lora))
+    candidate = (lora if lora.is_dir() else lora.parent) / DECODER_WEIGHT_NAME
+    return candidate if candidate.is_file() else None
+
+
 def check_weights(config: DiffusersConfig) -> str:
     """Where the pipeline weights are (``"local"`` or ``"hub-cache"``), else MissingWeightsError."""
     how = (
@@ -77,6 +97,12 @@ def check_weights(config: DiffusersConfig) -> str:
         raise MissingWeightsError(
             f"LoRA weights {config.lora} do not exist",
             hint="pass --model-args lora=DIR (a folder with pytorch_lora_weights.safetensors) or a .safetensors file",
+        )
+    decoder = decoder_weights(config)
+    if decoder is not None and not decoder.is_file():
+        raise MissingWeightsError(
+            f"VAE decoder weights {decoder} do not exist",
+            hint="pass --model-args vae_decoder=FILE (vae_decoder.safetensors from soediff export), or vae_decoder=none",
         )
     if Path(path).is_dir():
         if not (Path(path) / "model_index.json").is_file():
@@ -107,7 +133,9 @@ class DiffusersInpainter:
         token = config_to_dict(self.config)
         token.pop("device", None)  # the seed's generator lives on the CPU: same output on any device
         token["adapter"] = self.name
-        for key in ("path", "lora"):
+        decoder = decoder_weights(self.config)
+        token["vae_decoder"] = None if decoder is None else str(decoder)  # what "auto" resolved to
+        for key in ("path", "lora", "vae_decoder"):
             p = token.get(key)
             if p and Path(os.path.expanduser(p)).exists():
                 token[f"{key}_mtime"] = _tree_mtime(Path(os.path.expanduser(p)))
@@ -149,6 +177,9 @@ class DiffusersInpainter:
                 raise MissingWeightsError(f"cannot load LoRA weights {self.config.lora}: {exc}") from exc
             if self.config.lora_scale != 1.0:
                 pipe.set_adapters(["soebench"], adapter_weights=[self.config.lora_scale])
+        decoder = decoder_weights(self.config)
+        if decoder is not None:
+            _load_decoder(pipe, decoder)
         pipe = pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         self._pipe, self._device = pipe, device
@@ -189,6 +220,24 @@ class DiffusersInpainter:
             img = Image.fromarray(np.clip(np.round(np.asarray(arr, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8))
             results.append(InpaintResult(r.sample_id, np.asarray(img.resize(r.size, Image.BICUBIC))))
         return results
+
+
+def _load_decoder(pipe, path: Path) -> None:
+    """Fine-tuned decoder weights into ``pipe.vae``: every key must be a ``decoder.*`` key of the VAE."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise MissingWeightsError(f"cannot read VAE decoder weights {path}: {exc}") from exc
+    wrong = [k for k in state if not k.startswith("decoder.")]
+    if wrong:
+        raise ConfigError(f"{path}: not VAE decoder weights (key {wrong[0]!r} outside 'decoder.')")
+    missing, unexpected = pipe.vae.load_state_dict(state, strict=False)
+    if unexpected or any(k.startswith("decoder.") for k in missing):
+        bad = unexpected[0] if unexpected else next(k for k in missing if k.startswith("decoder."))
+        raise ConfigError(f"{path}: decoder weights do not fit this pipeline's VAE (key {bad!r})")
 
 
 def _tree_mtime(path: Path) -> float:

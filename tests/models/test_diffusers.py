@@ -146,3 +146,45 @@ def test_tiny_pipeline_with_lora(tiny_pipeline_dir, tmp_path):
     assert lora.cache_token()["lora"] == str(tmp_path / "lora")
     assert not np.array_equal(lora.inpaint(req)[0].image, base)
     torch.manual_seed(0)
+
+
+def test_missing_explicit_decoder_is_missing_weights(tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    with pytest.raises(MissingWeightsError, match="VAE decoder weights") as err:
+        MODELS.create("diffusers", f"path={tmp_path},vae_decoder={tmp_path / 'nope.safetensors'}")
+    assert "vae_decoder=none" in err.value.hint
+
+
+def test_decoder_beside_the_lora_is_loaded_and_checked(tiny_pipeline_dir, tmp_path):
+    """``soediff export`` puts vae_decoder.safetensors beside the LoRA: found by default, applied to
+    the VAE (outputs change), ignored with vae_decoder=none; wrong keys are a clear error."""
+    from safetensors.torch import save_file
+
+    from soebench.compat import ensure_torchvision_ops
+    from soebench.errors import ConfigError
+
+    ensure_torchvision_ops()
+    import torch
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tiny_pipeline_dir / "vae")
+    torch.manual_seed(3)
+    state = {f"decoder.{k}": v + 0.05 * torch.randn_like(v) for k, v in vae.decoder.state_dict().items()}
+    folder = tmp_path / "export"
+    folder.mkdir()
+    save_file(state, str(folder / "vae_decoder.safetensors"))
+    args = f"path={tiny_pipeline_dir},steps=2,resolution=64"
+    req = [make_request("a", size=(64, 64), seed=1)]
+    base = MODELS.create("diffusers", args).inpaint(req)[0].image
+    auto = MODELS.create("diffusers", f"{args},lora={folder / 'vae_decoder.safetensors'}")
+    assert auto.cache_token()["vae_decoder"] == str(folder / "vae_decoder.safetensors")
+    assert MODELS.create("diffusers", f"{args},vae_decoder=none").cache_token()["vae_decoder"] is None
+    explicit = MODELS.create("diffusers", f"{args},vae_decoder={folder / 'vae_decoder.safetensors'}")
+    tuned = explicit.inpaint(req)[0].image
+    assert not np.array_equal(tuned, base)
+    loaded = explicit.load().vae.decoder.state_dict()
+    for k, v in state.items():
+        torch.testing.assert_close(loaded[k.removeprefix("decoder.")], v)
+    save_file({"encoder.conv_in.weight": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ConfigError, match="outside 'decoder.'"):
+        MODELS.create("diffusers", f"{args},vae_decoder={tmp_path / 'bad.safetensors'}").load()

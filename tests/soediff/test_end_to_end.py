@@ -63,8 +63,9 @@ def test_coco_manifest_train_export_evaluate(coco_sample, tmp_path):
     assert json.loads((export / "export.json").read_text())["step"] == 3
 
     outputs = {}
-    runs = (("base", f"path={pipe}"), ("lora", f"path={pipe},lora={export}"),
-            ("lora+vae", f"path={export / 'pipeline'},lora={export}"))
+    runs = (("base", f"path={pipe}"), ("lora", f"path={pipe},lora={export},vae_decoder=none"),
+            ("lora+vae", f"path={pipe},lora={export}"),  # the decoder beside the LoRA is found by default
+            ("pipeline", f"path={export / 'pipeline'},lora={export},vae_decoder=none"))
     for name, model_args in runs:
         out = tmp_path / f"eval-{name}"
         code = soebench_main(["evaluate", "-m", str(manifest), "--out", str(out), "--model", "diffusers",
@@ -80,3 +81,5 @@ def test_coco_manifest_train_export_evaluate(coco_sample, tmp_path):
             assert img.shape == (rec.height, rec.width, 3)
     for a, b in (("lora", "base"), ("lora+vae", "lora")):  # each trained part changes what is scored
         assert any(not np.array_equal(x, y) for x, y in zip(outputs[a], outputs[b])), (a, b)
+    # the exported pipeline folder carries the same decoder: same outputs as loading it beside the LoRA
+    assert all(np.array_equal(x, y) for x, y in zip(outputs["pipeline"], outputs["lora+vae"]))
