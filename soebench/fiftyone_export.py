@@ -138,7 +138,10 @@ def read_run(run_dir: str | Path) -> RunFolder:
 
 
 def _plain(value: Any) -> Any:
-    """numpy/pandas scalars -> Python; NaN and pandas NA -> None (inf is kept: untouched background)."""
+    """numpy/pandas scalars -> Python; NaN and pandas NA -> None (inf is kept: untouched background);
+    list cells (numpy arrays from Parquet) -> lists, which FiftyOne stores as list fields."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
     if value is None:

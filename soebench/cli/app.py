@@ -43,11 +43,13 @@ def version() -> None:
 
 def render_error(err: SoebenchError) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=True)
-    console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+    # escaped: messages hold paths and hints such as `pip install 'soebench[fiftyone]'`, not markup
+    console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
     if err.hint:
-        console.print(f"[yellow]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from soebench.cli.options import JsonOut, Overwrite
 
@@ -47,7 +48,8 @@ def inspect_cmd(
     resolved = resolve_sources(list(sources), manifest=manifest)
     result = export(resolved, name=name, progress=not quiet)
     console.print(_slices_table(result))
-    console.print(f"dataset [bold]{result.name}[/] · {len(result.views)} saved views", highlight=False)
+    console.print(f"dataset [bold]{escape(result.name)}[/] · {len(result.views)} saved views", highlight=False)
+    _print_notes(Console(stderr=True), result)
     if no_launch:
         return
     from soebench.fo.app import launch, url
@@ -68,15 +70,32 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _print_notes(console, result) -> None:
+    """Warn about media not found (samples are kept, tagged) and views that could not be made."""
+    from soebench.fiftyone_export import TAG_MISSING_MEDIA
+
+    for s in result.slices:
+        if s.missing_media:
+            console.print(f"[yellow]warning:[/] {s.slice}: {s.missing_media} of {s.samples} image(s) not found, "
+                          f"e.g. {escape(str(s.first_missing))}; those samples are kept with tag '{TAG_MISSING_MEDIA}'",
+                          highlight=False, soft_wrap=True)
+    for view, why in result.skipped_views.items():
+        console.print(f"note: no saved view {escape(view)}: {escape(why)}", highlight=False, soft_wrap=True)
+
+
 def _slices_table(result):
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"FiftyOne dataset {result.name}")
-    for col in ("slice", "model", "samples", "added", "updated", "removed", "missing media", "errors"):
-        table.add_column(col, justify="left" if col in ("slice", "model") else "right")
+    # compact, so that 8 columns fit 80; names fold rather than being cut to "opencv-…"
+    table = Table(title=f"FiftyOne dataset {escape(result.name)}", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False, show_edge=False)
+    for col in ("slice", "model", "samples", "added", "updated", "removed", "no media", "errors"):
+        left = col in ("slice", "model")
+        table.add_column(col, justify="left" if left else "right", overflow="fold" if left else "ellipsis")
     for s in result.slices:
-        table.add_row(s.slice, s.model or "-", str(s.samples), str(s.added), str(s.updated), str(s.removed),
-                      str(s.missing_media), str(s.errors))
+        counts = (s.samples, s.added, s.updated, s.removed, s.missing_media, s.errors)
+        table.add_row(escape(s.slice), escape(s.model or "-"), *map(str, counts))
     return table
 
 
@@ -92,7 +111,7 @@ def agreement_cmd(
 
     from soebench.errors import InputError
     from soebench.fiftyone_export import ORIGINAL_SLICE, slice_name
-    from soebench.fo.agreement import agreement, collect, write_human_labels
+    from soebench.fo.agreement import agreement, collect, tagged_originals, write_human_labels
     from soebench.fo.db import connect
     from soebench.fo.writer import dataset_runs
 
@@ -106,6 +125,12 @@ def agreement_cmd(
         raise InputError(f"dataset {name!r} holds no evaluation runs", hint="add runs with `soebench inspect RUN_DIR --name ...`")
     recorded = dataset_runs(dataset)
     console = Console()
+    misplaced = tagged_originals(dataset)
+    if misplaced:
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] {len(misplaced)} sample(s) of slice '{ORIGINAL_SLICE}' carry human: tags "
+            f"({', '.join(misplaced[:5])}); they judge no model output and are ignored. Tag the run's "
+            "samples: pick its slice in the App or open a saved view 'soebench-<run>-…'", highlight=False)
     report = {}
     for sl in slices:
         tags = collect(dataset, sl)
@@ -141,19 +166,19 @@ def _print_agreement(console, sl, result, entry) -> None:
     unknown = sorted(set(entry["human_labels"]) - set(TAXONOMY_LABELS))
     if unknown:
         console.print(f"  [yellow]warning:[/] human label(s) outside the taxonomy ({', '.join(TAXONOMY_LABELS)}): "
-                      f"{', '.join(unknown)}", highlight=False)
+                      f"{escape(', '.join(unknown))}", highlight=False, soft_wrap=True)
     if entry["without_auto_label"]:
         console.print(f"  skipped {entry['without_auto_label']} tagged sample(s) without an automatic label (errors)")
     if result.n:
-        table = Table(title=f"{sl}: automatic (rows) vs human (columns)")
+        table = Table(title=f"{escape(sl)}: automatic (rows) vs human (columns)")
         table.add_column("auto \\ human")
         for lab in result.labels:
-            table.add_column(lab, justify="right")
+            table.add_column(escape(lab), justify="right")
         for i, lab in enumerate(result.labels):
-            table.add_row(lab, *[(f"[bold]{v}[/]" if i == j else str(v)) for j, v in enumerate(result.matrix[i])])
+            table.add_row(escape(lab), *[(f"[bold]{v}[/]" if i == j else str(v)) for j, v in enumerate(result.matrix[i])])
         console.print(table)
     if "written" in entry:
-        console.print(f"  wrote human_label to {entry['written']}", highlight=False)
+        console.print(f"  wrote human_label to {escape(entry['written'])}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -131,6 +131,18 @@ def collect(dataset: Any, slice_name: str) -> SliceTags:
     return out
 
 
+def tagged_originals(dataset: Any) -> list[str]:
+    """sample_ids of ``original``-slice samples carrying ``human:`` tags.
+
+    Such tags judge no model output (the App shows the ``original`` slice by default, so a tag
+    set in the default grid lands there); agreement ignores them and the CLI says so.
+    """
+    if ORIGINAL_SLICE not in (dataset.group_slices or []):
+        return []
+    sids, tags = dataset.select_group_slices(ORIGINAL_SLICE).values(["sample_id", "tags"])
+    return [sid for sid, tag_list in zip(sids, tags) if human_labels(tag_list)]
+
+
 def write_human_labels(run_dir: str | Path, human: dict[str, str], *, overwrite: bool = False) -> Path:
     """Write ``human`` (sample_id -> label) into ``run_dir/samples.parquet`` as ``human_label``.
 

@@ -2,12 +2,14 @@
 largest background change, generation errors.
 
 Views are flat (``select_group_slices(run)``) so the App's grid shows that model's outputs.
-They are re-saved on every export, so they follow the data; views of a field no run has
-(e.g. CLIP-Score of a run evaluated without CLIP weights) are left out.
+They are re-saved on every export, so they follow the data. A score view is saved only for a
+run that has values of that score (a run evaluated without CLIP weights has no CLIP-Score);
+:func:`save_views` reports the views left out and why, so that ``inspect`` can say so.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from soebench.fiftyone_export import ORIGINAL_SLICE, TAG_ERROR
@@ -15,14 +17,27 @@ from soebench.fiftyone_export import ORIGINAL_SLICE, TAG_ERROR
 FAILURE_LABELS = ("ok", "missing", "mismatch", "distortion")
 WORST_N = 100
 VIEW_PREFIX = "soebench-"
+REASON_CHARS = 100  # the full reason is in the run's summary.json
+# score view: (name suffix, field, sort descending?)
+SCORE_VIEWS = (("worst-clip-local", "clip_score_local", False), ("largest-bg-change", "bg_mse", True))
+
+
+@dataclass
+class SavedViews:
+    """The names of the views saved, and ``{view name: why it was left out}``."""
+
+    names: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def view_name(slice_name: str, what: str) -> str:
     return f"{VIEW_PREFIX}{slice_name}-{what}"
 
 
-def build_views(dataset: Any, slice_name: str) -> dict[str, Any]:
-    """``{name: view}`` for one run slice."""
+def build_views(dataset: Any, slice_name: str, skipped: dict[str, str] | None = None,
+                why_absent: dict[str, str] | None = None) -> dict[str, Any]:
+    """``{name: view}`` for one run slice; views left out are added to ``skipped`` with the reason
+    (``why_absent``: score -> why the run has none, e.g. from its ``summary.json``)."""
     from fiftyone import ViewField as F
 
     base = dataset.select_group_slices(slice_name)
@@ -33,28 +48,34 @@ def build_views(dataset: Any, slice_name: str) -> dict[str, Any]:
         labels += [lab for lab in base.distinct("failure.label") if lab not in labels]
         for label in labels:
             views[view_name(slice_name, f"failure-{label}")] = base.match(F("failure.label") == label)
-    if "clip_score_local" in schema:
-        views[view_name(slice_name, "worst-clip-local")] = (
-            base.match(F("clip_score_local") != None).sort_by("clip_score_local").limit(WORST_N)  # noqa: E711
-        )
-    if "bg_mse" in schema:
-        views[view_name(slice_name, "largest-bg-change")] = (
-            base.match(F("bg_mse") != None).sort_by("bg_mse", reverse=True).limit(WORST_N)  # noqa: E711
-        )
+    for what, score, descending in SCORE_VIEWS:
+        name = view_name(slice_name, what)
+        scored = base.match(F(score) != None) if score in schema else None  # noqa: E711
+        if scored is None or scored.count() == 0:
+            if skipped is not None:
+                reason = (why_absent or {}).get(score)
+                if reason and len(reason) > REASON_CHARS:
+                    reason = reason[: REASON_CHARS - 1] + "…"
+                skipped[name] = f"run {slice_name!r} has no {score} values" + (f" ({reason})" if reason else "")
+            continue
+        views[name] = scored.sort_by(score, reverse=descending).limit(WORST_N)
     views[view_name(slice_name, "errors")] = base.match_tags(TAG_ERROR)
     return views
 
 
-def save_views(dataset: Any) -> list[str]:
-    """(Re)save the views of every run slice; drop soebench views of slices that are gone."""
-    names: list[str] = []
+def save_views(dataset: Any, why_absent: dict[str, dict[str, str]] | None = None) -> SavedViews:
+    """(Re)save the views of every run slice; drop soebench views that no longer apply.
+
+    ``why_absent``: slice -> {score: why that run has no values of it}."""
+    out = SavedViews()
     for slice_name in dataset.group_slices or []:
         if slice_name == ORIGINAL_SLICE:
             continue
-        for name, view in build_views(dataset, slice_name).items():
+        reasons = (why_absent or {}).get(slice_name)
+        for name, view in build_views(dataset, slice_name, out.skipped, reasons).items():
             dataset.save_view(name, view, overwrite=True)
-            names.append(name)
+            out.names.append(name)
     for old in dataset.list_saved_views():
-        if old.startswith(VIEW_PREFIX) and old not in names:
+        if old.startswith(VIEW_PREFIX) and old not in out.names:
             dataset.delete_saved_view(old)
-    return names
+    return out

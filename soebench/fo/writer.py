@@ -48,6 +48,7 @@ class SliceReport:
     errors: int = 0
     run_dir: str | None = None
     model: str | None = None
+    first_missing: str | None = None  # one media file not found, to show where they were looked for
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ExportResult:
     name: str
     slices: list[SliceReport] = field(default_factory=list)
     views: list[str] = field(default_factory=list)
+    skipped_views: dict[str, str] = field(default_factory=dict)  # view name -> why it was left out
 
 
 def export(sources: Sources, *, name: str | None = None, progress: bool = False) -> ExportResult:
@@ -77,7 +79,8 @@ def export(sources: Sources, *, name: str | None = None, progress: bool = False)
             report.run_dir, report.model = str(run.run_dir), run.model_name
             result.slices.append(report)
             _record_run(dataset, run)
-    result.views = save_views(dataset)
+    saved = save_views(dataset, {sl: r.get("skipped_metrics") or {} for sl, r in dataset_runs(dataset).items()})
+    result.views, result.skipped_views = saved.names, saved.skipped
     return result
 
 
@@ -125,6 +128,9 @@ def _record_run(dataset: Any, run: Any) -> None:
         "created": summary.get("created"),
         "git_commit": summary.get("git_commit"),
         "num_samples": len(run.samples),
+        # run-level scores (FID/KID on crops and full images) and metrics the run could not compute
+        "distances": _distance_values(summary),
+        "skipped_metrics": {k: str(v).splitlines()[0] for k, v in (_metrics(summary).get("skipped") or {}).items()},
     }
     sb["runs"] = runs
     info[INFO_KEY] = sb
@@ -132,11 +138,25 @@ def _record_run(dataset: Any, run: Any) -> None:
     dataset.save()
 
 
+def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    metrics = summary.get("metrics")
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _distance_values(summary: dict[str, Any]) -> dict[str, Any]:
+    """``{fid_crop: value, ...}`` from ``summary.json`` (values as recorded; absent ones left out)."""
+    distances = _metrics(summary).get("distances")
+    if not isinstance(distances, dict):
+        return {}
+    return {k: v.get("value") for k, v in distances.items() if isinstance(v, dict) and "value" in v}
+
+
 def write_slice(fo: Any, dataset: Any, slice_name: str, dicts: list[dict[str, Any]], *, bar: Any = None) -> SliceReport:
     """Upsert ``dicts`` as the samples of ``slice_name`` (keyed on sample_id)."""
     report = SliceReport(slice=slice_name, samples=len(dicts))
     report.missing_media = sum(TAG_MISSING_MEDIA in d["tags"] for d in dicts)
     report.errors = sum(TAG_ERROR in d["tags"] for d in dicts)
+    report.first_missing = next((d["filepath"] for d in dicts if TAG_MISSING_MEDIA in d["tags"]), None)
     wanted = {d["sample_id"]: d for d in dicts}
     task = bar.add(f"{dataset.name}: {slice_name}", len(dicts)) if bar else None
     existing: dict[str, str] = {}

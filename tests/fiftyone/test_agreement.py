@@ -103,13 +103,23 @@ def test_agreement_command_reads_tags_and_writes_them(tmp_path, synthetic_fixtur
 
     # a typo in a tag is reported, and counted as its own (disagreeing) label
     sample = view.match({"sample_id": ids[4]}).first()
-    sample.tags = [t for t in sample.tags if not t.startswith("human:")] + ["human:mising"]
+    sample.tags = [t for t in sample.tags if not t.startswith("human:")] + ["human:mising[b]"]
     sample.save()
     assert main(["agreement", "--name", dataset_name, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["synth"]["n"] == 5
     assert main(["agreement", "--name", dataset_name]) == 0
     out = capsys.readouterr().out
-    assert "outside the taxonomy" in out and "mising" in out
+    warning = next(line for line in out.splitlines() if "outside the taxonomy" in line)
+    assert warning.endswith(": mising[b]")  # shown as typed, not read as markup
+
+    # a tag set on the original slice (the App's default grid) judges no model: ignored, with a warning
+    original = ds.select_group_slices("original").match({"sample_id": ids[0]}).first()
+    original.tags = original.tags + ["human:missing"]
+    original.save()
+    assert main(["agreement", "--name", dataset_name, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["synth"]["n"] == 5
+    assert "1 sample(s) of slice 'original' carry human: tags" in captured.err and ids[0] in captured.err
 
     assert main(["agreement", "--name", dataset_name, "--run", "nope"]) == 2
     assert main(["agreement", "--name", dataset_name + "-absent"]) == 2

