@@ -6,7 +6,8 @@
 
 Each phase runs in its own subprocess so that its peak RSS (ru_maxrss) is its own:
   reference: ``pycocotools.coco.COCO(instances_train2017.json)`` (load + index, nothing else);
-  mining:    the whole ``build_dataset`` run (parse, filter, masks, colour, captions, plots, write).
+  mining:    the whole ``build_dataset`` run (parse, filter, masks, colour, captions, plots, write),
+             with the wall time of its main steps (imports included in the run's time).
 Prints both wall times, the speed ratio and both peak memories. Scratch output goes to /tmp.
 """
 
@@ -28,11 +29,36 @@ if kind == "reference":
     from pycocotools.coco import COCO
     COCO(ann)
 else:
-    from soebench.mining.build import build_dataset
-    r = build_dataset("coco", out, images=images, annotations=ann, captions=captions or None,
-                      preset=preset, overwrite=True, plots=plots == "1")
+    from collections import defaultdict
+    import soebench.manifest.io as manifest_io
+    import soebench.mining.build as build
+    import soebench.mining.sources as sources
+    import soebench.mining.summary_plots as summary_plots
+
+    spent = defaultdict(float)
+
+    def timed(owner, name, label):  # wall time spent in one step, summed over its calls
+        inner = getattr(owner, name)
+        def step(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - start
+        setattr(owner, name, step)
+
+    timed(sources, "load_instances", "read instances (msgspec)")
+    timed(sources.CocoSource, "candidates", "candidates (incl. read)")
+    timed(build, "_mine_image", "per image: masks, pixels, colour")
+    timed(sources.CocoSource, "captions", "captions")
+    timed(build, "_to_table", "arrow table")
+    timed(summary_plots, "write_plots", "plots")
+    timed(manifest_io, "write_manifest", "write parquet")
+    imported = time.perf_counter() - t0
+    r = build.build_dataset("coco", out, images=images, annotations=ann, captions=captions or None,
+                            preset=preset, overwrite=True, plots=plots == "1")
     extra = {"kept": r.num_rows, "candidates": r.summary["candidates"], "invalid": r.summary["invalid"],
-             "rejected": r.summary["rejected"]}
+             "rejected": r.summary["rejected"], "phases": {"imports": imported, **spent}}
 print(json.dumps({"seconds": time.perf_counter() - t0,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
 """
@@ -66,6 +92,12 @@ def main() -> None:
     print(f"mining    : {mining['seconds']:7.2f} s  peak RSS {mining['peak_rss_mb']:7.0f} MB  "
           f"({mining['kept']} kept of {mining['candidates']} candidates)")
     print(f"            invalid {mining['invalid']}  rejected {mining['rejected']}")
+    phases = mining["phases"]
+    phases["candidates (incl. read)"] -= phases.get("read instances (msgspec)", 0.0)
+    phases = {("candidates" if k.startswith("candidates") else k): v for k, v in phases.items()}
+    phases["other (hash wait, filters, summary)"] = mining["seconds"] - sum(phases.values())
+    for name, seconds in phases.items():
+        print(f"              {name:36s} {seconds:6.2f} s")
     if args.skip_reference:
         return
     ref = run_phase("reference", ann, args.data / "train2017", captions, out, args.preset)

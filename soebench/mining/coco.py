@@ -1,54 +1,137 @@
-"""COCO instances (and captions) files -> columns of candidate objects, parsing only what is needed.
+"""COCO instances (and captions) files -> columns of candidate objects, decoding only what is needed.
 
 A COCO train instances file is ~450 MB of JSON, nine tenths of it polygon coordinates that the
 miner needs only for the few objects that pass the cheap filters. ``json.load`` would build
-Python objects for all of it (pycocotools' loader takes ~30 s and ~2.7 GB). Instead the file is
-memory-mapped and scanned once with one regular expression that matches, per annotation, its
-``"segmentation"`` key and the run of small fields (``area, iscrowd, image_id, bbox,
-category_id, id``) in the key order of the first annotation. The scan is *verified*: every
-annotation must yield exactly one segmentation key followed (or preceded) by exactly one
-field match, else the file is not in the shape the scanner assumes and it falls back to
-``json.load`` (slow, exact; also the path that reports a JSON syntax error with its line and
-column). Segmentations are decoded later, only for the objects that survive the filters.
+Python objects for all of it (pycocotools' loader: tens of seconds, ~2.7 GB). Here msgspec
+decodes the file into typed structs that declare only the fields the miner uses; the
+``segmentation`` of each annotation stays a :class:`msgspec.Raw` (a zero-copy slice of the
+mapped file), decoded later and only for the objects that survive the filters. msgspec still
+checks the syntax of every byte (and a thread beside it the UTF-8 of the strings it skips), so
+damage anywhere in the file -- also inside an object no filter keeps -- is an error that names
+the file, the line and column, and the annotation; near a known value start the damage is read
+again with Python's json, so the wording and position are those json.load would report.
+
+Memory: the ``annotations`` array is decoded in pieces of about ``CHUNK_BYTES``, each turned into
+numpy columns at once, and the file pages of a finished piece are dropped from the process
+(``madvise(MADV_DONTNEED)``: they stay in the page cache), so the peak is a few pieces rather than
+the whole file plus a Python object per number. A piece is cut at a candidate element boundary
+``}, {`` whose two separator bytes are overwritten, in a private copy-on-write mapping, with
+``][``. Why this is exact: the first piece starts at the array's real ``[``; if a piece that
+starts at a true element boundary decodes as a complete JSON array, its end is a true element
+boundary too (a cut inside a string or a nested value leaves the piece unterminated), so by
+induction every accepted cut is real, and the pieces, the members before the array and those
+after it together are the whole document, each part checked by msgspec.
 """
 
 from __future__ import annotations
 
-import io
+import codecs
+import gc
 import json
 import mmap
 import os
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from soebench.errors import InputError
 
-CHUNK_BYTES = 32 << 20
-_FIELDS = ("area", "iscrowd", "image_id", "bbox", "category_id", "id")
-_KEYS = frozenset(_FIELDS) | {"segmentation"}
-_WS = re.compile(rb"\s*")
-_KEY = re.compile(rb'\s*"((?:[^"\\]|\\.)*)"\s*:\s*')
-_SEG_KEY = re.compile(rb'"segmentation"\s*:\s*')
-_NUM = rb"(-?[0-9][0-9.eE+-]*)"
-_INT = rb"(-?[0-9]+)"
-
-
-class _Fallback(Exception):
-    """The fast scanner met a shape it does not handle: use json.load."""
-
-    def __init__(self, message: str, *, at: int | None = None, reason: str | None = None):
-        super().__init__(message)
-        self.at = at  # byte offset of a JSON syntax error, when that is what stopped the scan
-        self.reason = reason
+CHUNK_BYTES = 8 << 20
+#: json's error positions are reproduced (Python's wording, char offsets) when the damage lies
+#: within this many bytes of a point where a JSON value is known to start
+_JSON_WINDOW = 64 << 20
+_NAN = float("nan")
+_BOM = codecs.BOM_UTF8
+_WS = b" \t\r\n"
 
 
 class MaskError(ValueError):
     """A segmentation that cannot become a mask; ``args[0]`` is the reject reason."""
+
+
+# --- what is decoded ------------------------------------------------------------------------
+# gc=False: these structs hold no containers that could form cycles, and 860k tracked objects
+# would make every collection during the decode walk them all.
+
+
+class _Annotation(msgspec.Struct, gc=False):
+    id: int
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    area: float = _NAN  # missing: the box area (as when COCO evaluation lacks it)
+    iscrowd: int | bool = 0
+    segmentation: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Image(msgspec.Struct, gc=False):
+    id: int
+    file_name: str
+    width: int
+    height: int
+    license: int | str | None = None
+
+
+class _Category(msgspec.Struct, gc=False):
+    id: int
+    name: str
+
+
+class _License(msgspec.Struct, gc=False):
+    id: int | str | None = None
+    name: str | None = None
+
+
+class _Members(msgspec.Struct):
+    """Top-level members other than ``annotations`` (they may come before or after it)."""
+
+    images: list[_Image] | None = None
+    categories: list[_Category] | None = None
+    licenses: list[_License] | None = None
+
+
+class _Instances(_Members):
+    annotations: list[_Annotation] | None = None
+
+
+class _Caption(msgspec.Struct, gc=False):
+    image_id: int
+    caption: str
+
+
+class _Captions(msgspec.Struct):
+    annotations: list[_Caption] | None = None
+
+
+_ANNOTATIONS = msgspec.json.Decoder(list[_Annotation])
+_MEMBERS = msgspec.json.Decoder(_Members)
+_CAPTIONS = msgspec.json.Decoder(list[_Caption])
+_ANY_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])  # checked, not kept
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Decoding allocates millions of objects and no cycles: collections would only cost time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# --- the result -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -61,10 +144,18 @@ class CocoImage:
 
 @dataclass
 class CocoInstances:
-    """Columns of every annotation of one instances file (row i = i-th annotation in the file)."""
+    """Columns of every annotation of one instances file (row i = i-th annotation in the file).
+
+    Images are columns sorted by id (``image_ids``, ``image_width``, ...); ``image_row`` maps an
+    id to its position.
+    """
 
     path: Path
-    images: dict[int, CocoImage]
+    image_ids: np.ndarray
+    image_width: np.ndarray
+    image_height: np.ndarray
+    image_files: list[str]
+    image_licenses: list[str | None]
     categories: dict[int, str]
     ann_id: np.ndarray
     image_id: np.ndarray
@@ -72,241 +163,569 @@ class CocoInstances:
     bbox: np.ndarray  # (n, 4) x, y, w, h pixels
     area: np.ndarray
     iscrowd: np.ndarray
-    parser: str = "scan"  # "scan" | "json"
-    _segmentations: Any = field(default=None, repr=False)
+    _segmentations: list[msgspec.Raw] | None = field(default=None, repr=False)
+    _image_rows: dict[int, int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ann_id)
 
-    def segmentations(self, rows: Iterable[int]) -> dict[int, Any]:
-        """row index -> the parsed ``segmentation`` value (None when the annotation has none)."""
-        return self._segmentations(sorted(set(int(r) for r in rows)))
+    def image_row(self, image_id: int) -> int | None:
+        if self._image_rows is None:  # built on first use: called once per image kept
+            self._image_rows = dict(zip(self.image_ids.tolist(), range(len(self.image_ids))))
+        return self._image_rows.get(int(image_id))
+
+    def image(self, image_id: int) -> CocoImage:
+        i = self.image_row(image_id)
+        if i is None:
+            raise KeyError(image_id)
+        return CocoImage(self.image_files[i], int(self.image_width[i]), int(self.image_height[i]), self.image_licenses[i])
+
+    def segmentation(self, row: int) -> Any:
+        """The decoded ``segmentation`` of annotation ``row`` (None when it has none)."""
+        try:
+            return msgspec.json.decode(self._segmentations[row])
+        except msgspec.DecodeError:  # structure was checked with the file; e.g. a string not UTF-8
+            raise MaskError("malformed segmentation (not valid JSON text)") from None
 
     def close(self) -> None:
-        closer = getattr(self._segmentations, "close", None)
-        if closer is not None:
-            closer()
+        # the raw slices keep the file mapped; it is unmapped when the last of them goes
+        self._segmentations = None
 
 
 # --- errors -------------------------------------------------------------------------------
 
 
-def json_error(path: Path, exc: json.JSONDecodeError) -> InputError:
+def _counts(buf, start: int, stop: int) -> tuple[int, int]:
+    """(newlines, UTF-8 code points) in ``buf[start:stop]``, counted in blocks with numpy."""
+    lines = chars = 0
+    for lo in range(start, stop, 1 << 24):
+        hi = min(stop, lo + (1 << 24))
+        block = np.frombuffer(buf, dtype=np.uint8, count=hi - lo, offset=lo)
+        lines += int(np.count_nonzero(block == 10))
+        chars += (hi - lo) - int(np.count_nonzero((block & 0xC0) == 0x80))  # not continuation bytes
+    return lines, chars
+
+
+def _line_start(buf, start: int, at: int) -> int:
+    pos = at
+    while pos > start:
+        lo = max(start, pos - (1 << 20))
+        nl = bytes(buf[lo:pos]).rfind(b"\n")
+        if nl >= 0:
+            return lo + nl + 1
+        pos = lo
+    return start
+
+
+def _position(buf, start: int, at: int) -> tuple[int, int, int]:
+    """(line, column, char) of byte ``at`` as json reports them: 1-based line and column, 0-based
+    char, columns and chars in code points, from the document start ``start``."""
+    at = min(max(at, start), len(buf))
+    lines, chars = _counts(buf, start, at)
+    return lines + 1, _counts(buf, _line_start(buf, start, at), at)[1] + 1, chars
+
+
+def _utf8_error(path: Path, start: int, stop: threading.Event | None = None) -> int | None:
+    """Byte offset of the first invalid UTF-8 sequence in the file from ``start``, or None.
+
+    msgspec checks the UTF-8 of the strings it decodes, not of those it skips, so this runs
+    beside the decode in a thread: reading into one buffer and numpy's max release the GIL,
+    and only blocks with non-ASCII bytes are decoded.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pos = start
+    with open(path, "rb", buffering=0) as fh:
+        block = bytearray(max(1, min(CHUNK_BYTES, os.fstat(fh.fileno()).st_size - start)))
+        fh.seek(start)
+        while (n := fh.readinto(block)) and not (stop is not None and stop.is_set()):
+            view = memoryview(block)[:n]
+            pending = len(decoder.getstate()[0])  # bytes of a sequence begun in the previous block
+            if pending or int(np.frombuffer(view, dtype=np.uint8).max()) >= 0x80:
+                try:
+                    decoder.decode(view, final=False)
+                except UnicodeDecodeError as exc:
+                    return pos - pending + exc.start
+            pos += n
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return pos - len(decoder.getstate()[0])
+    return None
+
+
+class _Utf8Check:
+    """:func:`_utf8_error` in a worker thread for the duration of a decode."""
+
+    def __init__(self, path: Path, start: int):
+        self.path, self.start = path, start
+        self.stop = threading.Event()
+        self.result: list[int | None] = []
+        self.thread = threading.Thread(target=lambda: self.result.append(_utf8_error(path, start, self.stop)), daemon=True)
+
+    def __enter__(self) -> "_Utf8Check":
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is not None:  # the decode failed first: its error is the one to report
+            self.stop.set()
+        self.thread.join()
+
+    def error(self, buf) -> InputError | None:
+        bad = self.result[0] if self.result else None
+        return None if bad is None else _utf8_message(self.path, buf, self.start, bad)
+
+
+def _utf8_message(path: Path, buf, start: int, bad: int) -> InputError:
+    line, col, _ = _position(buf, start, bad)
+    return InputError(f"{path}: not UTF-8 text: byte {bad} (line {line} column {col}) is not valid UTF-8")
+
+
+_BYTE = re.compile(r"\s*\(byte (\d+)\)$")
+_PATH = re.compile(r"^(.*) - at `\$(.*)`$")
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _byte_of(exc: msgspec.DecodeError, offset: int, end: int) -> int:
+    """Absolute byte offset of a msgspec syntax error in a buffer decoded from ``offset``
+    (``end`` when msgspec gives none: the input ended early)."""
+    m = _BYTE.search(str(exc))
+    return offset + int(m.group(1)) if m else end
+
+
+def _json_retry(text: str, walk_array: bool) -> tuple[json.JSONDecodeError | None, list[int]]:
+    """Python's json over ``text``: a whole document, or with ``walk_array`` the elements of an
+    array from its first one. Returns its error (None if it found none) and the element starts."""
+    decoder = json.JSONDecoder()
+    if not walk_array:
+        try:
+            decoder.decode(text)
+        except json.JSONDecodeError as exc:
+            return exc, []
+        return None, []
+    idx, starts = _JSON_WS.match(text, 0).end(), []
+    while True:
+        starts.append(idx)
+        try:
+            _, idx = decoder.raw_decode(text, idx)
+        except json.JSONDecodeError as exc:
+            return exc, starts
+        idx = _JSON_WS.match(text, idx).end()
+        if text[idx : idx + 1] == ",":
+            idx = _JSON_WS.match(text, idx + 1).end()
+            continue
+        if text[idx : idx + 1] == "]":
+            return None, starts
+        return json.JSONDecodeError("Expecting ',' delimiter", text, idx), starts
+
+
+@dataclass
+class _Where:
+    """Where decoding met damage: byte ``at``; ``resume``, a byte where a JSON value is known to
+    start (the document, or with ``first_row`` set the first element of annotations piece)."""
+
+    at: int
+    resume: int
+    first_row: int | None = None
+
+
+_ID_KEY = re.compile(r'[{,]\s*"id"\s*:\s*(-?[0-9]+)')
+_ELEMENT_END = re.compile(r"\}\s*(?:,\s*\{|\])")
+
+
+def _annotation_id(text: str, starts: list[int], k: int) -> str:
+    """' (annotation id N)' for element ``k`` of a walked piece when its one id key is found."""
+    lo = starts[k]
+    if k + 1 < len(starts):
+        hi = starts[k + 1]
+    else:
+        end = _ELEMENT_END.search(text, lo)
+        hi = end.end() if end else len(text)
+    found = _ID_KEY.findall(text, lo, hi)
+    return f" (annotation id {found[0]})" if len(found) == 1 else ""
+
+
+def _syntax_error(path: Path, buf, start: int, reason: str, where: _Where) -> InputError:
+    """An InputError naming the file, line and column (and the annotation when the damage lies
+    in one). Near a known value start the damage is re-read with Python's json, so that the
+    wording and position are json's (the position json.load would report for the whole file)."""
+    if "UTF-8" in reason:  # msgspec names no position for these
+        bad = _utf8_error(path, start)
+        if bad is not None:
+            return _utf8_message(path, buf, start, bad)
+    at, context = where.at, ""
+    message = _BYTE.sub("", reason.replace("JSON is malformed: ", ""))
+    if 0 <= where.at - where.resume <= _JSON_WINDOW:
+        stop = min(len(buf), where.at + (1 << 16))
+        text = bytes(buf[where.resume : stop]).decode("utf-8", errors="replace")
+        err, starts = _json_retry(text, walk_array=where.first_row is not None)
+        if err is not None and (stop == len(buf) or err.pos < len(text) - 1024):
+            at, message = where.resume + len(text[: err.pos].encode("utf-8")), err.msg
+        if where.first_row is not None:
+            k = bisect_right(starts, _counts(buf, where.resume, at)[1]) - 1
+            if k >= 0:
+                context = f", in annotations[{where.first_row + k}]{_annotation_id(text, starts, k)}"
+    line, col, char = _position(buf, start, at)
     return InputError(
-        f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
-        hint="the file may be truncated or not a COCO annotation file",
+        f"{path}: not valid JSON: {message} at line {line} column {col} (char {char}){context}",
+        hint="the file may be truncated, damaged or not a COCO annotation file",
     )
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise json_error(path, exc) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 JSON text (byte {exc.start}: {exc.reason})") from None
-
-
-# --- small JSON values at byte offsets of a mapped file --------------------------------------
-
-
-def _decode_at(mm: mmap.mmap, pos: int, first_window: int = 1 << 16) -> tuple[Any, int]:
-    """Parse the JSON value starting at byte ``pos``; return (value, end byte offset)."""
-    decoder = json.JSONDecoder()
-    window = first_window
-    n = len(mm)
-    while True:
-        end = min(n, pos + window)
-        text = mm[pos:end].decode("utf-8", errors="replace")
-        try:
-            value, stop = decoder.raw_decode(text)
-        except json.JSONDecodeError as exc:
-            if end < n and exc.pos >= len(text) - 64:
-                window *= 4
-                continue
-            at = pos + len(text[: exc.pos].encode("utf-8"))
-            raise _Fallback(f"bad value at byte {pos}", at=at, reason=exc.msg) from None
-        if end < n and stop >= len(text) - 1:
-            window *= 4  # a number might continue past the window
-            continue
-        return value, pos + len(text[:stop].encode("utf-8"))
-
-
-def _skip_ws(mm: mmap.mmap, pos: int) -> int:
-    return _WS.match(mm, pos).end()
-
-
-def _expect(mm: mmap.mmap, pos: int, char: bytes) -> int:
-    pos = _skip_ws(mm, pos)
-    if mm[pos : pos + 1] != char:
-        raise _Fallback(f"expected {char!r} at byte {pos}")
-    return pos + 1
-
-
-# --- the verified scan of the annotations array ----------------------------------------------
-
-
-def _field_pattern(order: Sequence[str], compact: bool) -> tuple[bytes, list[str]]:
-    """Regex for the run of small fields in ``order``; returns (pattern, group -> column)."""
-    colon, comma = (rb": ", rb", ") if compact else (rb"\s*:\s*", rb"\s*,\s*")
-    parts, groups = [], []
-    for name in order:
-        if name == "bbox":
-            sep = comma
-            value = rb"\[\s*" + _NUM + sep + _NUM + sep + _NUM + sep + _NUM + rb"\s*\]"
-            groups += ["x", "y", "w", "h"]
-        else:
-            value = _NUM if name == "area" else _INT
-            groups.append(name)
-        parts.append(b'"' + name.encode() + b'"' + colon + value)
-    return comma.join(parts), groups
-
-
-class _SegmentationReader:
-    """Finds and parses segmentation values of chosen annotations by re-scanning their chunk."""
-
-    def __init__(self, path: Path, chunks: list[tuple[int, int, int, int]], ann_ids: np.ndarray):
-        self.path = path
-        self.chunks = chunks  # (start, end, first annotation index, count)
-        self.ann_ids = ann_ids
-        self._fh = open(path, "rb")
-        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self._positions: dict[int, list[int]] = {}
-
-    def __call__(self, rows: list[int]) -> dict[int, Any]:
-        out: dict[int, Any] = {}
-        firsts = [c[2] for c in self.chunks]
-        wanted: dict[int, list[int]] = {}
-        for r in rows:
-            k = int(np.searchsorted(firsts, r, side="right")) - 1
-            wanted.setdefault(k, []).append(r)
-        for k, chunk_rows in sorted(wanted.items()):
-            start, end, first, _count = self.chunks[k]
-            positions = self._positions.get(k)
-            if positions is None:  # one re-scan per chunk, cached: survivors cluster by image
-                positions = self._positions[k] = [m.end() for m in _SEG_KEY.finditer(self._mm, start, end)]
-            for r in chunk_rows:
-                try:
-                    out[r], _ = _decode_at(self._mm, positions[r - first])
-                except (_Fallback, IndexError) as exc:
-                    raise self._error(r, exc) from None
-        return out
-
-    def _error(self, row: int, exc: Exception) -> InputError:
-        """The file is not JSON where a kept object's segmentation lies: name the annotation
-        and the position (as json.load would), so the user can find the damage."""
-        where = ""
-        at = getattr(exc, "at", None)
-        if at is not None:
-            line = self._mm[:at].count(b"\n") + 1
-            column = at - (self._mm.rfind(b"\n", 0, at) + 1) + 1
-            where = f": {exc.reason} at line {line} column {column} (char {at})"
-        return InputError(
-            f"{self.path}: not valid JSON in the segmentation of annotation id {int(self.ann_ids[row])}{where}",
-            hint="the file may be damaged; re-download it",
-        )
-
-    def close(self) -> None:
-        self._mm.close()
-        self._fh.close()
-
-
-def _scan_annotations(
-    mm: mmap.mmap, reader, start: int, order: Sequence[str], seg_first: bool, compact: bool
-) -> tuple[dict[str, np.ndarray], list[tuple[int, int, int, int]], int]:
-    """Scan from ``start`` (just after the annotations '[') to the end of the file.
-
-    The bulk is read with ``reader.readinto`` into one reused buffer (cheaper than faulting in
-    mapped pages, and the resident memory stays one chunk). Returns (columns named as in
-    ``_COLUMNS``, chunk table, byte offset just after the array's closing ']').
-    """
-    fields_re, groups = _field_pattern(order, compact)
-    pattern = re.compile(rb'"segmentation"|' + fields_re)
-    empty = (b"",) * len(groups)
-    n = len(mm)
-    pos = start
-    expect_seg = seg_first
-    parts: list[np.ndarray] = []
-    chunks: list[tuple[int, int, int, int]] = []
-    seg_count = 0
-    field_count = 0
-    last_chunk_with_match = None
-    buf = bytearray(CHUNK_BYTES)
-    while pos < n:
-        reader.seek(pos)
-        nread = reader.readinto(buf)
-        data, stop = buf, nread
-        if pos + nread < n:
-            cut = buf.rfind(b'"segmentation"', 1, nread)
-            if cut <= 0:  # one annotation larger than a chunk: take it whole from the map
-                nxt = mm.find(b'"segmentation"', pos + nread)
-                stop = (n if nxt < 0 else nxt) - pos
-                data = mm[pos : pos + stop]
-            else:
-                stop = cut
-        found = pattern.findall(data, 0, stop)
-        if found:
-            segs = found[0::2] if expect_seg else found[1::2]
-            fields = found[1::2] if expect_seg else found[0::2]
-            if segs.count(empty) != len(segs) or fields.count(empty):
-                raise _Fallback("annotations do not alternate segmentation / fields")
-            if len(found) % 2:
-                expect_seg = not expect_seg
-            if fields:
-                parts.append(_parse_numbers(b"\n".join(map(b",".join, fields)), len(groups), len(fields)))
-            last_chunk_with_match = len(chunks)
-        else:
-            segs, fields = [], []
-        chunks.append((pos, pos + stop, seg_count, len(segs)))
-        seg_count += len(segs)
-        field_count += len(fields)
-        pos += stop
-    del buf
-    if seg_count != field_count:
-        raise _Fallback("unequal numbers of segmentations and fields")
-    values = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(groups)))
-    columns = {g: np.ascontiguousarray(values[:, i]) for i, g in enumerate(groups)}
-    # find the closing ']' after the last annotation
-    if last_chunk_with_match is None:
-        array_end = _expect(mm, start, b"]")
+def _validation_error(path: Path, exc: msgspec.ValidationError, first_row: int | None = None, piece=None) -> InputError:
+    """A value of the wrong type or a missing field, named by its place (``annotations[k].bbox``);
+    ``first_row`` and ``piece``: the error came from a piece of the annotations array."""
+    m = _PATH.match(str(exc))
+    reason, where = (m.group(1), m.group(2)) if m else (str(exc), "")
+    element = re.match(r"\[(\d+)\](.*)", where) if first_row is not None else None
+    if element:
+        k = int(element.group(1))
+        where, reason = f"annotations[{first_row + k}]{element.group(2)}", reason + _element_id(piece, k)
     else:
-        c_start, c_end, _, _ = chunks[last_chunk_with_match]
-        last = None
-        for last in pattern.finditer(mm, c_start, c_end):
-            pass
-        assert last is not None
-        stop = last.end()
-        if last.group(0).startswith(b'"segmentation"'):
-            _, stop = _decode_at(mm, _SEG_KEY.match(mm, last.start()).end())
-        array_end = _expect(mm, _expect(mm, stop, b"}"), b"]")
-    return columns, chunks, array_end
+        where = where.lstrip(".") or "the top level"
+    return InputError(f"{path}: {where}: {reason}", hint="is this a COCO annotation file?")
 
 
-_COLUMNS = ("area", "iscrowd", "image_id", "x", "y", "w", "h", "category_id", "id")
+def _element_id(piece, k: int) -> str:
+    """' (annotation id N)' of element ``k`` of a piece (which may run on past the array)."""
+    for _ in range(2):
+        try:
+            element = msgspec.json.decode(msgspec.json.decode(piece, type=list[msgspec.Raw])[k])
+        except msgspec.DecodeError as exc:
+            m = _BYTE.search(str(exc))
+            if m is None or "trailing characters" not in str(exc):
+                return ""
+            piece = piece[: int(m.group(1)) - 1]  # msgspec names the byte after the first trailing one
+            continue
+        except (msgspec.ValidationError, IndexError):
+            return ""
+        ann_id = element.get("id") if isinstance(element, dict) else None
+        return f" (annotation id {ann_id})" if isinstance(ann_id, int) else ""
+    return ""
 
 
-def _parse_numbers(blob: bytes, ncols: int, nrows: int) -> np.ndarray:
-    """CSV text of numbers -> float64 (nrows, ncols) via pyarrow's C++ parser."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
+# --- decoding -----------------------------------------------------------------------------
 
-    names = [f"c{i}" for i in range(ncols)]
-    try:
-        table = pcsv.read_csv(
-            io.BytesIO(blob),
-            read_options=pcsv.ReadOptions(column_names=names, block_size=16 << 20),
-            convert_options=pcsv.ConvertOptions(column_types={n: pa.float64() for n in names}),
-        )
-    except pa.ArrowInvalid as exc:
-        raise _Fallback(f"numbers did not parse: {exc}") from None
-    if table.num_rows != nrows or any(col.null_count for col in table.columns):
-        raise _Fallback("numbers did not parse")
-    out = np.empty((nrows, ncols))
-    for i, col in enumerate(table.columns):
-        out[:, i] = arrow_to_numpy(col)
+
+def _map(path: Path):
+    """The file as a private copy-on-write mapping (bytes for an empty file; a bytearray where
+    the file system cannot map it) and the offset where its text starts (past a byte order mark)."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return b"", 0
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):
+            mm = bytearray(fh.read())
+    return mm, len(_BOM) if mm[: len(_BOM)] == _BOM else 0
+
+
+def _drop_pages(mm, upto: int, done: int) -> int:
+    """Let the kernel take back the mapped pages of bytes [done, upto): they stay in the page
+    cache, and a later read of a kept object's segmentation faults its page back in."""
+    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return done
+    upto = upto // mmap.PAGESIZE * mmap.PAGESIZE
+    if upto > done:
+        mm.madvise(mmap.MADV_DONTNEED, done, upto - done)
+        return upto
+    return done
+
+
+_ARRAY_KEY = re.compile(rb'"annotations"\s*:\s*\[')
+_CUT = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
+
+
+@dataclass
+class _Document:
+    """One mapped JSON file whose top-level ``annotations`` array is decoded piece by piece."""
+
+    path: Path
+    buf: Any  # the private mapping (or b"" for an empty file)
+    start: int  # where the text starts (past a byte order mark)
+    members: msgspec.json.Decoder  # of the members before / after the array
+    _written: tuple[int, int] | None = None  # (offset, original byte) of a written '['
+
+    def head(self) -> tuple[Any, int] | None:
+        """The members before the top-level array and the offset of its '[' (None: not found)."""
+        mm, pos = self.buf, self.start
+        for _ in range(4):  # a key of that name inside a string before the real one: try a few
+            m = _ARRAY_KEY.search(mm, pos)
+            if m is None:
+                return None
+            pos = m.end()
+            prefix = bytes(mm[self.start : m.start()]).strip(_WS)
+            if not (prefix.startswith(b"{") and (prefix == b"{" or prefix.endswith(b","))):
+                continue
+            try:  # decodes only if this key is a member of the top-level object
+                return self.members.decode(prefix[:-1] + b"}" if prefix != b"{" else b"{}"), m.end() - 1
+            except msgspec.ValidationError as exc:
+                raise self._invalid(exc) from None
+            except msgspec.DecodeError:
+                continue
+        return None
+
+    def array(self, bracket: int, elements: msgspec.json.Decoder, consume) -> int:
+        """Decode the array whose '[' is at ``bracket`` in pieces (see the module docstring),
+        handing each piece's list to ``consume(items, first_row)``; returns the offset just past
+        the array's ']'."""
+        mm, view = self.buf, memoryview(self.buf)
+        first = bracket  # the '[' of the current piece: the array's own, then a written one
+        rows = dropped = 0
+        cut_from = first + CHUNK_BYTES
+        try:
+            while True:
+                m = _CUT.search(mm, cut_from)
+                if m is None:  # no cut left: the piece runs to the array's end, where msgspec stops
+                    return self._last(elements, consume, first, len(mm), rows)
+                close, opening = m.start() + 1, m.end() - 2  # separator bytes that become ']' and '['
+                saved = mm[close]
+                mm[close] = ord("]")
+                try:
+                    items = elements.decode(view[first : close + 1])
+                except msgspec.ValidationError as exc:
+                    error = _validation_error(self.path, exc, rows, view[first : close + 1])
+                    mm[close] = saved
+                    raise self._invalid(error) from None
+                except msgspec.DecodeError as exc:
+                    mm[close] = saved
+                    at = _byte_of(exc, first, close + 1)
+                    if "trailing characters" in str(exc):  # the array ended inside this piece
+                        return self._last(elements, consume, first, at - 1, rows)
+                    if at < close:  # before the written byte: real damage
+                        raise self._syntax(str(exc), _Where(at, first + 1, rows)) from None
+                    # the cut lay inside a string or a nested value: a longer piece (at least twice as long)
+                    cut_from = max(m.end() - 1, first + 2 * (close - first))
+                    continue
+                consume(items, rows)
+                rows += len(items)
+                del items
+                mm[close] = saved
+                self._restore()
+                self._written = (opening, mm[opening])
+                mm[opening] = ord("[")
+                first, cut_from = opening, opening + CHUNK_BYTES
+                dropped = _drop_pages(mm, first, dropped)
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        """Put back the byte the current piece's '[' replaced: the document as it was."""
+        if self._written is not None:
+            pos, byte = self._written
+            self.buf[pos] = byte
+            self._written = None
+
+    def _last(self, elements, consume, first: int, stop: int, rows: int) -> int:
+        """The final piece: from ``first`` to the array's ']', the last non-space byte before
+        ``stop`` (the first byte after the array, or the end of the file when not known yet)."""
+        mm = self.buf
+        while True:
+            end = stop
+            while end > first and mm[end - 1] in _WS:
+                end -= 1
+            try:
+                items = elements.decode(memoryview(mm)[first:end])
+            except msgspec.ValidationError as exc:
+                raise self._invalid(_validation_error(self.path, exc, rows, memoryview(mm)[first:end])) from None
+            except msgspec.DecodeError as exc:
+                at = _byte_of(exc, first, end)
+                if "trailing characters" in str(exc) and stop == len(mm):
+                    stop = at - 1  # msgspec names the byte after the first trailing one
+                    continue
+                raise self._syntax(str(exc), _Where(at, first + 1, rows)) from None
+            consume(items, rows)
+            return end
+
+    def tail(self, end: int) -> Any:
+        """The members after the array (``end`` is just past its ']') up to the final '}'."""
+        body = bytes(self.buf[end:]).lstrip(_WS)
+        at = len(self.buf) - len(body)
+        if body[:1] == b",":
+            doc, offset = b"{" + body[1:], at  # doc[i] is the file's byte at + i
+        elif body[:1] == b"}":
+            doc, offset = b"{" + body, at - 1
+        else:
+            raise self._syntax("Input data was truncated" if not body else "expected ',' or '}'", _Where(at, self.start))
+        try:
+            return self.members.decode(doc)
+        except msgspec.ValidationError as exc:
+            raise self._invalid(exc) from None
+        except msgspec.DecodeError as exc:
+            raise self._syntax(str(exc), _Where(_byte_of(exc, offset, len(self.buf)), self.start)) from None
+
+    def whole(self, cls) -> Any:
+        """The whole document at once: a layout without a findable top-level array, or a file
+        that is no JSON object at all (for its error)."""
+        try:
+            return msgspec.json.decode(memoryview(self.buf)[self.start :], type=cls)
+        except msgspec.ValidationError as exc:
+            raise self._invalid(exc) from None
+        except msgspec.DecodeError as exc:
+            raise self._syntax(str(exc), _Where(_byte_of(exc, self.start, len(self.buf)), self.start)) from None
+
+    def read(self, elements: msgspec.json.Decoder, consume, whole_cls) -> tuple[list[Any], bool]:
+        """The members (before and after the array) and whether there was an array; the
+        array's items go to ``consume``."""
+        check = _Utf8Check(self.path, self.start)
+        with check:
+            members = self._read(elements, consume, whole_cls)
+        error = check.error(self.buf)
+        if error is not None:
+            raise error
+        return members
+
+    def _read(self, elements, consume, whole_cls) -> tuple[list[Any], bool]:
+        head = self.head() if self.buf else None
+        if head is None:
+            doc = self.whole(whole_cls)
+            if doc.annotations is None:
+                return [doc], False
+            consume(doc.annotations, 0)
+            doc.annotations = None
+            return [doc], True
+        before, bracket = head
+        return [before, self.tail(self.array(bracket, elements, consume))], True
+
+    def _syntax(self, reason: str, where: _Where) -> InputError:
+        self._restore()
+        return _syntax_error(self.path, self.buf, self.start, reason, where)
+
+    def _invalid(self, error: msgspec.ValidationError | InputError) -> InputError:
+        """The error for a value of the wrong type -- unless the file is not even valid JSON
+        further on (msgspec checks types as it parses): then the syntax error, as json would."""
+        if isinstance(error, msgspec.ValidationError):
+            error = _validation_error(self.path, error)
+        self._restore()
+        try:
+            msgspec.json.decode(memoryview(self.buf)[self.start :], type=msgspec.Raw)
+        except msgspec.DecodeError as exc:
+            return self._syntax(str(exc), _Where(_byte_of(exc, self.start, len(self.buf)), self.start))
+        return error
+
+
+@dataclass
+class _Columns:
+    """Numpy columns of the annotations decoded so far, piece by piece."""
+
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    segmentations: list[msgspec.Raw] = field(default_factory=list)
+
+    def add(self, anns: list[_Annotation], first_row: int = 0) -> None:
+        n = len(anns)
+        ints = np.fromiter(chain.from_iterable(map(_INT_FIELDS, anns)), np.int64, 4 * n).reshape(n, 4)
+        bbox = np.fromiter(chain.from_iterable(map(_BBOX, anns)), np.float64, 4 * n).reshape(n, 4)
+        area = np.fromiter(map(_AREA, anns), np.float64, n)
+        self.parts.append((ints, bbox, area))
+        self.segmentations.extend(map(_SEGMENTATION, anns))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self.parts:
+            ints, bbox, area = (np.concatenate(p) for p in zip(*self.parts))
+        else:
+            ints, bbox, area = np.zeros((0, 4), np.int64), np.zeros((0, 4)), np.zeros(0)
+        return {
+            "ann_id": ints[:, 0].copy(), "image_id": ints[:, 1].copy(), "category_id": ints[:, 2].copy(),
+            "iscrowd": ints[:, 3].astype(np.int8), "bbox": bbox,
+            "area": np.where(np.isnan(area), bbox[:, 2] * bbox[:, 3], area),
+        }
+
+
+_INT_FIELDS = attrgetter("id", "image_id", "category_id", "iscrowd")
+_BBOX, _AREA, _SEGMENTATION = attrgetter("bbox"), attrgetter("area"), attrgetter("segmentation")
+
+
+def _image_columns(path: Path, members: list[_Members]):
+    images = next((m.images for m in members if m.images is not None), None)
+    categories = next((m.categories for m in members if m.categories is not None), None)
+    for key, value in (("images", images), ("categories", categories)):
+        if value is None:
+            raise InputError(f"{path}: no {key!r} list; is this a COCO instances file?")
+    licenses: dict[Any, str | None] = {}
+    for m in members:
+        for lic in m.licenses or []:
+            licenses[lic.id] = lic.name
+    n = len(images)
+    ids = np.fromiter(map(attrgetter("id"), images), np.int64, n)
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    dup = np.flatnonzero(ids[1:] == ids[:-1])
+    if len(dup):
+        raise InputError(f"{path}: image id {int(ids[dup[0]])} appears twice in 'images'")
+    width = np.fromiter(map(attrgetter("width"), images), np.int64, n)[order]
+    height = np.fromiter(map(attrgetter("height"), images), np.int64, n)[order]
+    files = [images[i].file_name for i in order]
+    lic_names = [licenses.get(images[i].license) for i in order]
+    cats: dict[int, str] = {}
+    for i, cat in enumerate(categories):
+        if cat.id in cats:
+            raise InputError(f"{path}: categories[{i}]: category id {cat.id} appears twice")
+        cats[cat.id] = cat.name
+    return ids, width, height, files, lic_names, cats
+
+
+def load_instances(path: str | os.PathLike) -> CocoInstances:
+    """Read a COCO instances file into columns (see the module docstring for how)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"COCO annotation file {path} does not exist")
+    buf, start = _map(path)
+    cols = _Columns()
+    with _no_gc():
+        members, found = _Document(path, buf, start, _MEMBERS).read(_ANNOTATIONS, cols.add, _Instances)
+        if not found:
+            raise InputError(f"{path}: no 'annotations' list; is this a COCO instances file?")
+        ids, width, height, files, lic_names, cats = _image_columns(path, members)
+        del members
+    return CocoInstances(path, ids, width, height, files, lic_names, cats, _segmentations=cols.segmentations, **cols.arrays())
+
+
+# --- captions ------------------------------------------------------------------------------
+
+
+def check_json_object_ends(path: str | os.PathLike, what: str = "COCO") -> None:
+    """Cheap early check that a JSON file is one complete object (reads its two ends only).
+
+    Captions are read after the mining (only for the images kept); a truncated file must still
+    fail before any work, with its position -- the full decode runs only when an end is wrong.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - 64))
+        tail = fh.read(64)
+    if head.removeprefix(_BOM).lstrip()[:1] != b"{" or tail.rstrip()[-1:] != b"}":
+        buf, start = _map(path)
+        try:
+            _Document(path, buf, start, _ANY_MEMBERS).whole(dict[str, msgspec.Raw])  # raises with the position
+        except InputError as exc:
+            raise InputError(f"{exc.message}; is this a {what} file?", hint=exc.hint) from None
+
+
+def load_captions(path: str | os.PathLike, image_ids: Iterable[int] | None = None) -> dict[int, list[str]]:
+    """image id -> captions (file order) from a COCO captions file; only ``image_ids`` if given."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"COCO captions file {path} does not exist")
+    wanted = None if image_ids is None else np.array(sorted({int(i) for i in image_ids}), dtype=np.int64)
+    out: dict[int, list[str]] = {}
+
+    def keep(caps: list[_Caption], first_row: int) -> None:
+        img = np.fromiter(map(attrgetter("image_id"), caps), np.int64, len(caps))
+        rows = range(len(caps)) if wanted is None else np.flatnonzero(np.isin(img, wanted)).tolist()
+        for i in rows:
+            out.setdefault(int(img[i]), []).append(caps[i].caption)
+
+    buf, start = _map(path)
+    with _no_gc():
+        _, found = _Document(path, buf, start, _ANY_MEMBERS).read(_CAPTIONS, keep, _Captions)
+    if not found:
+        raise InputError(f"{path}: no 'annotations' list; is this a COCO captions file?")
     return out
 
+
+# --- arrow columns (shared with the OpenImages reader) ------------------------------------------
 
 _NUMERIC = {"double": np.float64, "int64": np.int64, "int32": np.int32, "int8": np.int8}
 
@@ -326,230 +745,6 @@ def arrow_to_numpy(column) -> np.ndarray:
     if not chunks:
         return np.zeros(0, dtype=object if column.type == "string" else np.float64)
     return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-
-
-def _first_annotation_order(mm: mmap.mmap, start: int) -> tuple[list[str], bool, bool]:
-    """Key order of the first annotation; (order without segmentation, seg_first, compact)."""
-    pos = _skip_ws(mm, start)
-    obj, end = _decode_at(mm, pos)
-    if not isinstance(obj, dict) or set(obj) != _KEYS:
-        raise _Fallback("first annotation does not have exactly the instance keys")
-    keys = list(obj)
-    if keys[0] != "segmentation" and keys[-1] != "segmentation":
-        raise _Fallback("segmentation is neither the first nor the last key")
-    raw = mm[pos:end]
-    compact = all(b'"' + k.encode() + b'": ' in raw for k in keys) and raw.count(b", \"") >= len(keys) - 1
-    return [k for k in keys if k != "segmentation"], keys[0] == "segmentation", compact
-
-
-def _scan_file(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], list[tuple[int, int, int, int]]]:
-    """Fast path: top-level keys except 'annotations' parsed normally, annotations scanned."""
-    fh = open(path, "rb")
-    try:
-        if os.fstat(fh.fileno()).st_size == 0:
-            raise _Fallback("empty file")
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    except (ValueError, OSError):
-        fh.close()
-        raise _Fallback("cannot map file") from None
-    try:
-        top: dict[str, Any] = {}
-        table = None
-        reader = open(path, "rb", buffering=0)
-        chunks: list[tuple[int, int, int, int]] = []
-        pos = _expect(mm, 0, b"{")
-        if mm[_skip_ws(mm, pos) : _skip_ws(mm, pos) + 1] == b"}":
-            pos = _skip_ws(mm, pos) + 1
-        else:
-            while True:
-                m = _KEY.match(mm, pos)
-                if m is None:
-                    raise _Fallback(f"expected a key at byte {pos}")
-                key = json.loads(b'"' + m.group(1) + b'"')
-                pos = m.end()
-                if key == "annotations":
-                    pos = _expect(mm, pos, b"[")
-                    if mm[_skip_ws(mm, pos) : _skip_ws(mm, pos) + 1] == b"]":
-                        table, pos = {c: np.zeros(0) for c in _COLUMNS}, _skip_ws(mm, pos) + 1
-                    else:
-                        order, seg_first, compact = _first_annotation_order(mm, pos)
-                        try:
-                            table, chunks, pos = _scan_annotations(mm, reader, pos, order, seg_first, compact)
-                        except _Fallback:
-                            if not compact:
-                                raise
-                            table, chunks, pos = _scan_annotations(mm, reader, pos, order, seg_first, False)
-                else:
-                    top[key], pos = _decode_at(mm, pos)
-                pos = _skip_ws(mm, pos)
-                sep = mm[pos : pos + 1]
-                pos += 1
-                if sep == b"}":
-                    break
-                if sep != b",":
-                    raise _Fallback(f"expected ',' or '}}' at byte {pos - 1}")
-        if _skip_ws(mm, pos) != len(mm):
-            raise _Fallback("trailing data")
-        if table is None:
-            raise _Fallback("no annotations")
-        return top, table, chunks
-    finally:
-        reader.close()
-        mm.close()
-        fh.close()
-
-
-# --- public loader ---------------------------------------------------------------------------
-
-
-def _images_and_categories(path: Path, top: dict[str, Any]) -> tuple[dict[int, CocoImage], dict[int, str]]:
-    for key in ("images", "categories"):
-        if not isinstance(top.get(key), list):
-            raise InputError(f"{path}: no {key!r} list; is this a COCO instances file?")
-    licenses = {}
-    for lic in top.get("licenses") or []:
-        if isinstance(lic, dict) and "id" in lic:
-            licenses[lic["id"]] = lic.get("name")
-    images: dict[int, CocoImage] = {}
-    for i, img in enumerate(top["images"]):
-        try:
-            images[int(img["id"])] = CocoImage(
-                str(img["file_name"]), int(img["width"]), int(img["height"]), licenses.get(img.get("license"))
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{path}: images[{i}] lacks a valid id/file_name/width/height ({exc!r})") from None
-    categories: dict[int, str] = {}
-    for i, cat in enumerate(top["categories"]):
-        try:
-            categories[int(cat["id"])] = str(cat["name"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{path}: categories[{i}] lacks a valid id/name ({exc!r})") from None
-    return images, categories
-
-
-def _from_json(path: Path, data: Any) -> CocoInstances:
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise InputError(f"{path}: no 'annotations' list; is this a COCO instances file?")
-    images, categories = _images_and_categories(path, data)
-    anns = data["annotations"]
-    n = len(anns)
-    cols = {k: np.zeros(n) for k in _COLUMNS}
-    segs: list[Any] = []
-    for i, ann in enumerate(anns):
-        try:
-            bbox = [float(v) for v in ann["bbox"]]
-            if len(bbox) != 4:
-                raise ValueError("bbox needs 4 numbers")
-            cols["x"][i], cols["y"][i], cols["w"][i], cols["h"][i] = bbox
-            cols["id"][i] = int(ann["id"])
-            cols["image_id"][i] = int(ann["image_id"])
-            cols["category_id"][i] = int(ann["category_id"])
-            cols["area"][i] = float(ann.get("area", bbox[2] * bbox[3]))
-            cols["iscrowd"][i] = int(ann.get("iscrowd", 0))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{path}: annotations[{i}] lacks a valid id/image_id/category_id/bbox ({exc!r})") from None
-        segs.append(ann.get("segmentation"))
-
-    def lookup(rows: list[int]) -> dict[int, Any]:
-        return {r: segs[r] for r in rows}
-
-    return _assemble(path, images, categories, cols, lookup, "json")
-
-
-def _assemble(path, images, categories, c: dict[str, np.ndarray], seg_lookup, parser) -> CocoInstances:
-    return CocoInstances(
-        path=path,
-        images=images,
-        categories=categories,
-        ann_id=c["id"].astype(np.int64),
-        image_id=c["image_id"].astype(np.int64),
-        category_id=c["category_id"].astype(np.int64),
-        bbox=np.stack([c["x"], c["y"], c["w"], c["h"]], axis=1) if len(c["id"]) else np.zeros((0, 4)),
-        area=c["area"].astype(np.float64),
-        iscrowd=c["iscrowd"].astype(np.int8),
-        parser=parser,
-        _segmentations=seg_lookup,
-    )
-
-
-def load_instances(path: str | os.PathLike, *, fast: bool = True) -> CocoInstances:
-    """Read a COCO instances file; the fast verified scan unless ``fast=False`` or it declines."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"COCO annotation file {path} does not exist")
-    if fast:
-        try:
-            top, table, chunks = _scan_file(path)
-        except _Fallback:
-            pass
-        else:
-            images, categories = _images_and_categories(path, top)
-            return _assemble(path, images, categories, table, _SegmentationReader(path, chunks, table["id"]), "scan")
-    return _from_json(path, _load_json(path))
-
-
-# --- captions ------------------------------------------------------------------------------
-
-
-def check_json_object_ends(path: str | os.PathLike, what: str = "COCO") -> None:
-    """Cheap early check that a JSON file is one complete object (reads its two ends only).
-
-    Captions are read after the mining (only for the images kept); a truncated file must still
-    fail before any work, with json.load's position -- the full parse runs only when an end is wrong.
-    """
-    path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(64)
-        size = os.fstat(fh.fileno()).st_size
-        fh.seek(max(0, size - 64))
-        tail = fh.read(64)
-    if head.lstrip()[:1] != b"{" or tail.rstrip()[-1:] != b"}":
-        data = _load_json(path)  # raises with the position of the damage
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object; is this a {what} file?")
-
-
-_CAPTION_RE = re.compile(rb'"image_id"\s*:\s*([0-9]+)|"caption"\s*:\s*("[^"\\]*(?:\\.[^"\\]*)*")')
-
-
-def load_captions(path: str | os.PathLike, image_ids: Iterable[int] | None = None) -> dict[int, list[str]]:
-    """image id -> captions (file order) from a COCO captions file; only ``image_ids`` if given.
-
-    Scans for the two keys it needs (verified: they must alternate); falls back to json.load.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"COCO captions file {path} does not exist")
-    wanted = None if image_ids is None else np.array(sorted({int(i) for i in image_ids}), dtype=np.int64)
-    raw = path.read_bytes()
-    found = _CAPTION_RE.findall(raw)
-    ok = bool(found) and len(found) % 2 == 0 and raw.lstrip()[:1] == b"{" and raw.rstrip()[-1:] == b"}"
-    if ok:
-        id_first = bool(found[0][0])
-        ids, caps = (found[0::2], found[1::2]) if id_first else (found[1::2], found[0::2])
-        id_list = [t[0] for t in ids]
-        cap_list = [t[1] for t in caps]
-        ok = b"" not in id_list and b"" not in cap_list and {t[1] for t in ids} == {b""} and {t[0] for t in caps} == {b""}
-    if ok:
-        del found, raw
-        img = np.array(id_list).astype(np.int64)
-        sel = np.arange(len(img)) if wanted is None else np.flatnonzero(np.isin(img, wanted))
-        out: dict[int, list[str]] = {}
-        for i in sel:
-            out.setdefault(int(img[i]), []).append(json.loads(cap_list[i]))
-        return out
-    data = _load_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise InputError(f"{path}: no 'annotations' list; is this a COCO captions file?")
-    out = {}
-    for i, ann in enumerate(data["annotations"]):
-        try:
-            iid, cap = int(ann["image_id"]), str(ann["caption"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}: annotations[{i}] lacks image_id/caption") from None
-        if wanted is None or iid in wanted:
-            out.setdefault(iid, []).append(cap)
-    return out
 
 
 # --- masks ---------------------------------------------------------------------------------

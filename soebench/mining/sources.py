@@ -136,7 +136,6 @@ class CocoSource:
     images_root: Path
     captions_path: Path | None = None
     split: str = "val2017"
-    fast_parse: bool = True
     name: str = "coco"
     _data: CocoInstances | None = field(default=None, repr=False)
 
@@ -148,16 +147,16 @@ class CocoSource:
     @property
     def data(self) -> CocoInstances:
         if self._data is None:
-            self._data = load_instances(self.annotations, fast=self.fast_parse)
+            self._data = load_instances(self.annotations)
         return self._data
 
     def candidates(self) -> Candidates:
         d = self.data
         n = len(d)
         invalid = np.full(n, None, dtype=object)
-        image_ids = np.array(sorted(d.images), dtype=np.int64)
-        widths = np.array([d.images[i].width for i in image_ids], dtype=np.float64)
-        heights = np.array([d.images[i].height for i in image_ids], dtype=np.float64)
+        image_ids = d.image_ids
+        widths = d.image_width.astype(np.float64)
+        heights = d.image_height.astype(np.float64)
         img_pos = np.searchsorted(image_ids, d.image_id) if len(image_ids) else np.zeros(n, dtype=np.int64)
         img_pos = np.minimum(img_pos, max(len(image_ids) - 1, 0))
         known_img = (image_ids[img_pos] == d.image_id) if len(image_ids) else np.zeros(n, dtype=bool)
@@ -184,8 +183,9 @@ class CocoSource:
         lowered = np.array([v.lower() for v in names], dtype=object)
         id_text = np.array([str(int(c)) for c in cat_ids] or [""], dtype=object)
         category = names[cat_pos]
-        # unknown ids keep their own text (those rows are invalid anyway)
-        category_id = np.where(known_cat, id_text[cat_pos], d.category_id.astype(object))
+        category_id = id_text[cat_pos]
+        unknown = np.flatnonzero(~known_cat)  # keep their own id as text (those rows are invalid anyway)
+        category_id[unknown] = [str(int(v)) for v in d.category_id[unknown]]
         cols = {
             "box": np.clip(box, 0.0, 1.0),
             "box_frac": box_frac,
@@ -226,19 +226,22 @@ class CocoSource:
         return str(int(ann_key))
 
     def image_file(self, image_key: Any) -> str | None:
-        name = self.data.images[int(image_key)].file_name
+        d = self._data if self._data is not None else self.data
+        row = d.image_row(int(image_key))
+        if row is None:
+            return None
+        name = d.image_files[row]
         return name if self._index.exists(name) else None
 
     def image_size(self, image_key: str) -> tuple[int, int]:
-        img = self.data.images[int(image_key)]
+        img = self.data.image(int(image_key))
         return img.width, img.height
 
     def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str, str]]:
-        segs = self.data.segmentations(rows)
         out: dict[int, tuple[np.ndarray | str, str]] = {}
         for r in rows:
             try:
-                mask, kind = segmentation_mask(segs[int(r)], height, width)
+                mask, kind = segmentation_mask(self.data.segmentation(int(r)), height, width)
             except MaskError as exc:
                 out[int(r)] = (str(exc), "")
                 continue
@@ -255,16 +258,13 @@ class CocoSource:
         return {str(k): v for k, v in caps.items()}
 
     def license(self, image_key: str) -> str | None:
-        return self.data.images[int(image_key)].license
+        return self.data.image(int(image_key)).license
 
     def input_files(self) -> dict[str, Path]:
         files = {"annotations": self.annotations}
         if self.captions_path is not None:
             files["captions"] = self.captions_path
         return files
-
-    def describe(self) -> dict[str, Any]:
-        return {"parser": self.data.parser}
 
     def close(self) -> None:
         if self._data is not None:

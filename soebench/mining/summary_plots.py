@@ -14,13 +14,8 @@ TOP_CATEGORIES = 40
 
 def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = "") -> list[Path]:
     """Histogram of box side (sqrt of the box area fraction) and bar chart of categories."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     fractions = np.asarray(table.column("bbox_area_fraction").to_numpy(), dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure((7, 4))
     if len(fractions):
         ax.hist(np.sqrt(fractions), bins=_side_bins(np.sqrt(fractions)), color="#4c72b0")
     for ref, name in ((1 / 16, "1/16"), (1 / 8, "1/8"), (1 / 6, "1/6")):
@@ -31,11 +26,10 @@ def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = 
     ax.set_title(f"Object sizes, {len(fractions)} objects {title}".strip())
     fig.tight_layout()
     _save(fig, sizes_path)
-    plt.close(fig)
 
     counts = Counter(table.column("category").to_pylist()).most_common()
     top = sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:TOP_CATEGORIES]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(top) + 1)))
+    fig, ax = _figure((7, max(2.5, 0.22 * len(top) + 1)))
     if top:
         names, values = zip(*top)
         ax.barh(range(len(top)), values, color="#55a868")
@@ -46,8 +40,18 @@ def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = 
     ax.set_title(f"Categories ({shown}) {title}".strip())
     fig.tight_layout()
     _save(fig, categories_path)
-    plt.close(fig)
     return [sizes_path, categories_path]
+
+
+def _figure(size: tuple[float, float]):
+    """A figure on its own Agg canvas: no pyplot, so no global figure registry or backend
+    switch in the caller's process (and the figure is freed with its last reference)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def _side_bins(sides: np.ndarray, count: int = 40) -> np.ndarray:

@@ -11,7 +11,6 @@ from soebench.errors import ConfigError, InputError, OutputExistsError
 from soebench.manifest.io import read_manifest
 from soebench.manifest.masks import decode_mask
 from soebench.mining.build import build_dataset
-from soebench.mining.coco import load_instances
 from tests.mining.fixtures import Obj, write_coco
 
 # image 160 x 120 = 19200 px: soebench band [(1/16)^2, (1/6)^2] = [75, 533.33] px
@@ -125,6 +124,26 @@ def test_shards_read_back_as_the_unsharded_manifest(tmp_path):
     assert parts.image_path(parts.table.column("image_path")[0].as_py()).is_file()
 
 
+def test_images_decoded_ahead_in_threads_give_the_same_outputs(tmp_path, monkeypatch):
+    from soebench.mining import build as build_module
+
+    images = [[Obj((10 + 7 * i, 10, 12, 12), "cup", "red"), Obj((60, 40, 15, 15), "car", "blue")] for i in range(9)]
+    fx = write_coco(tmp_path / "coco", images)
+    (fx.images / "000000000003.png").write_bytes(b"not a png")  # dropped in both runs, same reason
+    (fx.images / "000000000006.png").unlink()
+    outs = []
+    for workers in (1, 4):
+        monkeypatch.setattr(build_module, "IMAGE_WORKERS", workers)
+        outs.append(_build(fx, tmp_path / f"w{workers}" / "m.parquet", preset="none"))
+    one, four = outs
+    assert one.manifest_path.read_bytes() == four.manifest_path.read_bytes()
+    assert one.summary_path.read_bytes() == four.summary_path.read_bytes()
+    assert one.summary["invalid"] == {"corrupt image file": 2, "missing image file": 2} and one.num_rows == 14
+    limited = _build(fx, tmp_path / "l4" / "m.parquet", preset="none", limit=3)
+    monkeypatch.setattr(build_module, "IMAGE_WORKERS", 1)
+    assert limited.summary == _build(fx, tmp_path / "l1" / "m.parquet", preset="none", limit=3).summary
+
+
 def test_resplit_is_deterministic_and_keeps_images_whole(tmp_path):
     fx = write_coco(tmp_path / "coco", SIZE_OBJECTS * 8)
     a = read_manifest(_build(fx, tmp_path / "a.parquet", preset="none", split_ratios="train=0.5,val=0.5").manifest_path)
@@ -225,42 +244,7 @@ def test_uncompressed_rle_and_compressed_rle_masks(tmp_path):
         assert r["mask_area_fraction"] == pytest.approx(400 / 19200)
 
 
-# --- the scanner --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", [{}, {"indent": 2}, {"seg_last": True}])
-def test_fast_scan_equals_json_parse(tmp_path, variant):
-    fx = write_coco(tmp_path / "coco", SIZE_OBJECTS, **variant)
-    fast, slow = load_instances(fx.annotations), load_instances(fx.annotations, fast=False)
-    assert fast.parser == "scan" and slow.parser == "json"
-    for name in ("ann_id", "image_id", "category_id", "bbox", "area", "iscrowd"):
-        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
-    rows = list(range(len(fast)))
-    assert fast.segmentations(rows) == slow.segmentations(rows)
-    assert fast.images == slow.images and fast.categories == slow.categories
-    fast.close()
-
-
-def test_scanner_declines_unexpected_shapes(tmp_path):
-    fx = write_coco(tmp_path / "coco", SIZE_OBJECTS)
-    data = json.loads(fx.annotations.read_text())
-    ann = data["annotations"][3]
-    data["annotations"][3] = {k: ann[k] for k in ("segmentation", "bbox", "area", "iscrowd", "image_id", "category_id", "id")}
-    fx.annotations.write_text(json.dumps(data))
-    fast = load_instances(fx.annotations)
-    assert fast.parser == "json"  # one annotation in another key order: the scan cannot be trusted
-    assert fast.ann_id.tolist() == [a["id"] for a in data["annotations"]]
-
-
-def test_scanner_ignores_extra_trailing_keys_correctly(tmp_path):
-    fx = write_coco(tmp_path / "coco", SIZE_OBJECTS)
-    data = json.loads(fx.annotations.read_text())
-    data["annotations"][3]["extra"] = {"nested": [1, 2]}
-    fx.annotations.write_text(json.dumps(data))
-    fast, slow = load_instances(fx.annotations), load_instances(fx.annotations, fast=False)
-    for name in ("ann_id", "image_id", "category_id", "bbox", "area", "iscrowd"):
-        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
-    fast.close()
+# --- segmentations -----------------------------------------------------------------------
 
 
 def test_undecodable_compressed_rle_and_malformed_rle_are_dropped_not_a_crash(tmp_path):
