@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from soebench.errors import InputError
-from soebench.mining import coco as coco_reader
+from soebench.mining import json_pieces
 from soebench.mining.coco import load_captions, load_instances
 from tests.mining.fixtures import Obj, write_coco
 
@@ -23,7 +23,7 @@ OBJECTS = [
 @pytest.fixture(params=[1 << 20, 48], ids=["one-piece", "many-pieces"])
 def chunk(request, monkeypatch):
     """Whole arrays in one piece, or a cut at (nearly) every element boundary."""
-    monkeypatch.setattr(coco_reader, "CHUNK_BYTES", request.param)
+    monkeypatch.setattr(json_pieces, "CHUNK_BYTES", request.param)
     return request.param
 
 
@@ -100,7 +100,7 @@ def test_files_that_cannot_be_mapped_are_read(tmp_path, chunk, monkeypatch):
         raise OSError("mmap not supported here")
 
     fx = write_coco(tmp_path / "coco", OBJECTS)
-    monkeypatch.setattr(coco_reader.mmap, "mmap", no_map)
+    monkeypatch.setattr(json_pieces.mmap, "mmap", no_map)
     _assert_reads_like_json(fx.annotations)
 
 
