@@ -15,13 +15,18 @@ The original image is used outside the mask only (see :mod:`soebench.taxonomy.ev
 ``soebench validate-taxonomy`` measures the accuracy on real objects (:mod:`soebench.taxonomy.validate`).
 
 What the weight-free tier can and cannot see (measured on the held-out train2017 half of the
-COCO sample, rules fitted on val2017): removals by diffusion/flat/blurred fills, recolours and
-*artefact* damage (noise, shuffled pixels, shuffled blocks) are recognised; a background patch
-copied from elsewhere in the photo is called present about half the time (it is textured like an
-object); *geometric* warps (elastic, swirl) keep natural image statistics and are almost never
-called distortion -- that needs the model tier. Measurements compare the region with the same
-photo's background; a region smoother than its surroundings is deliberately not counted as
-damage, since diffusion outputs are usually smoother than the JPEG photo around them.
+COCO sample, rules fitted on val2017; ``soebench validate-taxonomy --manifest COCO --split
+train2017``, 694 objects, one case per label, seed 0: accuracy 84.7 %, recall ok 93.1 %, missing
+87.8 %, mismatch 98.8 %, distortion 59.1 %): removals by diffusion/flat/blurred fills (97.7-100 %),
+recolours and *artefact* damage (blocks 95.1 %, noise 89.0 %, shuffled pixels 97.1 %) are
+recognised; a background patch copied from elsewhere in the photo is called present about half
+the time (44.7 % right: it is textured like an object); *geometric* warps keep natural image
+statistics and are almost never called distortion (elastic 3.4 %, swirl 0.0 %), although the
+validation's warps are visibly distorted by an objective criterion (parts moved by >= 10 % of
+the object's size, :data:`soebench.taxonomy.cases.VISIBLE_MEAN_DISPLACEMENT`) -- that needs the
+model tier. Measurements compare the region with the same photo's background; a region smoother
+than its surroundings is deliberately not counted as damage, since diffusion outputs are usually
+smoother than the JPEG photo around them.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Bump when a measurement changes: results record the version whose numbers they hold.
-EVIDENCE_VERSION = "wf-2"
+EVIDENCE_VERSION = "wf-3"
 
 #: At most this many pixels take part in the colour-novelty nearest-neighbour search (each side).
 MAX_NOVELTY_PIXELS = 1024
@@ -224,7 +224,11 @@ def blockiness(gray: np.ndarray, where: np.ndarray, periods: range = range(4, 17
     """Strength of a block grid inside ``where``: for each period p and phase, the mean absolute
     step across grid lines over the mean step elsewhere, maximised over (p, phase) and averaged
     over the two axes' best phase of one common p. Natural images stay near 1; blocks shuffled on
-    a grid (or decoders tiling badly) step sharply on the grid lines."""
+    a grid (or decoders tiling badly) step sharply on the grid lines.
+
+    A grid is a *repeated* step: when a phase has at least three grid lines, the strongest one is
+    left out of its mean, so one straight horizontal or vertical outline (a box's edge, a rocket's
+    side) does not pass for a grid, while a real grid still steps on the lines that remain."""
     dx = np.abs(np.diff(gray, axis=1))
     dy = np.abs(np.diff(gray, axis=0))
     mx = where[:, 1:] & where[:, :-1]
@@ -243,7 +247,13 @@ def blockiness(gray: np.ndarray, where: np.ndarray, periods: range = range(4, 17
                 n_on, n_off = count[on].sum(), count[~on].sum()
                 if n_on < 4 * p or n_off < 4 * p or on.sum() < 2:
                     continue
-                ratio = (total[on].sum() / n_on + 1e-3) / (total[~on].sum() / n_off + 1e-3)
+                lines = np.flatnonzero(on & (count > 0))
+                if len(lines) >= 3:
+                    on = on.copy()
+                    on[lines[np.argmax(total[lines] / count[lines])]] = False
+                on_mean = total[on].sum() / count[on].sum()
+                off = (positions % p) != phase
+                ratio = (on_mean + 1e-3) / (total[off].sum() / n_off + 1e-3)
                 axis_best = max(axis_best, ratio)
             scores.append(axis_best)
         if min(scores) > 0:

@@ -52,7 +52,8 @@ def test_cases_for_object_gives_one_case_per_label_or_every_method(tmp_path):
     assert [c.label for c in one] == ["ok", "missing", "mismatch", "distortion"]
     every = list(cs.cases_for_object(ref, image, mask, None, seed=3, all_methods=True))
     methods = {c.method for c in every}
-    assert set(cs.REMOVAL_METHODS) | set(cs.DISTORTION_METHODS) <= methods
+    assert set(cs.REMOVAL_METHODS) | set(cs.DISTORTION_METHODS) | set(cs.EXTRA_DISTORTION_METHODS) <= methods
+    assert not {c.method for c in one} & set(cs.EXTRA_DISTORTION_METHODS)  # extras only with all_methods
     assert sum(c.label == "mismatch" for c in every) == 2
     again = list(cs.cases_for_object(ref, image, mask, None, seed=3))
     for a, b in zip(one, again):
@@ -60,3 +61,40 @@ def test_cases_for_object_gives_one_case_per_label_or_every_method(tmp_path):
         np.testing.assert_array_equal(a.generated, b.generated)
     ok = one[0]
     assert ok.generated is image and ok.expected_color == "red"
+
+
+def _coordinate_image(h: int = 200, w: int = 240) -> np.ndarray:
+    """R = x, G = y (in pixels, both < 256): a warp's output tells where each pixel came from."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([xx, yy, np.full_like(xx, 128)], axis=2).astype(np.uint8)
+
+
+def _measured_displacement(name: str, mask: np.ndarray, seed: int) -> float:
+    image = _coordinate_image(*mask.shape)
+    out = cs.DISTORTION_METHODS.get(name, cs.EXTRA_DISTORTION_METHODS.get(name))(image, mask, np.random.default_rng(seed))
+    yy, xx = np.nonzero(mask)
+    src = out[yy, xx].astype(np.float64)
+    return float(np.hypot(src[:, 0] - xx, src[:, 1] - yy).mean() / np.sqrt(mask.sum()))
+
+
+@pytest.mark.parametrize("name", ["elastic", "elastic_mild", "swirl"])
+def test_warp_displacement_matches_the_pixels_the_warp_moved(name):
+    # independent reference: decode where each output pixel was sampled from
+    mask = np.zeros((200, 240), dtype=bool)
+    mask[70:120, 90:150] = True
+    for seed in (0, 1, 2):
+        predicted = cs.warp_displacement(name, mask, np.random.default_rng(seed))
+        assert predicted == pytest.approx(_measured_displacement(name, mask, seed), rel=0.03, abs=0.002)
+
+
+def test_visibility_criterion_separates_the_calibrated_warps_from_the_mild_one():
+    rng = np.random.default_rng(5)
+    for k in range(6):
+        image = background(200, 160, rng)
+        w, h = int(rng.integers(26, 60)), int(rng.integers(26, 60))
+        _, mask = draw_object(image, (60, 40, w, h), (200, 30, 30))
+        assert cs.warp_displacement("elastic", mask, np.random.default_rng(k)) >= cs.VISIBLE_MEAN_DISPLACEMENT
+        assert cs.warp_displacement("swirl", mask, np.random.default_rng(k)) >= cs.VISIBLE_MEAN_DISPLACEMENT
+        assert cs.warp_displacement("elastic_mild", mask, np.random.default_rng(k)) < cs.VISIBLE_MEAN_DISPLACEMENT
+    with pytest.raises(ValueError, match="not a geometric warp"):
+        cs.warp_displacement("noise", mask, np.random.default_rng(0))

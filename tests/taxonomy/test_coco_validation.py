@@ -4,12 +4,13 @@ The shipped rules were fitted on val2017 objects only (``rules.DEFAULT_RULES.fit
 tests score train2017 objects, which the fit never saw.
 
 Measured with ``soebench validate-taxonomy --manifest COCO --split train2017`` (694 held-out
-objects, one case per label, seed 0): accuracy 84.2 %; recall ok 91.9 %, missing 88.2 %, mismatch
-98.3 %, distortion 58.4 % (blocks 92.4 %, noise 89.0 %, shuffle 97.1 %, elastic 0.8 %, swirl 1.4 %);
-92.8 % of the cases other than warps. Geometric warps keep natural image statistics and the
-weight-free tier does not detect them, so the distortion class -- and the overall accuracy with
-warps counted -- stays under the issue's target. The strict xfail below pins that shortfall: it turns red the day it is fixed, so the
-numbers in the docs get updated.
+objects, one case per label, seed 0, evidence wf-3): accuracy 84.7 %; recall ok 93.1 %, missing
+87.8 %, mismatch 98.8 %, distortion 59.1 % (blocks 95.1 %, noise 89.0 %, shuffle 97.1 %, elastic
+3.4 %, swirl 0.0 %); 93.3 % of the cases other than warps. The warps are visibly distorted (the classifier-independent
+criterion of ``cases.VISIBLE_MEAN_DISPLACEMENT``, checked below on every real object), but keep
+natural image statistics, and the weight-free tier does not detect them, so the distortion class --
+and the overall accuracy with warps counted -- stays under the issue's target. The strict xfail
+below pins that shortfall: it turns red the day it is fixed, so the numbers in the docs get updated.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from soebench.taxonomy.rules import DEFAULT_RULES
 from soebench.taxonomy.validate import validate
 
 HELD_OUT = "train2017"
-WARPS = ("elastic", "swirl")
+WARPS = ("elastic", "swirl", "elastic_mild")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,31 @@ def _held_out(result):
 def _accuracy_without_warps(report) -> float:
     kept = {m: v for m, v in report.per_method.items() if m not in WARPS}
     return sum(v["n"] * v["accuracy"] for v in kept.values()) / sum(v["n"] for v in kept.values())
+
+
+@pytest.mark.parametrize(
+    ("split", "method", "low", "high"),
+    [
+        ("val2017", "elastic", 0.95, 1.0), ("val2017", "swirl", 0.85, 1.0), ("val2017", "elastic_mild", 0.0, 0.02),
+        ("train2017", "elastic", 0.95, 1.0), ("train2017", "swirl", 0.82, 1.0), ("train2017", "elastic_mild", 0.0, 0.02),
+    ],
+)
+def test_warp_cases_meet_the_visibility_criterion(coco_manifest, split, method, low, high):
+    """The label-quality check of the distortion cases (classifier-independent): the share of real
+    objects whose warp moves the object's pixels by >= VISIBLE_MEAN_DISPLACEMENT of its side, with
+    the random numbers each case is built with (cases.py states 97.0 / 88.5 / 0.0 % on val2017 and
+    97.7 / 85.2 / 0.3 % on train2017)."""
+    from soebench.manifest.masks import decode_mask
+    from soebench.taxonomy import cases as cs
+
+    refs = cs.objects_of(coco_manifest, seed=0, splits=[split])
+    shares = [
+        cs.warp_displacement(method, mask, cs._rng(0, ref.sample_id, method)) >= cs.VISIBLE_MEAN_DISPLACEMENT
+        for ref in refs
+        if (mask := decode_mask(ref.mask_rle)).sum() >= 16
+    ]
+    assert len(shares) > 300
+    assert low <= sum(shares) / len(shares) <= high
 
 
 def test_rules_were_fitted_on_the_other_half():
@@ -68,8 +94,9 @@ def test_full_held_out_validation_every_method(coco_manifest):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="weight-free tier does not detect geometric warps (elastic, swirl): "
-                   "distortion recall and overall accuracy stay under the issue's 80 % / 90 % targets")
+@pytest.mark.xfail(strict=True, reason="weight-free tier does not detect geometric warps (elastic 3.4 %, swirl 0.0 % "
+                   "held-out, though visibly distorted): distortion recall 59.1 % and overall accuracy 84.7 % "
+                   "stay under the issue's 80 % / 90 % targets")
 def test_issue_targets_on_held_out_half(coco_manifest):
     report = _held_out(validate(coco_manifest, seed=0, splits=[HELD_OUT]))
     assert report.accuracy >= 0.9

@@ -74,6 +74,22 @@ def test_blockiness_finds_a_shuffled_block_grid():
     assert ev.blockiness(shuffled, where) > 2.0
 
 
+def test_blockiness_does_not_take_one_straight_outline_for_a_grid():
+    # a box-like object: flat faces split by one horizontal and one vertical edge (the demo
+    # sample's rocket and boxes), plus mild texture; a grid needs repeated steps
+    rng = np.random.default_rng(5)
+    img = np.full((64, 64), 40.0, dtype=np.float32)
+    img[:, 29:] += 50.0
+    img[37:, :] += 30.0
+    img += rng.normal(0, 1.5, size=img.shape).astype(np.float32)
+    where = np.ones((64, 64), dtype=bool)
+    assert ev.blockiness(img, where) < 1.5
+    # the same edges repeated every 8 px are a grid
+    grid = np.full((64, 64), 40.0, dtype=np.float32) + 50.0 * ((np.arange(64) // 8) % 2)[None, :] + 30.0 * ((np.arange(64) // 8) % 2)[:, None]
+    grid += rng.normal(0, 1.5, size=grid.shape).astype(np.float32)
+    assert ev.blockiness(grid, where) > 3.0
+
+
 def test_contour_step_is_large_at_an_object_outline_and_zero_on_a_flat_image():
     yy, xx = np.mgrid[0:60, 0:60]
     mask = (yy - 30) ** 2 + (xx - 30) ** 2 <= 12**2
