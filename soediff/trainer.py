@@ -255,10 +255,13 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
         log_with="tensorboard" if config.report_to == "tensorboard" else None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs" / "tensorboard")),
     )
+    _check_world(accelerator)
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", config.to_yaml())
+    # rank 0 cleared an overwritten run before the Accelerator existed: nobody starts before it is done
+    accelerator.wait_for_everyone()
 
     parts, targets, decoder, weight_dtype = _setup_models(config, accelerator)
     val_ds, loader = _setup_data(config, manifest, val_manifest, parts.vae_scale_factor, accelerator.num_processes)
@@ -335,7 +338,7 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
-                row = {k: v / acc_n for k, v in acc.items()}
+                row = _mean_over_processes(accelerator, {k: v / acc_n for k, v in acc.items()})
                 acc, acc_n = {}, 0
                 now = time.perf_counter()
                 lrs = scheduler.get_last_lr()
@@ -368,6 +371,33 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     return TrainResult(out_dir=out, step=step, checkpoint=last_ckpt, losses=history[-1] if history else {},
                        log_csv=out / "logs" / "losses.csv", history=history, validation_images=val_images,
                        models=_unwrapped(models, accelerator) if keep_models else None)
+
+
+def _mean_over_processes(accelerator, values: dict[str, float]) -> dict[str, float]:
+    """The step's loss terms averaged over every process (each saw its own share of the batch), so
+    the log and the progress bar do not depend on which rank writes them. One small all-reduce."""
+    if accelerator.num_processes == 1 or not values:
+        return values
+    import torch
+
+    keys = sorted(values)
+    mean = accelerator.reduce(torch.tensor([values[k] for k in keys], device=accelerator.device,
+                                           dtype=torch.float64), reduction="mean")
+    return dict(zip(keys, mean.tolist()))
+
+
+def _check_world(accelerator) -> None:
+    """N launched processes that accelerate takes for N independent single-process runs would all
+    write the same run folder: on a machine without GPUs ``accelerate launch --multi_gpu`` (or
+    plain torchrun) starts the processes but accelerate sets up no process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and accelerator.num_processes != world:
+        raise ConfigError(
+            f"launched as {world} processes, but accelerate set up {accelerator.num_processes} "
+            f"({accelerator.distributed_type}); every process would train and write the same run alone",
+            hint="on GPUs: accelerate launch --multi_gpu --num_processes N ...; on CPUs: "
+                 "ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m soediff train ...",
+        )
 
 
 def _setup_models(config: TrainConfig, accelerator):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.factories import make_manifest
+from tests.helpers.processes import free_port, run_group
 
 BIN = Path(sys.executable).parent
 
@@ -24,8 +24,7 @@ def _cli(name: str) -> str:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run_group(args, cwd=cwd)
 
 
 @pytest.mark.parametrize("processes", [2])
@@ -38,7 +37,7 @@ def test_launched_evaluate_merges_shards_like_one_process(tmp_path, processes):
     # --multi_gpu starts one torchrun process per rank (gloo on a CPU machine); --cpu alone would
     # start a single process unless run under MPI
     launched = _run([_cli("soebench-accelerate"), "launch", "--num_processes", str(processes), "--multi_gpu",
-                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                     "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
                      "-m", "soebench", "evaluate", *common, "--out", str(tmp_path / "many")], tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]
     one = pd.read_parquet(tmp_path / "one" / "samples.parquet")
