@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import InputError
-from soebench.mining.coco import _chunk_to_numpy, arrow_to_numpy
+from soebench.mining.arrow_columns import arrow_to_numpy, chunk_to_numpy
 from soebench.mining.sources import Candidates, FileIndex, ImageError, category_counts, read_image_size
 
 SEGMENTATION_COLUMNS = ("MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
@@ -303,8 +303,8 @@ class OpenImagesSource:
         coords = [arrow_to_numpy(table.column(c)).astype(np.float64) for c in coord_names]
         img_enc = pc.dictionary_encode(table.column("ImageID")).combine_chunks()
         lab_enc = pc.dictionary_encode(table.column("LabelName")).combine_chunks()
-        img_idx = _chunk_to_numpy(img_enc.indices).astype(np.int64)
-        lab_idx = _chunk_to_numpy(lab_enc.indices).astype(np.int64)
+        img_idx = chunk_to_numpy(img_enc.indices).astype(np.int64)
+        lab_idx = chunk_to_numpy(lab_enc.indices).astype(np.int64)
         self._image_ids = img_enc.dictionary.to_pylist()
         mids = lab_enc.dictionary.to_pylist()
         image_rank = np.empty(len(self._image_ids), dtype=np.int64)
