@@ -234,9 +234,7 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     import torch
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
-    from diffusers.optimization import get_scheduler
 
-    from soediff.lora import lora_parameters
     from soediff.step import StepModels, compute_losses
 
     if config.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
@@ -267,22 +265,7 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     val_ds, loader = _setup_data(config, manifest, val_manifest, parts.vae_scale_factor, accelerator.num_processes)
     device = accelerator.device
 
-    # optimisation: one AdamW with a LoRA group and a decoder group (own learning rate). One optimizer
-    # keeps fp16 loss scaling right: accelerate unscales every optimizer on clip and updates the
-    # GradScaler on every optimizer step, which double-unscales a second optimizer's gradients.
-    n = accelerator.num_processes
-    groups = [{"params": lora_parameters(parts.unet), "lr": config.learning_rate, "name": "lora"}]
-    if decoder is not None:
-        groups.append({"params": list(decoder.parameters()), "lr": config.vae.learning_rate, "name": "vae_decoder"})
-    optimizer = torch.optim.AdamW(groups, betas=(config.adam_beta1, config.adam_beta2),
-                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps * n,
-                              num_training_steps=config.max_steps * n)
-    if decoder is not None:
-        unet, decoder, optimizer, loader, scheduler = accelerator.prepare(parts.unet, decoder, optimizer, loader,
-                                                                          scheduler)
-    else:
-        unet, optimizer, loader, scheduler = accelerator.prepare(parts.unet, optimizer, loader, scheduler)
+    unet, decoder, optimizer, loader, scheduler = _setup_optimisation(config, accelerator, parts.unet, decoder, loader)
     step_gen = StepGenerator(device, config.seed + 7919 * accelerator.process_index)
     accelerator.register_for_checkpointing(step_gen)
     _checkpoint_hooks(accelerator, type(parts.unet),
@@ -371,6 +354,32 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     return TrainResult(out_dir=out, step=step, checkpoint=last_ckpt, losses=history[-1] if history else {},
                        log_csv=out / "logs" / "losses.csv", history=history, validation_images=val_images,
                        models=_unwrapped(models, accelerator) if keep_models else None)
+
+
+def _setup_optimisation(config: TrainConfig, accelerator, unet, decoder, loader):
+    """One AdamW with a LoRA group and a decoder group (own learning rate), its schedule, and
+    everything passed through ``accelerator.prepare``: ``(unet, decoder, optimizer, loader, scheduler)``.
+
+    One optimizer keeps fp16 loss scaling right: accelerate unscales every optimizer on clip and
+    updates the GradScaler on every optimizer step, which double-unscales a second optimizer's
+    gradients."""
+    import torch
+    from diffusers.optimization import get_scheduler
+
+    from soediff.lora import lora_parameters
+
+    n = accelerator.num_processes
+    groups = [{"params": lora_parameters(unet), "lr": config.learning_rate, "name": "lora"}]
+    if decoder is not None:
+        groups.append({"params": list(decoder.parameters()), "lr": config.vae.learning_rate, "name": "vae_decoder"})
+    optimizer = torch.optim.AdamW(groups, betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps * n,
+                              num_training_steps=config.max_steps * n)
+    if decoder is None:
+        unet, optimizer, loader, scheduler = accelerator.prepare(unet, optimizer, loader, scheduler)
+        return unet, None, optimizer, loader, scheduler
+    return accelerator.prepare(unet, decoder, optimizer, loader, scheduler)
 
 
 def _mean_over_processes(accelerator, values: dict[str, float]) -> dict[str, float]:
