@@ -22,11 +22,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from soebench.errors import InputError
+from soebench.errors import InputError, SoebenchError
 from soebench.fileio import refuse_existing, write_text_atomic
+from soebench.models.diffusers_inpaint import DECODER_WEIGHT_NAME, load_decoder_weights
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-DECODER_WEIGHT_NAME = "vae_decoder.safetensors"
 PIPELINE_DIR = "pipeline"
 
 
@@ -137,18 +137,17 @@ def write_pipeline(base: Path, decoder_file: Path, out: Path) -> Path:
     systems), so the folder costs one VAE of disk. Built beside ``out`` and renamed into place.
     """
     from diffusers import AutoencoderKL
-    from safetensors.torch import load_file
 
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base, tmp, copy_function=_link_or_copy,
                     ignore=lambda folder, names: ["vae"] if Path(folder) == base else [])
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
-    missing, unexpected = vae.load_state_dict(load_file(str(decoder_file)), strict=False)
-    if unexpected or any(k.startswith("decoder.") for k in missing):
+    try:
+        load_decoder_weights(vae, decoder_file)
+    except SoebenchError:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"{decoder_file} does not fit the VAE of {base} "
-                         f"(first mismatch: {(unexpected or missing)[0]})")
+        raise
     vae.save_pretrained(tmp / "vae", safe_serialization=True)
     if out.exists():
         shutil.rmtree(out)
@@ -165,13 +164,8 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def load_exported(pipe, export_dir: str | os.PathLike) -> None:
     """Apply an export to a loaded inpainting pipeline: LoRA via load_lora_weights, then the decoder."""
-    from safetensors.torch import load_file
-
     export_dir = Path(export_dir)
     pipe.load_lora_weights(str(export_dir), weight_name=LORA_WEIGHT_NAME)
     decoder = export_dir / DECODER_WEIGHT_NAME
     if decoder.exists():
-        state = load_file(str(decoder))
-        missing, unexpected = pipe.vae.load_state_dict(state, strict=False)
-        if unexpected:
-            raise InputError(f"{decoder}: keys the VAE lacks (first: {unexpected[0]})")
+        load_decoder_weights(pipe.vae, decoder)

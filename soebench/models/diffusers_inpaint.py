@@ -179,7 +179,7 @@ class DiffusersInpainter:
                 pipe.set_adapters(["soebench"], adapter_weights=[self.config.lora_scale])
         decoder = decoder_weights(self.config)
         if decoder is not None:
-            _load_decoder(pipe, decoder)
+            load_decoder_weights(pipe.vae, decoder)
         pipe = pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         self._pipe, self._device = pipe, device
@@ -222,8 +222,9 @@ class DiffusersInpainter:
         return results
 
 
-def _load_decoder(pipe, path: Path) -> None:
-    """Fine-tuned decoder weights into ``pipe.vae``: every key must be a ``decoder.*`` key of the VAE."""
+def load_decoder_weights(vae, path: str | os.PathLike) -> None:
+    """Fine-tuned decoder weights (``decoder.*`` keys, as ``soediff export`` writes them) into an
+    ``AutoencoderKL``; every key must be a decoder key of that VAE and every decoder key present."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -234,10 +235,10 @@ def _load_decoder(pipe, path: Path) -> None:
     wrong = [k for k in state if not k.startswith("decoder.")]
     if wrong:
         raise ConfigError(f"{path}: not VAE decoder weights (key {wrong[0]!r} outside 'decoder.')")
-    missing, unexpected = pipe.vae.load_state_dict(state, strict=False)
+    missing, unexpected = vae.load_state_dict(state, strict=False)
     if unexpected or any(k.startswith("decoder.") for k in missing):
         bad = unexpected[0] if unexpected else next(k for k in missing if k.startswith("decoder."))
-        raise ConfigError(f"{path}: decoder weights do not fit this pipeline's VAE (key {bad!r})")
+        raise ConfigError(f"{path}: decoder weights do not fit this VAE (key {bad!r})")
 
 
 def _tree_mtime(path: Path) -> float:
