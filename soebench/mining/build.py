@@ -262,11 +262,8 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     rows = rows[invalid == None]  # noqa: E711
     available = set(cands.provides)
     rows = frun.apply(cands.cols, rows, available)
-    if joinable and len(rows):  # columns looked up only for the rows still alive (OpenImages flags)
-        available |= src.join(rows)
-        rows = frun.apply(cands.cols, rows, available)
-    elif joinable:
-        available |= joinable
+    if joinable:  # columns looked up only for the rows still alive (OpenImages flags)
+        available |= src.join(rows) if len(rows) else joinable
         rows = frun.apply(cands.cols, rows, available)
     # one look-up per image, before the per-image loop: missing files are common in partial copies
     uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)

@@ -226,7 +226,7 @@ class CocoSource:
         return str(int(ann_key))
 
     def image_file(self, image_key: Any) -> str | None:
-        d = self._data if self._data is not None else self.data
+        d = self.data
         row = d.image_row(int(image_key))
         if row is None:
             return None
