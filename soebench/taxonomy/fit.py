@@ -94,7 +94,7 @@ def fit_score(
 #: :mod:`soebench.taxonomy.cases`), but no weight-free feature tried separates them from real
 #: objects well enough: fitting on them drags the threshold into the ok class and costs more ok
 #: cases than it gains warps. Measured on the held-out train2017 half (one case per label, seed 0,
-#: evidence wf-3; shipped: accuracy 84.7 %, ok 93.1 %, distortion 59.1 %): fitted with the warps,
+#: evidence wf-3, as shipped then: accuracy 84.7 %, ok 93.1 %, distortion 59.1 %): fitted with the warps,
 #: 83.9 %, ok 88.0 %, distortion 61.4 % (elastic 8.4 %, swirl 1.4 %); with orientation-change-
 #: along-edges (two scales) and object-scale coherence-drop features added, 84.0 %, ok 85.0 %,
 #: distortion 66.0 % (elastic 24.4 %, swirl 16.3 %). ``elastic_mild`` (below the visibility criterion) is

@@ -93,3 +93,14 @@ def test_fit_rules_separates_synthetic_feature_clouds_and_round_trips_json(tmp_p
     path.write_text(rules.to_json())
     assert RuleSet.load(path) == rules
     json.loads(DEFAULT_RULES.to_json())
+
+
+def test_a_rules_file_whose_score_lengths_disagree_is_a_clear_error(tmp_path):
+    from soebench.errors import InputError
+
+    data = json.loads(DEFAULT_RULES.to_json())
+    data["presence"]["weight"] = data["presence"]["weight"][:-1]  # one feature without a weight
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"rules.json: not a taxonomy rules file .*one mean, scale and weight per feature"):
+        RuleSet.load(path)
