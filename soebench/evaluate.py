@@ -176,7 +176,10 @@ def _build_scorer(opts: EvalOptions):
         "inception": getattr(inception, "source", None),
         "taxonomy": "soebench.taxonomy.classify" if classify else f"unavailable: {taxonomy_reason}",
     }
-    return Scorer(chosen, clip=clip, inception=inception, classify=classify), info
+    from soebench.run.gate import ComputeGate
+
+    gate = ComputeGate.for_device(opts.device)
+    return Scorer(chosen, clip=clip, inception=inception, classify=classify, gate=gate), info
 
 
 def _taxonomy() -> tuple[Callable | None, str | None]:
@@ -271,17 +274,19 @@ def _process(run: _Run, source: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     batches = [todo[i : i + run.opts.batch_size] for i in range(0, len(todo), run.opts.batch_size)]
     checkpoints = ScoreCheckpoints(run.run_dir / "scores") if source.cache is not None else None
-    writer = BackgroundWriter()
+    gate = run.scorer.gate  # workers wait while torch computes on the CPU (soebench.run.gate)
+    writer = BackgroundWriter(gate=gate)
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="soebench-decode")
     try:  # on Ctrl-C the pending PNG writes still finish: nothing generated is lost
         with progress_bar(run.opts.progress, len(todo), run.model_name) as advance:
             # decode batch k+1 on a thread while batch k is generated and scored
-            load = lambda b: load_inputs(run.manifest, b, run.opts.prompt_key, run.opts.seed)  # noqa: E731
+            load = lambda b: load_inputs(run.manifest, b, run.opts.prompt_key, run.opts.seed, pause=gate.wait)  # noqa: E731
             upcoming = reader.submit(load, batches[0]) if batches else None
             for k, batch in enumerate(batches):
                 items = upcoming.result()
                 upcoming = reader.submit(load, batches[k + 1]) if k + 1 < len(batches) else None
-                generated = source.run(items)
+                with gate.compute():
+                    generated = source.run(items)
                 out.extend(_score_or_restore(run, items, generated, source, writer, checkpoints))
                 advance(len(batch))
     finally:

@@ -84,16 +84,24 @@ def link_or_copy(source: Path, target: Path) -> Path:
 
 class BackgroundWriter:
     """Encodes and writes PNGs on a worker thread while the next batch is scored (zlib releases
-    the GIL). ``drain()`` waits for every pending write and re-raises the first failure."""
+    the GIL). Each write first waits on ``gate`` (:mod:`soebench.run.gate`). ``drain()`` waits for
+    every pending write and re-raises the first failure."""
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, gate=None):
         from concurrent.futures import ThreadPoolExecutor
 
+        from soebench.run.gate import OPEN
+
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soebench-png")
+        self._gate = gate or OPEN
         self._pending: list = []
 
     def submit(self, fn, *args) -> None:
-        self._pending.append(self._pool.submit(fn, *args))
+        self._pending.append(self._pool.submit(self._gated, fn, *args))
+
+    def _gated(self, fn, *args):
+        self._gate.wait()
+        return fn(*args)
 
     def drain(self) -> None:
         pending, self._pending = self._pending, []

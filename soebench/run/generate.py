@@ -10,7 +10,7 @@ propagate: everything finished so far is already in the cache.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,11 @@ class SampleInput:
         return f"{self.row['image_path']}|{mask_hash}"
 
 
-def load_inputs(manifest, rows: Sequence[dict[str, Any]], prompt_key: str, base_seed: int) -> list[SampleInput]:
-    """Decode each distinct image of the batch once and each sample's mask."""
+def load_inputs(
+    manifest, rows: Sequence[dict[str, Any]], prompt_key: str, base_seed: int, *, pause: Callable[[], None] | None = None
+) -> list[SampleInput]:
+    """Decode each distinct image of the batch once and each sample's mask. ``pause`` is called
+    before each image (a worker waiting on :class:`soebench.run.gate.ComputeGate`)."""
     from PIL import Image, UnidentifiedImageError
 
     from soebench.manifest.masks import decode_mask
@@ -72,6 +75,8 @@ def load_inputs(manifest, rows: Sequence[dict[str, Any]], prompt_key: str, base_
             continue
         rel = row["image_path"]
         if rel not in decoded:
+            if pause is not None:
+                pause()
             path = manifest.image_path(rel)
             try:
                 with Image.open(path) as img:

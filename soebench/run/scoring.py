@@ -56,10 +56,15 @@ class Scorer:
     classify: Any = None
     bg_radius_at_512: float | None = None
     states: dict[str, Any] = field(default_factory=dict)
+    #: closed around the network passes (:mod:`soebench.run.gate`); never closes by default
+    gate: Any = None
 
     def __post_init__(self) -> None:
         from soebench.metrics import FID, KID, BackgroundPreservation
+        from soebench.run.gate import OPEN
 
+        if self.gate is None:
+            self.gate = OPEN
         names = set(self.chosen.available)
         if names & set(CLIP_METRICS) and self.clip is None:
             raise ValueError("CLIP metrics chosen but no CLIP encoder given")
@@ -101,8 +106,9 @@ class Scorer:
 
         regions = [r for r in ("local", "global") if f"clip_score_{r}" in names]
         pixels = [region_pixels(s.generated, region, s.bbox) for region in regions for s in batch]
-        image_feats = self.clip.encode_images(pixels)
-        text_feats = self.clip.encode_texts([s.prompt for s in batch])
+        with self.gate.compute():
+            image_feats = self.clip.encode_images(pixels)
+            text_feats = self.clip.encode_texts([s.prompt for s in batch])
         n = len(batch)
         for k, region in enumerate(regions):
             scores = clip_score(image_feats[k * n : (k + 1) * n], text_feats)
@@ -120,7 +126,8 @@ class Scorer:
         if "fid_full" in self.states or "kid_full" in self.states:
             for real in (True, False):
                 views.append((("fid_full", "kid_full"), real, [s.original if real else s.generated for s in batch]))
-        feats = extract_features(self.inception, [img for _, _, imgs in views for img in imgs])
+        with self.gate.compute():
+            feats = extract_features(self.inception, [img for _, _, imgs in views for img in imgs])
         index = np.array([s.index for s in batch], dtype=np.int64)
         groups = [s.group for s in batch]
         start, blocks = 0, []
