@@ -14,7 +14,7 @@ OutDir = Annotated[
     Path | None, typer.Option("--out", "-o", help="Folder for validation.json, cases.csv and confusion.png.")
 ]
 AllMethods = Annotated[
-    bool, typer.Option("--all-methods", help="Every removal/distortion method and two recolours per object (default: one case per label).")
+    bool, typer.Option("--all-methods", help="Every removal/distortion method, two recolours and the loose-mask variants per object (default: one case per label).")
 ]
 TuningSplit = Annotated[
     str, typer.Option("--tuning-split", help="The split the rules were tuned on (reported as 'tuning', the others as 'held-out').")

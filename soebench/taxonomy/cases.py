@@ -13,6 +13,9 @@ From each manifest object (a real photo, its instance mask and its colour word) 
   to be visible (:data:`VISIBLE_MEAN_DISPLACEMENT`). ``all_methods`` adds
   :data:`EXTRA_DISTORTION_METHODS` (the mild elastic warp, below that criterion), reported per
   method so the limitation stays in view, never a target of the distortion score's fit.
+- loose-mask variants (``all_methods`` only, :data:`LOOSE_METHODS`): the intact object, or the
+  object removed, under a mask grown by :data:`LOOSE_MASK` of its side -- as when an inpainter
+  draws the object smaller than its mask. Reported per method, never fitted on.
 
 Several removal methods on purpose: a rule that only recognised OpenCV's diffusion would not be
 a presence detector. The patch method copies the best-matching background patch from elsewhere in
@@ -375,6 +378,23 @@ EXTRA_DISTORTION_METHODS: dict[str, Callable] = {
 }
 
 
+#: Loose-mask cases (``all_methods``): the mask grown by this share of the object's side, as when
+#: an inpainter draws the object smaller than the mask it was given. The object is left intact
+#: (ok) or removed through the loose mask (missing, by :data:`LOOSE_REMOVALS`), so presence must
+#: be read from the region's content: an outline that happens to coincide with the mask's is
+#: then no evidence either way.
+LOOSE_MASK = 0.15
+LOOSE_REMOVALS = ("telea", "patch")
+#: the methods of the loose-mask cases, reported per method and never fitted on
+#: (:data:`soebench.taxonomy.fit.NOT_FITTED_LOOSE` says why)
+LOOSE_METHODS = ("original_loose",) + tuple(f"{name}_loose" for name in LOOSE_REMOVALS)
+
+
+def loose_mask(mask: np.ndarray) -> np.ndarray:
+    """``mask`` dilated by :data:`LOOSE_MASK` of the object's side (at least 1 px)."""
+    return dilate(mask, max(1, int(round(LOOSE_MASK * _side(mask)))))
+
+
 def recolour_targets(colour: str) -> tuple[str, ...]:
     """Terms a mismatch case may recolour ``colour`` to: not itself, not a neighbour."""
     from soebench.mining.colour import COLOUR_TERMS
@@ -439,8 +459,9 @@ def cases_for_object(
     rng = _rng(seed, ref.sample_id)
     base = dict(sample_id=ref.sample_id, split=ref.split, expected_color=ref.color, original=image, mask=mask, bbox=ref.bbox, category=ref.category)
 
-    def make(label: str, method: str, generated: np.ndarray) -> Case:
-        return Case(case_id=f"{ref.sample_id}:{label}:{method}", label=label, method=method, generated=generated, **base)
+    def make(label: str, method: str, generated: np.ndarray, case_mask: np.ndarray | None = None) -> Case:
+        fields = base if case_mask is None else {**base, "mask": case_mask}
+        return Case(case_id=f"{ref.sample_id}:{label}:{method}", label=label, method=method, generated=generated, **fields)
 
     def pick(names: Sequence[str], n: int) -> list[str]:
         return list(names) if all_methods else [names[int(rng.integers(0, len(names)))]][:n]
@@ -461,6 +482,11 @@ def cases_for_object(
     if all_methods:
         for name, fn in EXTRA_DISTORTION_METHODS.items():
             yield make("distortion", name, fn(image, mask, _rng(seed, ref.sample_id, name)))
+        loose = loose_mask(mask)
+        yield make("ok", "original_loose", image, loose)
+        for name in LOOSE_REMOVALS:
+            removed = REMOVAL_METHODS[name](image, loose, _rng(seed, ref.sample_id, name, "loose"), others)
+            yield make("missing", f"{name}_loose", removed, loose)
 
 
 def iter_cases(

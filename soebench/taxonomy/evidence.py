@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Bump when a measurement changes: results record the version whose numbers they hold.
-EVIDENCE_VERSION = "wf-4"
+EVIDENCE_VERSION = "wf-3"
 
 #: At most this many pixels take part in the colour-novelty nearest-neighbour search (each side).
 MAX_NOVELTY_PIXELS = 1024
@@ -318,41 +318,6 @@ def contour_step(values: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sqrt(total).mean())
 
 
-def outline_depth(values: np.ndarray, mask: np.ndarray) -> float:
-    """Structure across the mask's outline, at the outline over a band further inside.
-
-    The derivative of ``values`` (HxWxC, e.g. CIELAB) along the outline's normal -- normals of
-    the smoothed signed distance to the outline, so they are defined inside the mask too -- is
-    averaged over the mask's outer 2 px and over a band beyond them (about 1/6 of the object's
-    size deep). An object drawn into its silhouette mask has its edge at the outline: the ratio
-    is well above 1. A background continuation, smooth or as textured as an exemplar copy, is no
-    busier across the outline than just inside it: near 1. Self-normalised, so it needs no
-    background statistics (``contour_step`` compares the outline with the ring instead)."""
-    import cv2
-
-    m8 = mask.astype(np.uint8)
-    inside = cv2.distanceTransform(m8, cv2.DIST_L2, 3)
-    outside = cv2.distanceTransform(1 - m8, cv2.DIST_L2, 3)
-    signed = cv2.GaussianBlur(inside - outside, (0, 0), 1.5)
-    nx = cv2.Sobel(signed, cv2.CV_32F, 1, 0, ksize=3)
-    ny = cv2.Sobel(signed, cv2.CV_32F, 0, 1, ksize=3)
-    norm = np.maximum(np.hypot(nx, ny), 1e-6)
-    nx, ny = nx / norm, ny / norm
-    channels = values[..., None] if values.ndim == 2 else values
-    energy = np.zeros(mask.shape, dtype=np.float32)
-    for c in range(channels.shape[2]):
-        smooth = cv2.GaussianBlur(np.ascontiguousarray(channels[..., c], dtype=np.float32), (0, 0), 1.0)
-        across = (cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) * nx + cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) * ny) / 8.0
-        energy += across * across
-    across_norm = np.sqrt(energy)
-    depth = float(np.clip(round(np.sqrt(max(int(mask.sum()), 1)) / 6.0), 3, 12))
-    edge = mask & (inside <= 2.0)
-    band = mask & (inside > 2.5) & (inside <= 2.5 + depth)
-    if edge.sum() < 4 or band.sum() < 8:  # too thin to have an inside: no evidence either way
-        return 1.0
-    return float(across_norm[edge].mean()) / (float(across_norm[band].mean()) + 0.5)
-
-
 def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """All weight-free measurements of ``generated`` under ``mask`` (see the module docstring for
     what may be looked at). Values are plain floats; ratios compare region with background ring.
@@ -410,7 +375,6 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
     ed_background = energy_distance(lab[outer], lab[inner])
     step = contour_step(lab, reg.mask)
     step_ring = contour_step(lab, dilate(reg.hole, max(1, reg.width // 2)))
-    depth = outline_depth(lab, reg.mask)
 
     ring_change = float(np.abs(gen[reg.ring].astype(np.float32) - orig[reg.ring].astype(np.float32)).mean())
 
@@ -442,7 +406,6 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
         "contour_step": step,
         "contour_step_ring": step_ring,
         "contour_ratio": (step + 0.5) / (step_ring + 0.5),
-        "outline_depth": depth,
         "foreground_share": float(foreground.sum()) / max(area, 1),
     }, foreground
 

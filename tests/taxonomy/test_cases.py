@@ -63,6 +63,26 @@ def test_cases_for_object_gives_one_case_per_label_or_every_method(tmp_path):
     assert ok.generated is image and ok.expected_color == "red"
 
 
+def test_loose_mask_cases_keep_or_remove_the_object_under_a_grown_mask():
+    image, mask = _scene(2)
+    ref = cs.ObjectRef("abc", "val2017", "x.png", "cup", "red", {}, [60, 40, 34, 28])
+    every = {c.method: c for c in cs.cases_for_object(ref, image, mask, None, seed=3, all_methods=True)}
+    one = {c.method for c in cs.cases_for_object(ref, image, mask, None, seed=3)}
+    assert set(cs.LOOSE_METHODS) <= set(every) and not set(cs.LOOSE_METHODS) & one  # all_methods only
+    grow = int(round(cs.LOOSE_MASK * np.sqrt(mask.sum())))
+    loose = every["original_loose"]
+    assert loose.label == "ok" and loose.generated is image
+    np.testing.assert_array_equal(loose.mask, dilate(mask, grow))
+    assert loose.mask.sum() > 1.3 * mask.sum()
+    for name in cs.LOOSE_REMOVALS:
+        case = every[f"{name}_loose"]
+        assert case.label == "missing"
+        np.testing.assert_array_equal(case.mask, loose.mask)
+        red = case.generated[mask].astype(int)
+        assert np.mean((red[:, 0] - red[:, 1]) > 80) < 0.05  # removed through the loose mask
+    assert every["original"].mask is mask  # the tight cases keep the object's own mask
+
+
 def _coordinate_image(h: int = 200, w: int = 240) -> np.ndarray:
     """R = x, G = y (in pixels, both < 256): a warp's output tells where each pixel came from."""
     yy, xx = np.mgrid[0:h, 0:w]

@@ -98,33 +98,6 @@ def test_contour_step_is_large_at_an_object_outline_and_zero_on_a_flat_image():
     assert ev.contour_step(np.full((60, 60), 20.0, np.float32), mask) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_outline_depth_is_high_for_an_object_in_its_silhouette_and_near_1_for_a_background_fill():
-    import cv2
-
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[0:80, 0:80]
-    mask = (yy - 40) ** 2 + ((xx - 40) / 1.3) ** 2 <= 16**2
-    # a textured background: smooth random noise at a few pixels, the same inside and outside
-    texture = cv2.GaussianBlur(rng.normal(0, 12, size=(80, 80)).astype(np.float32), (0, 0), 1.5)
-    lab = np.stack([50.0 + 6 * texture, texture, -texture], axis=-1).astype(np.float32)
-    fill = ev.outline_depth(lab, mask)
-    assert 0.6 < fill < 1.4
-    # the same texture with an object (another lightness and hue) drawn into the mask
-    drawn = lab.copy()
-    drawn[mask] += np.array([25.0, 20.0, -10.0], dtype=np.float32)
-    assert ev.outline_depth(drawn, mask) > 3.0 * fill
-    # either sign of the step (a dark object on a light background)
-    dark = lab.copy()
-    dark[mask] -= np.array([25.0, 20.0, -10.0], dtype=np.float32)
-    assert ev.outline_depth(dark, mask) > 1.8 * fill
-
-
-def test_outline_depth_has_no_evidence_for_a_mask_too_thin_to_have_an_inside():
-    mask = np.zeros((40, 40), dtype=bool)
-    mask[10:30, 19:22] = True  # 3 px wide: every pixel is on the outline
-    assert ev.outline_depth(np.zeros((40, 40, 3), np.float32), mask) == 1.0
-
-
 def test_colour_novelty_counts_colours_the_ring_lacks():
     ring = np.tile([[50.0, 0.0, 0.0]], (200, 1))
     same = ring[:50] + 1.0
