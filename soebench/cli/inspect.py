@@ -52,17 +52,22 @@ def inspect_cmd(
     _print_notes(Console(stderr=True), result)
     if no_launch:
         return
-    from soebench.fo.app import launch, url
+    from soebench.fo.app import check_port_free, launch, url
 
-    session = launch(result.dataset, port=port, address=address)
-    console.print(f"FiftyOne App: {url(address, port)}  (Ctrl-C to stop)", highlight=False)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a `kill` stops the App server too
+    check_port_free(address, port)  # before the URL is announced
+    # the handler goes in before the App starts: a `kill` that arrives while it starts (it may
+    # answer before launch() returns) must stop its server too, not leave it behind
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    session = None
     try:
+        console.print(f"FiftyOne App: {url(address, port)}  (Ctrl-C to stop)", highlight=False)
+        session = launch(result.dataset, port=port, address=address)
         session.wait(-1)  # serve until Ctrl-C (no browser is opened here)
     except KeyboardInterrupt:
         pass
     finally:
-        session.close()
+        if session is not None:
+            session.close()
         signal.signal(signal.SIGTERM, previous)
 
 

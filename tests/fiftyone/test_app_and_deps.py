@@ -156,3 +156,30 @@ def test_inspect_command_serves_on_loopback_until_terminated(synthetic_fixture, 
         except SoebenchError:
             assert time.monotonic() < deadline, f"port {port} still listened on after the command ended"
             time.sleep(0.5)
+
+
+def test_a_kill_while_the_app_starts_stops_the_command_cleanly(tmp_path):
+    """SIGTERM that arrives inside launch() (the App may answer before launch returns) ends the
+    command normally, with the previous handler restored -- it used to kill it (exit -15). Run in
+    a subprocess with the dataset export and the App launch stubbed."""
+    import subprocess
+
+    code = (
+        "import os, signal, sys, time, types\n"
+        "import soebench.cli.inspect as ins, soebench.fiftyone_export as fe, soebench.fo.writer as fw, soebench.fo.app as fa\n"
+        "fe.resolve_sources = lambda sources, manifest=None: sources\n"
+        "fw.export = lambda resolved, name=None, progress=False: types.SimpleNamespace(name='d', views=[], slices=[], dataset=None, notes=[])\n"
+        "ins._print_notes = lambda console, result: None\n"
+        "fa.check_port_free = lambda address, port: None\n"
+        "def launch(dataset, **kw):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "    raise SystemExit('launch was not interrupted')\n"
+        "fa.launch = launch\n"
+        "ins.inspect_cmd([], port=5999, quiet=True)\n"
+        "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+        "print('stopped cleanly')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped cleanly" in proc.stdout
