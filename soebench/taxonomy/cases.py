@@ -15,7 +15,7 @@ From each manifest object (a real photo, its instance mask and its colour word) 
   method so the limitation stays in view, never a target of the distortion score's fit.
 - loose-mask variants (``all_methods`` only, :data:`LOOSE_METHODS`): the intact object, or the
   object removed, under a mask grown by :data:`LOOSE_MASK` of its side -- as when an inpainter
-  draws the object smaller than its mask. Reported per method, never fitted on.
+  draws the object smaller than its mask.
 
 Several removal methods on purpose: a rule that only recognised OpenCV's diffusion would not be
 a presence detector. The patch method copies the best-matching background patch from elsewhere in
@@ -385,8 +385,7 @@ EXTRA_DISTORTION_METHODS: dict[str, Callable] = {
 #: then no evidence either way.
 LOOSE_MASK = 0.15
 LOOSE_REMOVALS = ("telea", "patch")
-#: the methods of the loose-mask cases, reported per method and never fitted on
-#: (:data:`soebench.taxonomy.fit.NOT_FITTED_LOOSE` says why)
+#: the methods of the loose-mask cases (``all_methods`` only: fitted on, reported per method)
 LOOSE_METHODS = ("original_loose",) + tuple(f"{name}_loose" for name in LOOSE_REMOVALS)
 
 

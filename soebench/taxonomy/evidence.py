@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Bump when a measurement changes: results record the version whose numbers they hold.
-EVIDENCE_VERSION = "wf-3"
+EVIDENCE_VERSION = "wf-4"
 
 #: At most this many pixels take part in the colour-novelty nearest-neighbour search (each side).
 MAX_NOVELTY_PIXELS = 1024
@@ -318,6 +318,27 @@ def contour_step(values: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sqrt(total).mean())
 
 
+#: Outlines inside the mask where an object smaller than its mask may have its edge: the mask
+#: eroded by these shares of the object's side.
+INNER_OUTLINES = (0.05, 0.10, 0.15)
+
+
+def inner_contour_step(values: np.ndarray, mask: np.ndarray, at_outline: float) -> float:
+    """The largest :func:`contour_step` over the mask's own outline (``at_outline``, already
+    measured) and the outlines of the mask eroded by :data:`INNER_OUTLINES` of the object's side
+    (while at least 30 % of the mask is left): where an object drawn smaller than its mask, but
+    roughly in its shape, has its edge."""
+    area = int(mask.sum())
+    side = float(np.sqrt(max(area, 1)))
+    best = at_outline
+    for share in INNER_OUTLINES:
+        inner = erode(mask, max(1, int(round(share * side))))
+        if inner.sum() < 0.3 * area:
+            break
+        best = max(best, contour_step(values, inner))
+    return best
+
+
 def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """All weight-free measurements of ``generated`` under ``mask`` (see the module docstring for
     what may be looked at). Values are plain floats; ratios compare region with background ring.
@@ -375,6 +396,7 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
     ed_background = energy_distance(lab[outer], lab[inner])
     step = contour_step(lab, reg.mask)
     step_ring = contour_step(lab, dilate(reg.hole, max(1, reg.width // 2)))
+    step_inner = inner_contour_step(lab, reg.mask, step)
 
     ring_change = float(np.abs(gen[reg.ring].astype(np.float32) - orig[reg.ring].astype(np.float32)).mean())
 
@@ -406,6 +428,8 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
         "contour_step": step,
         "contour_step_ring": step_ring,
         "contour_ratio": (step + 0.5) / (step_ring + 0.5),
+        "contour_step_inner": step_inner,
+        "contour_ratio_inner": (step_inner + 0.5) / (step_ring + 0.5),
         "foreground_share": float(foreground.sum()) / max(area, 1),
     }, foreground
 

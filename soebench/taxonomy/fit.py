@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from soebench.taxonomy.cases import LOOSE_METHODS
 from soebench.taxonomy.rules import DISTORTION_FEATURES, PRESENCE_FEATURES, LogisticScore, RuleSet
 
 
@@ -95,7 +94,7 @@ def fit_score(
 #: :mod:`soebench.taxonomy.cases`), but no weight-free feature tried separates them from real
 #: objects well enough: fitting on them drags the threshold into the ok class and costs more ok
 #: cases than it gains warps. Measured on the held-out train2017 half (one case per label, seed 0,
-#: evidence wf-3; shipped: accuracy 84.7 %, ok 93.1 %, distortion 59.1 %): fitted with the warps,
+#: evidence wf-3, as shipped then: accuracy 84.7 %, ok 93.1 %, distortion 59.1 %): fitted with the warps,
 #: 83.9 %, ok 88.0 %, distortion 61.4 % (elastic 8.4 %, swirl 1.4 %); with orientation-change-
 #: along-edges (two scales) and object-scale coherence-drop features added, 84.0 %, ok 85.0 %,
 #: distortion 66.0 % (elastic 24.4 %, swirl 16.3 %). ``elastic_mild`` (below the visibility criterion) is
@@ -103,16 +102,15 @@ def fit_score(
 NOT_FITTED_DISTORTIONS = ("elastic", "swirl", "elastic_mild")
 
 
-#: The loose-mask cases (:data:`soebench.taxonomy.cases.LOOSE_METHODS`) are reported, not fitted
-#: on. The weight-free presence features cannot tell an object that does not fill its mask from a
-#: background patch copied from elsewhere in the photo: both put background texture where the
-#: mask's outline is. Measured on the held-out train2017 half (all methods, seed 0, evidence
-#: wf-3): the shipped rules call 60.5 % of the loose-mask objects ok and 42.2 % of the patch
-#: removals missing; fitted with the loose cases, 82.3 % and 18.0 % (held-out accuracy of one
-#: case per label 84.7 -> 83.5 %). A presence feature that rewards an edge along the mask's
-#: outline (structure across the outline over that just inside) went the other way: patch
-#: removals 53.3 %, loose-mask objects 30.0 % -- so it is not used.
-NOT_FITTED_LOOSE = LOOSE_METHODS
+#: Why presence reads the outline *inside* the mask too (evidence wf-4, ``contour_step_inner``):
+#: with only the mask's own outline, an object drawn smaller than its mask looked removed. On the
+#: held-out train2017 half (all methods, seed 0), the wf-3 rules called 60.5 % of the loose-mask
+#: objects (:data:`soebench.taxonomy.cases.LOOSE_METHODS`) ok; fitting them on the loose cases
+#: as well reached 82.3 % only by calling 18.0 % of the patch removals missing (42.2 % before).
+#: With the inner outlines and the loose cases fitted: loose-mask objects 90.8 %, patch removals
+#: 43.1 %, at 84.2 % instead of 84.7 % held-out accuracy (one case per label). A feature that
+#: rewarded an edge *at* the mask's outline over just inside it did the opposite (patch 53.3 %,
+#: loose-mask objects 30.0 %) and is not used.
 
 
 def fit_rules(
@@ -126,18 +124,13 @@ def fit_rules(
 ) -> RuleSet:
     """Fit presence on every case (missing vs the rest), distortion on the present ones
     (distortion vs ok + mismatch, leaving out :data:`NOT_FITTED_DISTORTIONS` when ``methods`` is
-    given), and the colour threshold on ok vs mismatch; with ``methods``, the loose-mask cases
-    (:data:`NOT_FITTED_LOOSE`) are left out of every fit. Each true label weighs the same in
+    given), and the colour threshold on ok vs mismatch. Each true label weighs the same in
     each fit, so ok (the hard, low-contrast class) is not outvoted by the easy recolours.
 
     Weights are constrained to be >= 0: every feature is built so that more of it means "more
     object" (presence) or "more damage" (distortion). Without the constraint, correlated features
     get large opposite weights that fit the tuning set and extrapolate wildly (a flat yellow
     object on a clean background was called missing)."""
-    if methods is not None:  # the loose-mask cases are reported, never fitted (NOT_FITTED_LOOSE)
-        keep = [i for i, m in enumerate(methods) if m not in NOT_FITTED_LOOSE]
-        features, colours = [features[i] for i in keep], [colours[i] for i in keep]
-        labels, methods = [labels[i] for i in keep], [methods[i] for i in keep]
     labels_arr = np.asarray(labels)
     methods_arr = np.asarray(methods) if methods is not None else np.full(len(labels_arr), "")
     presence = fit_score(features, (labels_arr != "missing").astype(int), PRESENCE_FEATURES, l2=l2, groups=labels_arr)

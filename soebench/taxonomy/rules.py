@@ -28,10 +28,10 @@ PRESENCE_FEATURES = (
     "novel_share",
     "log_edge_ratio",
     "foreground_share",
-    "log_contour_ratio",
+    "log_contour_ratio_inner",
     "log_energy_ratio",
     "log_noise_ratio",
-    "log_contour_texture",
+    "log_contour_texture_inner",
     "log_novel_median",
     "log_departure_spread",
     "log_energy_region",
@@ -59,9 +59,12 @@ def derived_features(evidence: dict[str, Any]) -> dict[str, float]:
         "log_edge_ratio": math.log(e["edge_ratio"]),
         "foreground_share": float(e["foreground_share"]),
         "log_contour_ratio": math.log(e["contour_ratio"]),
+        # the mask's outline or one inside it, where an object smaller than its mask has its edge
+        "log_contour_ratio_inner": math.log(e["contour_ratio_inner"]),
         "log_energy_ratio": math.log(e["energy_ratio"]),
         "log_noise_ratio": math.log(e["noise_ratio"]),
         "log_contour_texture": math.log((e["contour_step"] + 0.5) / (e["ring_texture"] + 0.5)),
+        "log_contour_texture_inner": math.log((e["contour_step_inner"] + 0.5) / (e["ring_texture"] + 0.5)),
         "log_novel_median": math.log(e["novel_median"] + 1.0),
         "log_departure_spread": math.log((e["departure"] + 0.5) / (e["ring_spread"] + 0.5)),
         "log_energy_region": math.log(e["energy_region"] + 0.5),
@@ -185,24 +188,24 @@ def decide(
 
 #: Fitted by ``soebench validate-taxonomy --manifest COCO_SAMPLE --all-methods --refit --split val2017``
 #: (the rules it writes to validation.json) on the val2017 objects only; train2017 is the held-out
-#: half. Refitted for evidence wf-3 (blockiness leaves a phase's strongest grid line out) and
-#: the recalibrated, visible elastic warp.
+#: half. Refitted for evidence wf-4 (presence reads the outlines inside the mask too) with the
+#: loose-mask cases among the fitted ones (:mod:`soebench.taxonomy.fit` says why).
 DEFAULT_RULES = RuleSet(
     presence=LogisticScore(
         features=PRESENCE_FEATURES,
-        mean=(0.81785, 0.190357, -0.530354, 0.601696, 0.50661, 1.922404, -0.084145, 1.604909, 1.461157, -0.18229, 2.349925),
-        scale=(0.919646, 0.34583, 1.378036, 0.344886, 1.19187, 1.401616, 1.279261, 1.176787, 1.102872, 0.86431, 1.309275),
-        weight=(0.0, 0.0, 0.511987, 0.0, 2.290501, 0.0, 0.98973, 3.559644, 0.0, 0.0, 0.0),
-        bias=1.94439,
+        mean=(0.770938, 0.162366, -0.478074, 0.584109, 0.454459, 1.781113, -0.111003, 1.550047, 1.369124, -0.239555, 2.201276),
+        scale=(0.892418, 0.322078, 1.290428, 0.338054, 1.160717, 1.379754, 1.210589, 1.147487, 1.041441, 0.833215, 1.290605),
+        weight=(0.0, 0.0, 0.114919, 0.0, 1.955443, 0.0, 0.956985, 3.370063, 0.0, 0.0, 0.0),
+        bias=1.184592,
     ),
     distortion=LogisticScore(
         features=DISTORTION_FEATURES,
-        mean=(0.900514, 0.337631, 0.30103, 0.177409, 0.399822, 0.381253),
-        scale=(1.055051, 0.417483, 0.320448, 0.177976, 0.413662, 0.459363),
-        weight=(2.941079, 1.442623, 1.040967, 1.683222, 3.666108, 0.0),
-        bias=0.211954,
+        mean=(0.828778, 0.297003, 0.268588, 0.158669, 0.380537, 0.385126),
+        scale=(1.005742, 0.400425, 0.30814, 0.172827, 0.388995, 0.451945),
+        weight=(2.798746, 1.607712, 1.244297, 1.716642, 3.611829, 0.0),
+        bias=-0.363877,
     ),
     colour_share_min=0.02,
-    fitted_on='val2017 half of the COCO 2017 sample: 401 objects x 14 cases (all methods), seed 0, evidence wf-3',
-    notes={'cases': {'distortion': 2406, 'mismatch': 802, 'missing': 2005, 'ok': 401}, 'distortion_not_fitted_on': ['elastic', 'swirl', 'elastic_mild'], 'l2': 1.0},
+    fitted_on='val2017 half of the COCO 2017 sample: 401 objects x 17 cases (all methods), seed 0, evidence wf-4',
+    notes={'cases': {'distortion': 2406, 'mismatch': 802, 'missing': 2807, 'ok': 802}, 'distortion_not_fitted_on': ['elastic', 'swirl', 'elastic_mild'], 'l2': 1.0},
 )

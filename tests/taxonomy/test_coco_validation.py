@@ -4,9 +4,9 @@ The shipped rules were fitted on val2017 objects only (``rules.DEFAULT_RULES.fit
 tests score train2017 objects, which the fit never saw.
 
 Measured with ``soebench validate-taxonomy --manifest COCO --split train2017`` (694 held-out
-objects, one case per label, seed 0, evidence wf-3): accuracy 84.7 %; recall ok 93.1 %, missing
-87.8 %, mismatch 98.8 %, distortion 59.1 % (blocks 95.1 %, noise 89.0 %, shuffle 97.1 %, elastic
-3.4 %, swirl 0.0 %); 93.3 % of the cases other than warps. The warps are visibly distorted (the classifier-independent
+objects, one case per label, seed 0, evidence wf-4): accuracy 84.2 %; recall ok 92.7 %, missing
+86.5 %, mismatch 98.6 %, distortion 59.2 % (blocks 95.1 %, noise 89.6 %, shuffle 97.1 %, elastic
+3.4 %, swirl 0.0 %); 92.8 % of the cases other than warps. The warps are visibly distorted (the classifier-independent
 criterion of ``cases.VISIBLE_MEAN_DISPLACEMENT``, checked below on every real object), but keep
 natural image statistics, and the weight-free tier does not detect them, so the distortion class --
 and the overall accuracy with warps counted -- stays under the issue's target. The strict xfail
@@ -96,15 +96,15 @@ def test_full_held_out_validation_every_method(coco_manifest):
     for method in ("blocks", "noise", "shuffle", "telea", "navier_stokes", "ring_mean", "blur_fill"):
         assert report.per_method[method]["accuracy"] >= 0.85, (method, report.per_method[method])
     assert _accuracy_without_warps(report) >= 0.88
-    # the loose-mask cases are reported, not fitted (fit.NOT_FITTED_LOOSE): 60.5 % of the intact
-    # objects called ok, 100 % / 57.5 % of the telea / patch removals called missing (seed 0)
+    # loose masks (cases.LOOSE_METHODS; measured 90.8 % of the intact objects called ok, 99.4 % /
+    # 50.0 % of the telea / patch removals called missing, seed 0)
     loose = {m: report.per_method[m]["accuracy"] for m in ("original_loose", "telea_loose", "patch_loose")}
-    assert loose["original_loose"] >= 0.5 and loose["telea_loose"] >= 0.9 and loose["patch_loose"] >= 0.4, loose
+    assert loose["original_loose"] >= 0.85 and loose["telea_loose"] >= 0.9 and loose["patch_loose"] >= 0.4, loose
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="weight-free tier does not detect geometric warps (elastic 3.4 %, swirl 0.0 % "
-                   "held-out, though visibly distorted): distortion recall 59.1 % and overall accuracy 84.7 % "
+                   "held-out, though visibly distorted): distortion recall 59.2 % and overall accuracy 84.2 % "
                    "stay under the issue's 80 % / 90 % targets")
 def test_issue_targets_on_held_out_half(coco_manifest):
     report = _held_out(validate(coco_manifest, seed=0, splits=[HELD_OUT]))

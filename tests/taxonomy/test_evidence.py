@@ -98,6 +98,22 @@ def test_contour_step_is_large_at_an_object_outline_and_zero_on_a_flat_image():
     assert ev.contour_step(np.full((60, 60), 20.0, np.float32), mask) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_inner_contour_step_finds_the_edge_of_an_object_smaller_than_its_mask():
+    yy, xx = np.mgrid[0:80, 0:80]
+    disk = lambda r: (yy - 40) ** 2 + (xx - 40) ** 2 <= r**2  # noqa: E731
+    obj, mask = disk(14), disk(17)  # the mask is ~3 px (about 0.12 of the side) looser than the object
+    image = np.where(obj, 80.0, 20.0).astype(np.float32)
+    at_outline = ev.contour_step(image, mask)
+    inner = ev.inner_contour_step(image, mask, at_outline)
+    assert inner > 5.0 * max(at_outline, 1.0)  # the object's edge is inside the mask, not at it
+    assert inner == pytest.approx(ev.contour_step(image, obj), rel=0.5)
+    # at a tight mask the outline itself is the best, and nothing larger is invented on a flat image
+    tight = ev.contour_step(image, obj)
+    assert ev.inner_contour_step(image, obj, tight) == pytest.approx(tight, rel=0.05)
+    flat = np.full((80, 80), 20.0, np.float32)
+    assert ev.inner_contour_step(flat, mask, 0.0) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_colour_novelty_counts_colours_the_ring_lacks():
     ring = np.tile([[50.0, 0.0, 0.0]], (200, 1))
     same = ring[:50] + 1.0

@@ -105,27 +105,3 @@ def test_a_rules_file_whose_score_lengths_disagree_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match=r"rules.json: not a taxonomy rules file .*one mean, scale and weight per feature"):
         RuleSet.load(path)
 
-
-def test_fit_rules_leaves_the_loose_mask_cases_out():
-    from soebench.taxonomy.cases import LOOSE_METHODS
-
-    rng = np.random.default_rng(4)
-    feats, colours, labels, methods = [], [], [], []
-    for label, shift, method in (("ok", 1, "original"), ("missing", -2, "telea"), ("mismatch", 1, "recolour_blue"), ("distortion", 1, "noise")):
-        for _ in range(40):
-            f = {n: float(rng.normal()) for n in FEATS}
-            f["log_departure_ratio"] += 2 * shift
-            f["excess_noise"] += 4 * (label == "distortion")
-            feats.append(f)
-            colours.append({"colour_named": "red", "colour_expected": "red", "colour_expected_share": 0.8})
-            labels.append(label)
-            methods.append(method)
-    base = fit_rules(feats, colours, labels, methods=methods, fitted_on="synthetic")
-    # loose cases that contradict everything above must not move the fit
-    extra = [{n: 10.0 for n in FEATS} for _ in LOOSE_METHODS for _ in range(30)]
-    extra_labels = [("ok" if m == "original_loose" else "missing") for m in LOOSE_METHODS for _ in range(30)]
-    extra_methods = [m for m in LOOSE_METHODS for _ in range(30)]
-    colour = {"colour_named": "red", "colour_expected": "red", "colour_expected_share": 0.8}
-    with_loose = fit_rules(feats + extra, colours + [colour] * len(extra), labels + extra_labels,
-                           methods=methods + extra_methods, fitted_on="synthetic")
-    assert with_loose == base
