@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from soebench.fileio import atomic_path
+from soebench.run.gate import OPEN, ComputeGate
 
 CACHE_VERSION = 1
 
@@ -87,13 +88,11 @@ class BackgroundWriter:
     the GIL). Each write first waits on ``gate`` (:mod:`soebench.run.gate`). ``drain()`` waits for
     every pending write and re-raises the first failure."""
 
-    def __init__(self, workers: int = 1, gate=None):
+    def __init__(self, workers: int = 1, gate: ComputeGate = OPEN):
         from concurrent.futures import ThreadPoolExecutor
 
-        from soebench.run.gate import OPEN
-
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soebench-png")
-        self._gate = gate or OPEN
+        self._gate = gate
         self._pending: list = []
 
     def submit(self, fn, *args) -> None:

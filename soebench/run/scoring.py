@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from soebench.metrics import METRICS, MetricAvailability
+from soebench.run.gate import OPEN, ComputeGate
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,11 @@ class Scorer:
     bg_radius_at_512: float | None = None
     states: dict[str, Any] = field(default_factory=dict)
     #: closed around the network passes (:mod:`soebench.run.gate`); never closes by default
-    gate: Any = None
+    gate: ComputeGate = OPEN
 
     def __post_init__(self) -> None:
         from soebench.metrics import FID, KID, BackgroundPreservation
-        from soebench.run.gate import OPEN
 
-        if self.gate is None:
-            self.gate = OPEN
         names = set(self.chosen.available)
         if names & set(CLIP_METRICS) and self.clip is None:
             raise ValueError("CLIP metrics chosen but no CLIP encoder given")

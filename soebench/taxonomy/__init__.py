@@ -22,14 +22,13 @@ fills (94.2-98.5 %), recolours and *artefact* damage (blocks 95.1 %, noise 89.6 
 pixels 97.1 %) are recognised, and so is an intact object under a mask looser than it (90.8 %
 with the mask grown by 15 % of its side, ``--all-methods``); a background patch copied from
 elsewhere in the photo is called present about half the time (45.4 % right: it is textured like
-an object); *geometric* warps keep natural image
-statistics and are almost never called distortion (elastic 3.4 %, swirl 0.0 %), although the
-validation's warps are visibly distorted by an objective criterion (parts moved by >= 10 % of
-the object's size, :data:`soebench.taxonomy.cases.VISIBLE_MEAN_DISPLACEMENT`) -- that needs the
-model tier. Measurements compare the
-region with the same photo's background; a region smoother than its surroundings is
-deliberately not counted as damage, since diffusion outputs are usually smoother than the JPEG
-photo around them.
+an object); *geometric* warps keep natural image statistics and are almost never called
+distortion (elastic 3.4 %, swirl 0.0 %), although the validation's warps are visibly distorted by
+an objective criterion (parts moved by >= 10 % of the object's size,
+:data:`soebench.taxonomy.cases.VISIBLE_MEAN_DISPLACEMENT`) -- that needs the model tier.
+Measurements compare the region with the same photo's background; a region smoother than its
+surroundings is deliberately not counted as damage, since diffusion outputs are usually smoother
+than the JPEG photo around them.
 """
 
 from __future__ import annotations

@@ -380,8 +380,8 @@ EXTRA_DISTORTION_METHODS: dict[str, Callable] = {
 
 #: Loose-mask cases (``all_methods``): the mask grown by this share of the object's side, as when
 #: an inpainter draws the object smaller than the mask it was given. The object is left intact
-#: (ok) or removed through the loose mask (missing, by :data:`LOOSE_REMOVALS`): a present object's edge
-#: then lies inside the mask, not at its outline.
+#: (ok) or removed through the loose mask (missing, by :data:`LOOSE_REMOVALS`): a present
+#: object's edge then lies inside the mask, not at its outline.
 LOOSE_MASK = 0.15
 LOOSE_REMOVALS = ("telea", "patch")
 #: the methods of the loose-mask cases (``all_methods`` only: fitted on, reported per method)

@@ -293,11 +293,26 @@ def energy_distance(a: np.ndarray, b: np.ndarray, limit: int = 400) -> float:
     return float(2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean())
 
 
-def contour_step(values: np.ndarray, mask: np.ndarray) -> float:
+def value_gradients(values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(d/dx, d/dy) of each channel of ``values`` (HxW or HxWxC) after a Gaussian of sigma 1: what
+    :func:`contour_step` projects on an outline's normal. Computed once per image and passed to
+    every contour of it (they differ only by the mask)."""
+    import cv2
+
+    channels = values[..., None] if values.ndim == 2 else values
+    out = []
+    for c in range(channels.shape[2]):
+        smooth = cv2.GaussianBlur(np.ascontiguousarray(channels[..., c], dtype=np.float32), (0, 0), 1.0)
+        out.append((cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)))
+    return out
+
+
+def contour_step(values: np.ndarray, mask: np.ndarray, *, gradients: list | None = None) -> float:
     """Mean colour step across the mask's outline: the derivative along the outline's normal n
     (from a smoothed mask) of each channel of ``values`` (HxW or HxWxC, e.g. CIELAB), combined as
     a Euclidean norm (ΔE per pixel). An object drawn into the mask steps at its outline -- in
-    lightness or in colour -- a background fill runs across it."""
+    lightness or in colour -- a background fill runs across it. ``gradients``: the image's
+    :func:`value_gradients`, when already computed."""
     import cv2
 
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5)
@@ -308,12 +323,8 @@ def contour_step(values: np.ndarray, mask: np.ndarray) -> float:
     sel = outline & (norm > 1e-3)
     if sel.sum() < 4:
         return 0.0
-    channels = values[..., None] if values.ndim == 2 else values
     total = np.zeros(int(sel.sum()), dtype=np.float64)
-    for c in range(channels.shape[2]):
-        smooth = cv2.GaussianBlur(np.ascontiguousarray(channels[..., c], dtype=np.float32), (0, 0), 1.0)
-        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    for gx, gy in gradients if gradients is not None else value_gradients(values):
         total += ((gx * nx + gy * ny)[sel] / norm[sel]) ** 2
     return float(np.sqrt(total).mean())
 
@@ -323,7 +334,7 @@ def contour_step(values: np.ndarray, mask: np.ndarray) -> float:
 INNER_OUTLINES = (0.05, 0.10, 0.15)
 
 
-def inner_contour_step(values: np.ndarray, mask: np.ndarray, at_outline: float) -> float:
+def inner_contour_step(values: np.ndarray, mask: np.ndarray, at_outline: float, *, gradients: list | None = None) -> float:
     """The largest :func:`contour_step` over the mask's own outline (``at_outline``, already
     measured) and the outlines of the mask eroded by :data:`INNER_OUTLINES` of the object's side
     (while at least 30 % of the mask is left): where an object drawn smaller than its mask, but
@@ -331,11 +342,12 @@ def inner_contour_step(values: np.ndarray, mask: np.ndarray, at_outline: float) 
     area = int(mask.sum())
     side = float(np.sqrt(max(area, 1)))
     best = at_outline
+    gradients = gradients if gradients is not None else value_gradients(values)
     for share in INNER_OUTLINES:
         inner = erode(mask, max(1, int(round(share * side))))
         if inner.sum() < 0.3 * area:
             break
-        best = max(best, contour_step(values, inner))
+        best = max(best, contour_step(values, inner, gradients=gradients))
     return best
 
 
@@ -394,9 +406,10 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
     outer = reg.ring & ~inner
     ed_region = energy_distance(lab[reg.interior], lab[inner])
     ed_background = energy_distance(lab[outer], lab[inner])
-    step = contour_step(lab, reg.mask)
-    step_ring = contour_step(lab, dilate(reg.hole, max(1, reg.width // 2)))
-    step_inner = inner_contour_step(lab, reg.mask, step)
+    gradients = value_gradients(lab)
+    step = contour_step(lab, reg.mask, gradients=gradients)
+    step_ring = contour_step(lab, dilate(reg.hole, max(1, reg.width // 2)), gradients=gradients)
+    step_inner = inner_contour_step(lab, reg.mask, step, gradients=gradients)
 
     ring_change = float(np.abs(gen[reg.ring].astype(np.float32) - orig[reg.ring].astype(np.float32)).mean())
 
