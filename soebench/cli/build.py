@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from soebench.cli.options import ConfigFile, JsonOut, Limit, Overwrite
+from soebench.cli.options import ConfigFile, JsonOut, Limit, Overwrite, Resume
 from soebench.errors import ConfigError
 
 _P = Annotated[Path | None, typer.Option()]
@@ -132,6 +132,7 @@ def build_dataset_command(
     unique_category: Unique = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
+    resume: Resume = False,
     no_plots: NoPlots = False,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -176,6 +177,7 @@ def build_dataset_command(
         num_shards=int(pick("num_shards", 1)),
         shard_index=int(pick("shard_index", 0)),
         overwrite=overwrite or bool(file_values.get("overwrite", False)),
+        resume=resume,
         plots=not no_plots and bool(file_values.get("plots", True)),
         progress=not quiet and not json_out,
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from soebench.cli.options import Device, JsonOut, Limit, ManifestPath, Overwrite, Seed
+from soebench.cli.options import Device, JsonOut, Limit, ManifestPath, Overwrite, Resume, Seed
 
 ModelName = Annotated[
     str,
@@ -34,7 +34,6 @@ ClipWeights = Annotated[str | None, typer.Option("--clip-weights", help="Local C
 InceptionWeights = Annotated[
     str | None, typer.Option("--inception-weights", help="TorchScript FID Inception file (default: search the usual places).")
 ]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue an existing run: cached outputs are reused.")]
 NoReport = Annotated[bool, typer.Option("--no-report", help="Skip report.md/report.html and plots.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 

@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted run where it stopped; nothing already done is redone.")
+]
 Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Process at most this many samples/objects.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (results are deterministic).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]

@@ -23,7 +23,9 @@ from soebench.errors import ConfigError, InputError
 from soebench.fileio import refuse_existing, sha256_file, write_text_atomic
 from soebench.mining.filters import FLAG_NAMES, FilterConfig, FilterRun
 from soebench.mining.presets import SOURCES, resolve_filters
-from soebench.mining.sources import ImageError, read_image_rgb
+from soebench.mining.checkpoint import Progress, run_key, snapshot
+from soebench.mining.prefetch import ImagePrefetch
+from soebench.mining.sources import ImageError
 from soebench.mining.split import assign_splits, parse_split_ratios, part_name, sample_id, shard_of, source_split, unit_hash
 
 EXAMPLES_PER_REASON = 5
@@ -148,6 +150,7 @@ def build_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     overwrite: bool = False,
+    resume: bool = False,
     plots: bool = True,
     progress: bool = False,
 ) -> BuildResult:
@@ -158,6 +161,10 @@ def build_dataset(
     folder and this call writes part ``shard_index`` (images are assigned to parts by a hash,
     so an image never spans parts). Writes, atomically, the manifest, ``<out>.summary.json``
     and ``<out>.sizes.png`` / ``<out>.categories.png`` (unless ``plots=False``).
+
+    The per-image stage saves its progress every :data:`soebench.mining.checkpoint.SAVE_EVERY_S`
+    seconds in ``<manifest>.partial/``; after a crash or Ctrl-C, ``resume=True`` with the same
+    arguments continues from there and writes the manifest a single run would have written.
     """
     # -- check inputs before any work ------------------------------------------------------
     if source not in SOURCES:
@@ -172,6 +179,7 @@ def build_dataset(
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
     for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
         refuse_existing(p, overwrite, what="output")
+    store = Progress.prepare(manifest_path, lambda: _run_key(), resume=resume, overwrite=overwrite)
     inputs = {
         "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
         "masks": masks, "classes": classes, "bbox_csv": bbox_csv,
@@ -179,8 +187,21 @@ def build_dataset(
     src = _make_source(source, split, inputs)
     hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse
     hashes = {role: hasher.submit(sha256_file, p) for role, p in src.input_files().items()}
+
+    def _run_key() -> str:  # everything that decides the rows of the per-image stage
+        from soebench import __version__
+        from soebench.mining.colour import COLOUR_NAMER_VERSION
+        from soebench.mining.prompts import PROMPT_TEMPLATE_VERSION
+
+        return run_key({
+            "tool": __version__, "colour_namer": COLOUR_NAMER_VERSION, "prompts": PROMPT_TEMPLATE_VERSION,
+            "source": source, "split": src.split, "inputs": {role: f.result() for role, f in hashes.items()},
+            "images": str(Path(images).resolve()), "filters": cfg.to_dict(), "seed": seed, "limit": limit,
+            "shard": [shard_index, num_shards],
+        })
+
     try:
-        table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress)
+        table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store)
     finally:
         src.close()
         hasher.shutdown(wait=True)
@@ -224,6 +245,7 @@ def build_dataset(
     summary["plots"] = [p.name for p in plot_paths]
     write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     write_manifest(table, manifest_path, metadata, overwrite=overwrite)
+    store.discard()
     return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
 
 
@@ -242,65 +264,14 @@ _FLAG_HINTS = {
 }
 
 
-def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, shard_index: int, progress: bool):
-    cands = src.candidates()
+def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, shard_index: int, progress: bool,
+          store: Progress | None = None):
     frun = FilterRun(cfg)
-    later = src.later_columns()
-    joinable = src.join_columns()
-    frun.check_source(cands.provides | later | joinable, flag_hint=_flag_hint(src.name))
     tally = _Tally(namer=src.annotation_name)
-    n = len(cands)
-    rows = np.arange(n)
-    if num_shards > 1:
-        uniq, inverse = np.unique(cands.image_key, return_inverse=True)
-        shard = np.array([shard_of(src.image_name(k), src.name, num_shards) for k in uniq])[inverse]
-        rows = rows[shard == shard_index]
-    candidates = len(rows)
-    invalid = cands.invalid[rows]
-    for reason in sorted({r for r in invalid if r is not None}):
-        tally.drop(reason, cands.ann_key[rows[invalid == reason]])
-    rows = rows[invalid == None]  # noqa: E711
-    available = set(cands.provides)
-    rows = frun.apply(cands.cols, rows, available)
-    if joinable:  # columns looked up only for the rows still alive (OpenImages flags)
-        available |= src.join(rows) if len(rows) else joinable
-        rows = frun.apply(cands.cols, rows, available)
-    # one look-up per image, before the per-image loop: missing files are common in partial copies
-    uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)
-    missing = np.array([src.image_file(k) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
-    if missing.any():
-        tally.drop("missing image file", cands.ann_key[rows[missing]])
-        rows = rows[~missing]
-    order = np.lexsort((cands.ann_order[rows], cands.image_order[rows]))
-    rows = rows[order]
-    # group rows by image, keeping the sorted order
-    img_keys = cands.image_key[rows]
-    boundaries = np.flatnonzero(np.r_[True, img_keys[1:] != img_keys[:-1]]) if len(rows) else np.array([], dtype=int)
-    groups = np.split(rows, boundaries[1:]) if len(rows) else []
-    all_cols = available | later
-    out_rows: list[dict[str, Any]] = []
-    capped = 0
-    unprocessed = 0
-    from soebench.mining.colour import colour_of_mask
-
-    bar = _progress(progress, len(groups))
-    with bar as prog, _ImagePrefetch(src, [cands.image_key[g[0]] for g in groups], IMAGE_WORKERS) as pixels:
-        task = prog.add_task("mining", total=len(groups)) if prog is not None else None
-        for gi, group in enumerate(groups):
-            if limit is not None and len(out_rows) >= limit:
-                unprocessed += sum(len(g) for g in groups[gi:])
-                break
-            pixels.ahead(gi)
-            kept = _mine_image(src, cands, frun, tally, group, available, later, colour_of_mask, pixels.get(gi))
-            if cfg.max_per_image is not None and len(kept) > cfg.max_per_image:
-                ranked = sorted(kept, key=lambda rec: unit_hash(f"cap:{seed}:{rec['annotation_id']}"))
-                chosen = {id(r) for r in ranked[: cfg.max_per_image]}
-                capped += len(kept) - cfg.max_per_image
-                kept = [r for r in kept if id(r) in chosen]
-            out_rows.extend(kept)
-            if prog is not None:
-                prog.advance(task)
-    frun.finish(all_cols)
+    cands, groups, available, later, candidates = _select(src, frun, tally, num_shards, shard_index)
+    out_rows, capped, unprocessed = _mine_groups(src, cands, groups, frun, tally, available, later, seed, limit,
+                                                 progress, store)
+    frun.finish(available | later)
     if limit is not None and len(out_rows) > limit:
         unprocessed += len(out_rows) - limit
         out_rows = out_rows[:limit]
@@ -322,71 +293,81 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     return table, summary
 
 
+def _select(src, frun: FilterRun, tally: _Tally, num_shards: int, shard_index: int):
+    """Everything before the pixels: invalid rows, this shard, the cheap filters, missing image
+    files. Returns ``(candidates, groups, available columns, later columns, candidate count)``;
+    ``groups`` are the surviving rows by image, in the manifest's order."""
+    cands = src.candidates()
+    later = src.later_columns()
+    joinable = src.join_columns()
+    frun.check_source(cands.provides | later | joinable, flag_hint=_flag_hint(src.name))
+    rows = np.arange(len(cands))
+    if num_shards > 1:
+        uniq, inverse = np.unique(cands.image_key, return_inverse=True)
+        shard = np.array([shard_of(src.image_name(k), src.name, num_shards) for k in uniq])[inverse]
+        rows = rows[shard == shard_index]
+    candidates = len(rows)
+    invalid = cands.invalid[rows]
+    for reason in sorted({r for r in invalid if r is not None}):
+        tally.drop(reason, cands.ann_key[rows[invalid == reason]])
+    rows = rows[invalid == None]  # noqa: E711
+    available = set(cands.provides)
+    rows = frun.apply(cands.cols, rows, available)
+    if joinable:  # columns looked up only for the rows still alive (OpenImages flags)
+        available |= src.join(rows) if len(rows) else joinable
+        rows = frun.apply(cands.cols, rows, available)
+    # one look-up per image, before the per-image loop: missing files are common in partial copies
+    uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)
+    missing = np.array([src.image_file(k) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
+    if missing.any():
+        tally.drop("missing image file", cands.ann_key[rows[missing]])
+        rows = rows[~missing]
+    rows = rows[np.lexsort((cands.ann_order[rows], cands.image_order[rows]))]
+    img_keys = cands.image_key[rows]
+    boundaries = np.flatnonzero(np.r_[True, img_keys[1:] != img_keys[:-1]]) if len(rows) else np.array([], dtype=int)
+    groups = np.split(rows, boundaries[1:]) if len(rows) else []
+    return cands, groups, available, later, candidates
+
+
+def _mine_groups(src, cands, groups, frun: FilterRun, tally: _Tally, available, later, seed: int, limit,
+                 progress: bool, store: Progress | None) -> tuple[list[dict[str, Any]], int, int]:
+    """The per-image stage over ``groups`` (resumed from ``store`` when it holds progress);
+    returns ``(rows, objects capped by max_per_image, objects left unprocessed by limit)``."""
+    from soebench.mining.colour import colour_of_mask
+
+    cap = frun.config.max_per_image
+    out_rows: list[dict[str, Any]] = []
+    capped = unprocessed = start = 0
+    restored = store.restore(len(groups)) if store is not None else None
+    if restored is not None:
+        snap, out_rows = restored
+        tally.invalid, tally.examples = Counter(snap.invalid), snap.examples
+        frun.rejected, capped, start = snap.rejected, snap.capped, snap.next_group
+    bar = _progress(progress, len(groups))
+    with bar as prog, ImagePrefetch(src, [cands.image_key[g[0]] for g in groups], IMAGE_WORKERS) as pixels:
+        task = prog.add_task("mining", total=len(groups), completed=start) if prog is not None else None
+        for gi in range(start, len(groups)):
+            if limit is not None and len(out_rows) >= limit:
+                unprocessed += sum(len(g) for g in groups[gi:])
+                break
+            if store is not None and store.due():  # a group boundary: the counters are consistent
+                store.save(snapshot(gi, len(out_rows), tally.invalid, tally.examples, frun.rejected, capped), out_rows)
+            pixels.ahead(gi)
+            kept = _mine_image(src, cands, frun, tally, groups[gi], available, later, colour_of_mask, pixels.get(gi))
+            if cap is not None and len(kept) > cap:
+                ranked = sorted(kept, key=lambda rec: unit_hash(f"cap:{seed}:{rec['annotation_id']}"))
+                chosen = {id(r) for r in ranked[:cap]}
+                capped += len(kept) - cap
+                kept = [r for r in kept if id(r) in chosen]
+            out_rows.extend(kept)
+            if prog is not None:
+                prog.advance(task)
+    return out_rows, capped, unprocessed
+
+
 def _fraction(mask: np.ndarray) -> float:
     """Share of True pixels; equal to ``mask.mean()`` (an exact integer sum) at a tenth of the cost."""
     return np.count_nonzero(mask) / mask.size if mask.size else float("nan")
-
-
-def _decode_image(path: Path) -> tuple[np.ndarray, float]:
-    from soebench.mining.colour import exposure_gain
-
-    image = read_image_rgb(path)
-    return image, exposure_gain(image)
-
-
-class _ImagePrefetch:
-    """Decodes the images of the next few groups in worker threads (PIL and numpy release the
-    GIL) while the main thread works on the current one.
-
-    Only the pure decode runs ahead; every decision -- which rows survive, what is counted --
-    is still taken in group order in the main thread, so the manifest is the same as with
-    decoding on demand. A decode nobody asks for (all of its rows were dropped first) is wasted
-    work, never a result.
-    """
-
-    def __init__(self, src, image_keys: list, workers: int = 1):
-        self.src = src
-        self.keys = image_keys
-        self.workers = workers
-        self.depth = 2 * workers  # images decoded ahead: enough to keep the workers busy
-        self.pool = ThreadPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
-        self.futures: dict[int, Any] = {}
-        self.submitted = 0
-
-    def __enter__(self) -> "_ImagePrefetch":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            for fut in self.futures.values():
-                fut.cancel()
-            self.pool.shutdown(wait=True)
-
-    def _path(self, gi: int) -> Path | None:
-        rel = self.src.image_file(self.keys[gi])
-        return None if rel is None else self.src.images_root / rel
-
-    def ahead(self, gi: int) -> None:
-        """Start the decodes of groups gi .. gi + depth; forget those of groups before gi."""
-        if self.pool is None:
-            return
-        for done in [k for k in self.futures if k < gi]:  # their rows were all dropped first
-            self.futures.pop(done).cancel()
-        self.submitted = max(self.submitted, gi)
-        while self.submitted < min(len(self.keys), gi + self.depth + 1):
-            path = self._path(self.submitted)
-            if path is not None:
-                self.futures[self.submitted] = self.pool.submit(_decode_image, path)
-            self.submitted += 1
-
-    def get(self, gi: int):
-        """A callable returning (RGB image, exposure gain) of group ``gi``; raises ImageError."""
-
-        def pixels(path: Path) -> tuple[np.ndarray, float]:
-            fut = self.futures.pop(gi, None)
-            return fut.result() if fut is not None else _decode_image(path)
-
-        return pixels
 
 
 def _mine_image(src, cands, frun, tally, rows, available, later, colour_of_mask, pixels) -> list[dict]:

@@ -1,0 +1,199 @@
+"""build_dataset after a crash: --resume continues from the saved progress and writes the manifest a
+single run writes; nothing done is redone, nothing is mixed across configurations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from soebench.errors import ConfigError, InputError, OutputExistsError
+from soebench.manifest.io import read_manifest
+from soebench.mining import build as build_module
+from soebench.mining import checkpoint
+from soebench.mining.build import build_dataset
+from tests.mining.fixtures import Obj, write_coco
+
+IMAGES = 9
+
+
+@pytest.fixture
+def coco(tmp_path):
+    images = [[Obj((10 + 7 * i, 10, 12, 12), "cup", "red"), Obj((60, 40, 15, 15), "car", "blue"),
+               Obj((100, 60, 14, 14), "cup", "green")] for i in range(IMAGES)]
+    fx = write_coco(tmp_path / "coco", images)
+    (fx.images / "000000000003.png").write_bytes(b"not a png")  # a drop counted inside the per-image stage
+    (fx.images / "000000000006.png").unlink()  # a drop counted before it
+    return fx
+
+
+def _build(fx, out, **kw):
+    kw.setdefault("preset", "none")
+    return build_dataset("coco", out, images=fx.images, annotations=fx.annotations, captions=fx.captions, **kw)
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(monkeypatch, groups: int) -> list[int]:
+    """Make the per-image stage fail on its ``groups + 1``-th image; returns the call counter."""
+    calls = [0]
+    inner = build_module._mine_image
+
+    def mine_image(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > groups:
+            raise Crash
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "_mine_image", mine_image)
+    return calls
+
+
+def _count_calls(monkeypatch) -> list[int]:
+    calls = [0]
+    inner = build_module._mine_image
+
+    def mine_image(*args, **kwargs):
+        calls[0] += 1
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "_mine_image", mine_image)
+    return calls
+
+
+# 8 images reach the per-image stage (one file is missing); the crash comes on the 6th. With limit
+# 14 (3 objects an image, none from the corrupt 3rd) the 6th image is the last one a run needs.
+@pytest.mark.parametrize(("options", "left"), [({}, 3), ({"filters": {"max_per_image": 1}}, 3), ({"limit": 14}, 1)],
+                         ids=["plain", "capped", "limited"])
+def test_resume_after_a_crash_writes_the_single_run_manifest(coco, tmp_path, monkeypatch, options, left):
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # save at every image boundary
+    whole = _build(coco, tmp_path / "whole" / "m.parquet", **options)
+
+    out = tmp_path / "run" / "m.parquet"
+    _crash_after(monkeypatch, 5)
+    with pytest.raises(Crash):
+        _build(coco, out, **options)
+    assert not out.exists() and checkpoint.partial_dir(out).is_dir()
+    state = json.loads((checkpoint.partial_dir(out) / "state.json").read_text())
+    assert state["snapshot"]["next_group"] == 5  # saved before the image that failed
+
+    monkeypatch.undo()
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    calls = _count_calls(monkeypatch)
+    resumed = _build(coco, out, resume=True, **options)
+    assert calls[0] == left  # nothing done is done again
+    assert resumed.manifest_path.read_bytes() == whole.manifest_path.read_bytes()
+    assert resumed.summary == whole.summary
+    assert not checkpoint.partial_dir(out).exists()
+    for name in ("m.sizes.png", "m.categories.png"):
+        assert (out.parent / name).is_file()
+
+
+def test_an_interrupted_build_is_not_dropped_or_mixed_silently(coco, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    out = tmp_path / "m.parquet"
+    _crash_after(monkeypatch, 3)
+    with pytest.raises(Crash):
+        _build(coco, out)
+    monkeypatch.undo()
+    partial = checkpoint.partial_dir(out)
+
+    with pytest.raises(OutputExistsError, match="interrupted build") as exc:
+        _build(coco, out)  # neither --resume nor --overwrite: the progress stays
+    assert "--resume" in exc.value.hint and partial.is_dir()
+    with pytest.raises(ConfigError, match="exclude each other"):
+        _build(coco, out, resume=True, overwrite=True)
+    with pytest.raises(ConfigError, match="other inputs, filters or options"):
+        _build(coco, out, resume=True, filters={"min_pixels": 50})
+    with pytest.raises(ConfigError, match="other inputs, filters or options"):
+        _build(coco, out, resume=True, seed=3)
+    assert partial.is_dir()
+
+    stray = partial / "rows-999999.arrow"
+    stray.write_bytes(b"cut short")  # a save interrupted between its chunk and its state
+    fresh = _build(coco, tmp_path / "fresh" / "m.parquet")
+    resumed = _build(coco, out, resume=True)
+    assert read_manifest(resumed.manifest_path).table.equals(read_manifest(fresh.manifest_path).table)
+    assert resumed.summary == fresh.summary and not partial.exists()
+
+
+def test_resume_without_progress_starts_and_overwrite_starts_over(coco, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    first = _build(coco, tmp_path / "a" / "m.parquet", resume=True)  # nothing to resume: a normal run
+    out = tmp_path / "b" / "m.parquet"
+    _crash_after(monkeypatch, 2)
+    with pytest.raises(Crash):
+        _build(coco, out)
+    monkeypatch.undo()
+    calls = _count_calls(monkeypatch)
+    again = _build(coco, out, overwrite=True)
+    assert calls[0] == IMAGES - 1  # started over
+    assert again.summary == first.summary and not checkpoint.partial_dir(out).exists()
+
+
+def test_damaged_progress_is_a_clear_error(coco, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    out = tmp_path / "m.parquet"
+    _crash_after(monkeypatch, 4)
+    with pytest.raises(Crash):
+        _build(coco, out)
+    monkeypatch.undo()
+    partial = checkpoint.partial_dir(out)
+    chunk = sorted(partial.glob("rows-*.arrow"))[0]
+    chunk.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="unreadable build progress") as exc:
+        _build(coco, out, resume=True)
+    assert str(chunk) in exc.value.message and "--overwrite" in exc.value.hint
+    (partial / "state.json").write_text("{")
+    with pytest.raises(InputError, match="not a soebench build progress file"):
+        _build(coco, out, resume=True)
+
+
+def test_cli_resume(coco, tmp_path, monkeypatch, capsys):
+    from soebench.cli.app import main
+
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+
+    def args(target, *extra):
+        return ["build-dataset", "--source", "coco", "--annotations", str(coco.annotations), "--images",
+                str(coco.images), "--preset", "none", "--out", str(target), "--no-plots", "--quiet", *extra]
+
+    out = tmp_path / "m.parquet"
+    _crash_after(monkeypatch, 4)
+    with pytest.raises(Crash):
+        main(args(out))
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(args(out)) == 2
+    assert "interrupted build" in capsys.readouterr().err
+    assert main(args(out, "--resume")) == 0
+    assert main(args(tmp_path / "single" / "m.parquet")) == 0
+    assert read_manifest(out).table.equals(read_manifest(tmp_path / "single" / "m.parquet").table)
+
+
+def test_openimages_resume(tmp_path, monkeypatch):
+    """The OpenImages path fills image sizes and mask areas inside the per-image stage."""
+    from tests.mining.fixtures import OiObj, write_openimages
+
+    images = {f"{i:04x}00000000000{i}": [OiObj((0.1, 0.1, 0.25, 0.25), "Cup", "blue"),
+                                          OiObj((0.5, 0.5, 0.65, 0.65), "Ball", "red", mask_scale=1.0),
+                                          OiObj((0.2, 0.6, 0.5, 0.9), "Cup", "green")] for i in range(1, 7)}
+    fx = write_openimages(tmp_path / "oi", images)
+
+    def build(out, **kw):
+        return build_dataset("openimages", out, images=fx.images, segmentation_csv=fx.segmentation_csv,
+                             masks=fx.masks, classes=fx.classes, bbox_csv=fx.bbox_csv, preset="soe-train", **kw)
+
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    whole = build(tmp_path / "whole" / "m.parquet")
+    assert whole.num_rows > 0 and whole.summary["rejected"]["area_fraction"] > 0
+    out = tmp_path / "run" / "m.parquet"
+    _crash_after(monkeypatch, 3)
+    with pytest.raises(Crash):
+        build(out)
+    monkeypatch.undo()
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    resumed = build(out, resume=True)
+    assert resumed.manifest_path.read_bytes() == whole.manifest_path.read_bytes()
+    assert resumed.summary == whole.summary
