@@ -231,11 +231,53 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     from soebench.compat import ensure_torchvision_ops
 
     ensure_torchvision_ops()
+    from soediff.step import StepModels
+
+    accelerator = _make_accelerator(config, out)
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", config.to_yaml())
+    # rank 0 cleared an overwritten run before the Accelerator existed: nobody starts before it is done
+    accelerator.wait_for_everyone()
+
+    parts, targets, decoder, weight_dtype = _setup_models(config, accelerator)
+    val_ds, loader = _setup_data(config, manifest, val_manifest, parts.vae_scale_factor, accelerator.num_processes)
+    unet, decoder, optimizer, loader, scheduler = _setup_optimisation(config, accelerator, parts.unet, decoder, loader)
+    step_gen = StepGenerator(accelerator.device, config.seed + 7919 * accelerator.process_index)
+    accelerator.register_for_checkpointing(step_gen)
+    _checkpoint_hooks(accelerator, type(parts.unet),
+                      {"rank": config.lora.rank, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
+                       "target_modules": targets})
+
+    step = 0
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        log.info("resumed from %s at step %d", resume_from, step)
+    models = StepModels(unet=unet, base_unet=accelerator.unwrap_model(unet), vae=parts.vae,
+                        text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                        noise_scheduler=parts.noise_scheduler, vae_scale_factor=parts.vae_scale_factor,
+                        decoder=decoder)
+    if main and config.report_to == "tensorboard":
+        accelerator.init_trackers("soediff")
+    loop = _Loop(config, out, accelerator, models, optimizer, scheduler, loader, step_gen, val_ds, weight_dtype,
+                 csv_log=CsvLog(out / "logs" / "losses.csv", step if resume_from is not None else None) if main else None,
+                 last_checkpoint=resume_from)
+    step = loop.run(step, _progress(progress and main, config.max_steps, step))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(out_dir=out, step=step, checkpoint=loop.last_checkpoint,
+                       losses=loop.history[-1] if loop.history else {}, log_csv=out / "logs" / "losses.csv",
+                       history=loop.history, validation_images=loop.validation_images,
+                       models=_unwrapped(models, accelerator) if keep_models else None)
+
+
+def _make_accelerator(config: TrainConfig, out: Path):
+    """The Accelerator of a run, after the checks that need torch (precision, tracker)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
-
-    from soediff.step import StepModels, compute_losses
 
     if config.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise MissingDependencyError("report_to: tensorboard needs the tensorboard package",
@@ -254,106 +296,115 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs" / "tensorboard")),
     )
     _check_world(accelerator)
-    main = accelerator.is_main_process
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", config.to_yaml())
-    # rank 0 cleared an overwritten run before the Accelerator existed: nobody starts before it is done
-    accelerator.wait_for_everyone()
+    return accelerator
 
-    parts, targets, decoder, weight_dtype = _setup_models(config, accelerator)
-    val_ds, loader = _setup_data(config, manifest, val_manifest, parts.vae_scale_factor, accelerator.num_processes)
-    device = accelerator.device
 
-    unet, decoder, optimizer, loader, scheduler = _setup_optimisation(config, accelerator, parts.unet, decoder, loader)
-    step_gen = StepGenerator(device, config.seed + 7919 * accelerator.process_index)
-    accelerator.register_for_checkpointing(step_gen)
-    _checkpoint_hooks(accelerator, type(parts.unet),
-                      {"rank": config.lora.rank, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
-                       "target_modules": targets})
+@dataclass
+class _Loop:
+    """The optimisation loop: micro-batches -> optimizer steps -> log rows, checkpoints, validation."""
 
-    step = 0
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
-        log.info("resumed from %s at step %d", resume_from, step)
-    models = StepModels(unet=unet, base_unet=accelerator.unwrap_model(unet), vae=parts.vae,
-                        text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
-                        noise_scheduler=parts.noise_scheduler, vae_scale_factor=parts.vae_scale_factor,
-                        decoder=decoder)
-    csv_log = CsvLog(out / "logs" / "losses.csv", step if resume_from is not None else None) if main else None
-    if main and config.report_to == "tensorboard":
-        accelerator.init_trackers("soediff")
+    config: TrainConfig
+    out: Path
+    accelerator: Any
+    models: Any  # soediff.step.StepModels
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    step_gen: StepGenerator
+    val_ds: Any
+    weight_dtype: Any
+    csv_log: CsvLog | None
+    last_checkpoint: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation_images: list[Path] = field(default_factory=list)
 
-    history: list[dict[str, float]] = []
-    val_images: list[Path] = []
-    last_ckpt = resume_from
-    trained = [m for m in (unet, decoder) if m is not None]
-    batches_per_epoch = len(loader)
-    micro = step * config.gradient_accumulation_steps
-    acc: dict[str, float] = {}
-    acc_n = 0
-    tick = time.perf_counter()
-    bar = _progress(progress and main, config.max_steps, step)
-    unet.train()
-    try:
-        while step < config.max_steps:
-            epoch, skip = divmod(micro, batches_per_epoch)
-            loader.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-            if skip:
-                batches.set_epoch(epoch)
-            for batch in batches:
-                micro += 1
-                with accelerator.accumulate(*trained):
-                    loss, logs = compute_losses(models, batch, step_gen.generator, config, accelerator.autocast)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.unscale_gradients()  # once; then each group is clipped on its own
-                        for group in optimizer.param_groups:
-                            torch.nn.utils.clip_grad_norm_(group["params"], config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for k, v in logs.items():
-                    acc[k] = acc.get(k, 0.0) + v
-                acc_n += 1
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                row = _mean_over_processes(accelerator, {k: v / acc_n for k, v in acc.items()})
-                acc, acc_n = {}, 0
-                now = time.perf_counter()
-                lrs = scheduler.get_last_lr()
-                row.update(step=step, epoch=epoch, lr=lrs[0], seconds_per_step=now - tick)
-                if decoder is not None:
-                    row["vae_lr"] = lrs[1]
-                tick = now
-                history.append(row)
-                if main and (step % config.log_every == 0 or step == config.max_steps):
-                    csv_log.write(row)
-                    if config.report_to == "tensorboard":
-                        accelerator.log({f"loss/{k}": row[k] for k in ("loss", "denoise", "csd", "vae") if k in row}
-                                        | {"lr": row["lr"]}, step=step)
-                if bar is not None:
-                    bar[0].update(bar[1], completed=step, description=f"loss {row['loss']:.4f}")
-                if step % config.checkpointing_steps == 0 or step == config.max_steps:
-                    last_ckpt = _save_checkpoint(accelerator, out, step, epoch, config.checkpoints_total_limit)
-                if main and val_ds is not None and config.validation_steps and (
-                        step % config.validation_steps == 0 or step == config.max_steps):
-                    val_images.append(_validate(models, val_ds, config, out, step, weight_dtype, accelerator))
-                if step >= config.max_steps:
-                    break
-    except torch.OutOfMemoryError as exc:
-        raise SoebenchError(f"out of memory at step {step + 1} ({str(exc).splitlines()[0]})", hint=OOM_HINT) from exc
-    finally:
+    def run(self, step: int, bar) -> int:
+        """Train from optimizer step ``step`` to ``config.max_steps``; returns the last step."""
+        import torch
+
+        config, accelerator = self.config, self.accelerator
+        trained = [m for m in (self.models.unet, self.models.decoder) if m is not None]
+        micro = step * config.gradient_accumulation_steps  # micro-batches already consumed
+        acc: dict[str, float] = {}
+        acc_n = 0
+        tick = time.perf_counter()
+        self.models.unet.train()
+        try:
+            while step < config.max_steps:
+                epoch, skip = divmod(micro, len(self.loader))
+                for batch in self._epoch_batches(epoch, skip):
+                    micro += 1
+                    with accelerator.accumulate(*trained):
+                        logs = self._micro_step(batch)
+                    for k, v in logs.items():
+                        acc[k] = acc.get(k, 0.0) + v
+                    acc_n += 1
+                    if not accelerator.sync_gradients:
+                        continue
+                    step += 1
+                    row = _mean_over_processes(accelerator, {k: v / acc_n for k, v in acc.items()})
+                    acc, acc_n = {}, 0
+                    now = time.perf_counter()
+                    self._end_of_step(row, step, epoch, now - tick, bar)
+                    tick = now
+                    if step >= config.max_steps:
+                        break
+        except torch.OutOfMemoryError as exc:
+            raise SoebenchError(f"out of memory at step {step + 1} ({str(exc).splitlines()[0]})", hint=OOM_HINT) from exc
+        finally:
+            if bar is not None:
+                bar[0].stop()
+        return step
+
+    def _epoch_batches(self, epoch: int, skip: int):
+        """The batches of ``epoch`` after the first ``skip`` (consumed before a resume)."""
+        self.loader.set_epoch(epoch)
+        if not skip:
+            return self.loader
+        batches = self.accelerator.skip_first_batches(self.loader, skip)
+        batches.set_epoch(epoch)
+        return batches
+
+    def _micro_step(self, batch) -> dict[str, float]:
+        """Forward, backward and (on the last micro-batch of a step) the clipped optimizer step."""
+        import torch
+
+        from soediff.step import compute_losses
+
+        config, accelerator = self.config, self.accelerator
+        loss, logs = compute_losses(self.models, batch, self.step_gen.generator, config, accelerator.autocast)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and config.max_grad_norm > 0:
+            accelerator.unscale_gradients()  # once; then each group is clipped on its own
+            for group in self.optimizer.param_groups:
+                torch.nn.utils.clip_grad_norm_(group["params"], config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return logs
+
+    def _end_of_step(self, row: dict[str, float], step: int, epoch: int, seconds: float, bar) -> None:
+        """Log the step's row; checkpoint and validate when their period comes (and at the end)."""
+        config, accelerator = self.config, self.accelerator
+        main = accelerator.is_main_process
+        last = step == config.max_steps
+        lrs = self.scheduler.get_last_lr()
+        row.update(step=step, epoch=epoch, lr=lrs[0], seconds_per_step=seconds)
+        if self.models.decoder is not None:
+            row["vae_lr"] = lrs[1]
+        self.history.append(row)
+        if main and (step % config.log_every == 0 or last):
+            self.csv_log.write(row)
+            if config.report_to == "tensorboard":
+                accelerator.log({f"loss/{k}": row[k] for k in ("loss", "denoise", "csd", "vae") if k in row}
+                                | {"lr": row["lr"]}, step=step)
         if bar is not None:
-            bar[0].stop()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(out_dir=out, step=step, checkpoint=last_ckpt, losses=history[-1] if history else {},
-                       log_csv=out / "logs" / "losses.csv", history=history, validation_images=val_images,
-                       models=_unwrapped(models, accelerator) if keep_models else None)
+            bar[0].update(bar[1], completed=step, description=f"loss {row['loss']:.4f}")
+        if step % config.checkpointing_steps == 0 or last:
+            self.last_checkpoint = _save_checkpoint(accelerator, self.out, step, epoch, config.checkpoints_total_limit)
+        if main and self.val_ds is not None and config.validation_steps and (step % config.validation_steps == 0 or last):
+            self.validation_images.append(
+                _validate(self.models, self.val_ds, config, self.out, step, self.weight_dtype, accelerator))
 
 
 def _setup_optimisation(config: TrainConfig, accelerator, unet, decoder, loader):
