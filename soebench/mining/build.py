@@ -179,7 +179,7 @@ def build_dataset(
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
     for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
         refuse_existing(p, overwrite, what="output")
-    store = Progress.prepare(manifest_path, lambda: _run_key(), resume=resume, overwrite=overwrite)
+    store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
     inputs = {
         "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
         "masks": masks, "classes": classes, "bbox_csv": bbox_csv,
@@ -188,32 +188,20 @@ def build_dataset(
     hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse
     hashes = {role: hasher.submit(sha256_file, p) for role, p in src.input_files().items()}
 
-    def _run_key() -> str:  # everything that decides the rows of the per-image stage
-        from soebench import __version__
-        from soebench.mining.colour import COLOUR_NAMER_VERSION
-        from soebench.mining.prompts import PROMPT_TEMPLATE_VERSION
-
-        return run_key({
-            "tool": __version__, "colour_namer": COLOUR_NAMER_VERSION, "prompts": PROMPT_TEMPLATE_VERSION,
-            "source": source, "split": src.split, "inputs": {role: f.result() for role, f in hashes.items()},
-            "images": str(Path(images).resolve()), "filters": cfg.to_dict(), "seed": seed, "limit": limit,
-            "shard": [shard_index, num_shards],
-        })
-
+    store.key_fn = lambda: run_key({  # everything that decides the rows of the per-image stage
+        **_versions(), "source": source, "split": src.split, "inputs": {role: f.result() for role, f in hashes.items()},
+        "images": str(Path(images).resolve()), "filters": cfg.to_dict(), "seed": seed, "limit": limit,
+        "shard": [shard_index, num_shards],
+    })
     try:
         table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store)
     finally:
         src.close()
         hasher.shutdown(wait=True)
 
-    from soebench import __version__
     from soebench.manifest.io import write_manifest
-    from soebench.mining.prompts import PROMPT_TEMPLATE_VERSION
 
-    try:
-        from soebench.mining.colour import COLOUR_NAMER_VERSION
-    except ImportError:  # pragma: no cover - the namer ships with the package
-        COLOUR_NAMER_VERSION = None
+    versions = _versions()
     base = manifest_path.parent if num_shards == 1 else out
     metadata = {
         "source": source,
@@ -224,9 +212,9 @@ def build_dataset(
                    "bytes": Path(p).stat().st_size}
             for role, p in src.input_files().items()
         },
-        "tool": {"name": "soebench", "version": __version__},
-        "prompt_template_version": PROMPT_TEMPLATE_VERSION,
-        "colour_namer_version": COLOUR_NAMER_VERSION,
+        "tool": {"name": "soebench", "version": versions["tool"]},
+        "prompt_template_version": versions["prompt_template_version"],
+        "colour_namer_version": versions["colour_namer_version"],
         "images_root": _relative_or_absolute(Path(images), base),
         "split": {"source_split": src.split, "ratios": ratios, "seed": seed},
         "shard": {"index": shard_index, "count": num_shards},
@@ -247,6 +235,16 @@ def build_dataset(
     write_manifest(table, manifest_path, metadata, overwrite=overwrite)
     store.discard()
     return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
+
+
+def _versions() -> dict[str, Any]:
+    """Versions of the code that decides a manifest's rows: recorded with it, part of a resume key."""
+    from soebench import __version__
+    from soebench.mining.colour import COLOUR_NAMER_VERSION
+    from soebench.mining.prompts import PROMPT_TEMPLATE_VERSION
+
+    return {"tool": __version__, "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+            "colour_namer_version": COLOUR_NAMER_VERSION}
 
 
 def _flag_hint(source: str):

@@ -64,8 +64,8 @@ class Progress:
     """Saves and restores a build's progress in :func:`partial_dir` of its manifest."""
 
     folder: Path
-    #: returns the run's key; called at the first restore or save, so that the input hashes
-    #: (computed beside the parse) are not waited for before they are needed
+    #: returns the run's key (:func:`run_key`); called at the first restore or save, so that the
+    #: input hashes (computed beside the parse) are not waited for before they are needed
     key_fn: Callable[[], str] = lambda: ""
     every_s: float = SAVE_EVERY_S
     _key: str | None = None
@@ -74,7 +74,7 @@ class Progress:
     _last_save: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def prepare(cls, manifest_path: Path, key_fn: Callable[[], str], *, resume: bool, overwrite: bool) -> Progress:
+    def prepare(cls, manifest_path: Path, *, resume: bool, overwrite: bool) -> Progress:
         """Before any work: refuse to drop an interrupted run's progress unless asked to."""
         if resume and overwrite:
             raise ConfigError("--overwrite and --resume exclude each other")
@@ -86,7 +86,7 @@ class Progress:
                     hint="pass --resume to continue it, or --overwrite to start over",
                 )
             shutil.rmtree(folder)
-        return cls(folder, key_fn, every_s=SAVE_EVERY_S)
+        return cls(folder, every_s=SAVE_EVERY_S)
 
     @property
     def key(self) -> str:

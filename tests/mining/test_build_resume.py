@@ -108,6 +108,11 @@ def test_an_interrupted_build_is_not_dropped_or_mixed_silently(coco, tmp_path, m
         _build(coco, out, resume=True, filters={"min_pixels": 50})
     with pytest.raises(ConfigError, match="other inputs, filters or options"):
         _build(coco, out, resume=True, seed=3)
+    captions = coco.captions.read_bytes()
+    coco.captions.write_bytes(captions.replace(b"caption 0", b"caption 9"))  # same size, other sha256
+    with pytest.raises(ConfigError, match="other inputs, filters or options"):
+        _build(coco, out, resume=True)
+    coco.captions.write_bytes(captions)
     assert partial.is_dir()
 
     stray = partial / "rows-999999.arrow"
