@@ -202,3 +202,21 @@ def test_openimages_resume(tmp_path, monkeypatch):
     resumed = build(out, resume=True)
     assert resumed.manifest_path.read_bytes() == whole.manifest_path.read_bytes()
     assert resumed.summary == whole.summary
+
+
+def test_a_shard_resumes_on_its_own(coco, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    whole = _build(coco, tmp_path / "whole", num_shards=2, shard_index=1)
+    out = tmp_path / "parts"
+    _build(coco, out, num_shards=2, shard_index=0)
+    _crash_after(monkeypatch, 2)
+    with pytest.raises(Crash):
+        _build(coco, out, num_shards=2, shard_index=1)
+    monkeypatch.undo()
+    partial = checkpoint.partial_dir(out / whole.manifest_path.name)
+    assert partial.is_dir()
+    with pytest.raises(InputError, match="incomplete"):  # the unfinished part is not there yet
+        read_manifest(out)
+    resumed = _build(coco, out, num_shards=2, shard_index=1, resume=True)
+    assert resumed.manifest_path.read_bytes() == whole.manifest_path.read_bytes() and not partial.exists()
+    assert read_manifest(out).table.num_rows == resumed.num_rows + read_manifest(out / "part-00000-of-00002.parquet").table.num_rows
