@@ -23,7 +23,7 @@ from pathlib import Path
 PHASE = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-kind, ann, images, captions, out, preset, plots = sys.argv[1:8]
+kind, ann, images, captions, out, preset, plots, workers = sys.argv[1:9]
 extra = {}
 if kind == "reference":
     from pycocotools.coco import COCO
@@ -49,24 +49,27 @@ else:
 
     timed(sources, "load_instances", "read instances (msgspec)")
     timed(sources.CocoSource, "candidates", "candidates (incl. read)")
-    timed(build, "_mine_image", "per image: masks, pixels, colour")
+    timed(build, "_mine_groups", "per image: masks, pixels, colour")
     timed(sources.CocoSource, "captions", "captions")
     timed(build, "_to_table", "arrow table")
     timed(summary_plots, "write_plots", "plots")
     timed(manifest_io, "write_manifest", "write parquet")
     imported = time.perf_counter() - t0
     r = build.build_dataset("coco", out, images=images, annotations=ann, captions=captions or None,
-                            preset=preset, overwrite=True, plots=plots == "1")
+                            preset=preset, overwrite=True, plots=plots == "1", workers=int(workers))
     extra = {"kept": r.num_rows, "candidates": r.summary["candidates"], "invalid": r.summary["invalid"],
              "rejected": r.summary["rejected"], "phases": {"imports": imported, **spent}}
 print(json.dumps({"seconds": time.perf_counter() - t0,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}))
 """
 
 
-def run_phase(kind: str, ann: Path, images: Path, captions: Path | None, out: Path, preset: str, plots: bool = True) -> dict:
+def run_phase(kind: str, ann: Path, images: Path, captions: Path | None, out: Path, preset: str, plots: bool = True,
+              workers: int = 1) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", PHASE, kind, str(ann), str(images), str(captions or ""), str(out), preset, "1" if plots else "0"],
+        [sys.executable, "-c", PHASE, kind, str(ann), str(images), str(captions or ""), str(out), preset,
+         "1" if plots else "0", str(workers)],
         capture_output=True, text=True, check=False,
     )
     if proc.returncode:
@@ -82,16 +85,19 @@ def main() -> None:
     parser.add_argument("--no-captions", action="store_true")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG histograms (matplotlib)")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="processes for the per-image stage (build_dataset workers=)")
     args = parser.parse_args()
     ann = args.data / "annotations" / "instances_train2017.json"
     captions = None if args.no_captions else args.data / "annotations" / "captions_train2017.json"
     if not ann.is_file():
         raise SystemExit(f"{ann} missing: run python3 ../shared/bench/make_scale_data.py coco {args.data}")
     out = Path(tempfile.mkdtemp(prefix="bench-mining-", dir="/tmp")) / "coco-train.parquet"
-    mining = run_phase("mining", ann, args.data / "train2017", captions, out, args.preset, not args.no_plots)
+    mining = run_phase("mining", ann, args.data / "train2017", captions, out, args.preset, not args.no_plots, args.workers)
     print(f"mining    : {mining['seconds']:7.2f} s  peak RSS {mining['peak_rss_mb']:7.0f} MB  "
           f"({mining['kept']} kept of {mining['candidates']} candidates)")
     print(f"            invalid {mining['invalid']}  rejected {mining['rejected']}")
+    if args.workers > 1:  # forked after the parse: most of a worker's pages are shared with the parent
+        print(f"            largest worker peak RSS {mining['worker_rss_mb']:.0f} MB (pages shared with the parent included)")
     phases = mining["phases"]
     phases["candidates (incl. read)"] -= phases.get("read instances (msgspec)", 0.0)
     phases = {("candidates" if k.startswith("candidates") else k): v for k, v in phases.items()}

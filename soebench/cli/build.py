@@ -34,6 +34,10 @@ SplitRatios = Annotated[str | None, _opt("--split-ratios", help="Re-split by ima
 SeedOpt = Annotated[int | None, _opt("--seed", help="Seed for re-splits and the per-image cap (deterministic).")]
 NumShards = Annotated[int | None, _opt("--num-shards", min=1, help="Split the work into N parts by image.")]
 ShardIndex = Annotated[int | None, _opt("--shard-index", min=0, help="Which part this run writes (0-based).")]
+Workers = Annotated[
+    int | None,
+    _opt("--workers", min=1, help="Processes for the per-image stage (masks, pixels, colour); the output does not depend on it."),
+]
 NoPlots = Annotated[bool, _opt("--no-plots", help="Skip the PNG histograms.")]
 Quiet = Annotated[bool, _opt("--quiet", "-q", help="No progress bar.")]
 MinFrac = Annotated[float | None, _opt("--min-area-fraction", help="Object area / image area, lower bound (inclusive).")]
@@ -63,7 +67,7 @@ FILTER_KEYS = (
     "drop_depiction", "drop_inside", "min_predicted_iou", "border_margin", "max_per_image", "unique_category",
 )
 INPUT_KEYS = ("source", "out", "images", "annotations", "captions", "segmentation_csv", "masks", "classes", "bbox_csv")
-RUN_KEYS = ("preset", "split", "split_ratios", "seed", "num_shards", "shard_index", "limit")
+RUN_KEYS = ("preset", "split", "split_ratios", "seed", "num_shards", "shard_index", "limit", "workers")
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -112,6 +116,7 @@ def build_dataset_command(
     num_shards: NumShards = None,
     shard_index: ShardIndex = None,
     limit: Limit = None,
+    workers: Workers = None,
     min_area_fraction: MinFrac = None,
     max_area_fraction: MaxFrac = None,
     area_by: AreaBy = None,
@@ -178,6 +183,7 @@ def build_dataset_command(
         shard_index=int(pick("shard_index", 0)),
         overwrite=overwrite or bool(file_values.get("overwrite", False)),
         resume=resume,
+        workers=int(pick("workers", 1)),
         plots=not no_plots and bool(file_values.get("plots", True)),
         progress=not quiet and not json_out,
     )

@@ -21,14 +21,12 @@ import numpy as np
 
 from soebench.errors import ConfigError, InputError
 from soebench.fileio import refuse_existing, sha256_file, write_text_atomic
-from soebench.mining.filters import FLAG_NAMES, FilterConfig, FilterRun
-from soebench.mining.presets import SOURCES, resolve_filters
 from soebench.mining.checkpoint import Progress, run_key, snapshot
-from soebench.mining.prefetch import ImagePrefetch
-from soebench.mining.sources import ImageError
+from soebench.mining.filters import FilterConfig, FilterRun
+from soebench.mining.per_image import Stage, Tally, group_results
+from soebench.mining.presets import SOURCES, resolve_filters
 from soebench.mining.split import assign_splits, parse_split_ratios, part_name, sample_id, shard_of, source_split, unit_hash
 
-EXAMPLES_PER_REASON = 5
 #: threads decoding the images of the next groups ahead of the miner (1: decode on demand)
 IMAGE_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -40,19 +38,6 @@ class BuildResult:
     summary: dict[str, Any]
     summary_path: Path
     plot_paths: list[Path] = field(default_factory=list)
-
-
-@dataclass
-class _Tally:
-    namer: Any = str  # annotation key -> annotation id text
-    invalid: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-
-    def drop(self, reason: str, ann_keys) -> None:
-        keys = list(ann_keys)
-        self.invalid[reason] += len(keys)
-        ex = self.examples.setdefault(reason, [])
-        ex.extend(self.namer(k) for k in keys[: EXAMPLES_PER_REASON - len(ex)])
 
 
 def output_paths(out: Path, num_shards: int, shard_index: int) -> tuple[Path, Path, Path, Path]:
@@ -151,6 +136,7 @@ def build_dataset(
     shard_index: int = 0,
     overwrite: bool = False,
     resume: bool = False,
+    workers: int = 1,
     plots: bool = True,
     progress: bool = False,
 ) -> BuildResult:
@@ -173,6 +159,8 @@ def build_dataset(
         raise ConfigError(f"shard index {shard_index} is not in [0, {num_shards})")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     cfg = filters if isinstance(filters, FilterConfig) else resolve_filters(preset, source, filters)
     ratios = parse_split_ratios(split_ratios)
     out = Path(out)
@@ -194,7 +182,9 @@ def build_dataset(
         "shard": [shard_index, num_shards],
     })
     try:
-        table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store)
+        # the hashing thread is done before any worker is forked (fork copies no other thread)
+        table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store, workers,
+                               before_fork=lambda: [f.result() for f in hashes.values()])
     finally:
         src.close()
         hasher.shutdown(wait=True)
@@ -263,12 +253,12 @@ _FLAG_HINTS = {
 
 
 def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, shard_index: int, progress: bool,
-          store: Progress | None = None):
+          store: Progress | None = None, workers: int = 1, before_fork=lambda: None):
     frun = FilterRun(cfg)
-    tally = _Tally(namer=src.annotation_name)
+    tally = Tally(namer=src.annotation_name)
     cands, groups, available, later, candidates = _select(src, frun, tally, num_shards, shard_index)
-    out_rows, capped, unprocessed = _mine_groups(src, cands, groups, frun, tally, available, later, seed, limit,
-                                                 progress, store)
+    stage = Stage(src, cands, groups, frun, available, later, before_fork)
+    out_rows, capped, unprocessed = _mine_groups(stage, tally, seed, limit, progress, store, workers)
     frun.finish(available | later)
     if limit is not None and len(out_rows) > limit:
         unprocessed += len(out_rows) - limit
@@ -291,7 +281,7 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     return table, summary
 
 
-def _select(src, frun: FilterRun, tally: _Tally, num_shards: int, shard_index: int):
+def _select(src, frun: FilterRun, tally: Tally, num_shards: int, shard_index: int):
     """Everything before the pixels: invalid rows, this shard, the cheap filters, missing image
     files. Returns ``(candidates, groups, available columns, later columns, candidate count)``;
     ``groups`` are the surviving rows by image, in the manifest's order."""
@@ -327,12 +317,11 @@ def _select(src, frun: FilterRun, tally: _Tally, num_shards: int, shard_index: i
     return cands, groups, available, later, candidates
 
 
-def _mine_groups(src, cands, groups, frun: FilterRun, tally: _Tally, available, later, seed: int, limit,
-                 progress: bool, store: Progress | None) -> tuple[list[dict[str, Any]], int, int]:
-    """The per-image stage over ``groups`` (resumed from ``store`` when it holds progress);
+def _mine_groups(stage: Stage, tally: Tally, seed: int, limit, progress: bool, store: Progress | None,
+                 workers: int) -> tuple[list[dict[str, Any]], int, int]:
+    """The per-image stage over ``stage.groups`` (resumed from ``store`` when it holds progress);
     returns ``(rows, objects capped by max_per_image, objects left unprocessed by limit)``."""
-    from soebench.mining.colour import colour_of_mask
-
+    frun, groups = stage.frun, stage.groups
     cap = frun.config.max_per_image
     out_rows: list[dict[str, Any]] = []
     capped = unprocessed = start = 0
@@ -341,8 +330,7 @@ def _mine_groups(src, cands, groups, frun: FilterRun, tally: _Tally, available, 
         snap, out_rows = restored
         tally.invalid, tally.examples = Counter(snap.invalid), snap.examples
         frun.rejected, capped, start = snap.rejected, snap.capped, snap.next_group
-    bar = _progress(progress, len(groups))
-    with bar as prog, ImagePrefetch(src, [cands.image_key[g[0]] for g in groups], IMAGE_WORKERS) as pixels:
+    with group_results(stage, start, workers, IMAGE_WORKERS) as results, _progress(progress, len(groups)) as prog:
         task = prog.add_task("mining", total=len(groups), completed=start) if prog is not None else None
         for gi in range(start, len(groups)):
             if limit is not None and len(out_rows) >= limit:
@@ -350,8 +338,9 @@ def _mine_groups(src, cands, groups, frun: FilterRun, tally: _Tally, available, 
                 break
             if store is not None and store.due():  # a group boundary: the counters are consistent
                 store.save(snapshot(gi, len(out_rows), tally.invalid, tally.examples, frun.rejected, capped), out_rows)
-            pixels.ahead(gi)
-            kept = _mine_image(src, cands, frun, tally, groups[gi], available, later, colour_of_mask, pixels.get(gi))
+            result = next(results)
+            result.add_to(tally, frun)
+            kept = result.kept
             if cap is not None and len(kept) > cap:
                 ranked = sorted(kept, key=lambda rec: unit_hash(f"cap:{seed}:{rec['annotation_id']}"))
                 chosen = {id(r) for r in ranked[:cap]}
@@ -361,108 +350,6 @@ def _mine_groups(src, cands, groups, frun: FilterRun, tally: _Tally, available, 
             if prog is not None:
                 prog.advance(task)
     return out_rows, capped, unprocessed
-
-
-def _fraction(mask: np.ndarray) -> float:
-    """Share of True pixels; equal to ``mask.mean()`` (an exact integer sum) at a tenth of the cost."""
-    return np.count_nonzero(mask) / mask.size if mask.size else float("nan")
-
-
-def _mine_image(src, cands, frun, tally, rows, available, later, colour_of_mask, pixels) -> list[dict]:
-    from soebench.manifest.masks import encode_mask
-    from soebench.mining.crops import eval_crop, teacher_crop
-    from soebench.mining.openimages import resize_nearest
-    from soebench.mining.prompts import make_prompts
-
-    cols = cands.cols
-    key = cands.image_key[rows[0]]
-    rel = src.image_file(key)
-    if rel is None:
-        tally.drop("missing image file", cands.ann_key[rows])
-        return []
-    try:
-        width, height = src.image_size(key)
-    except ImageError as exc:
-        tally.drop(str(exc), cands.ann_key[rows])
-        return []
-    if "width" in later:
-        cols["width"][rows] = width
-        cols["height"][rows] = height
-        rows = frun.apply(cols, rows, available | {"width", "height"}, final=False)
-        if not len(rows):
-            return []
-    masks = src.masks(rows, width, height)
-    good: list[int] = []
-    full: dict[int, tuple[np.ndarray, str, float]] = {}
-    for r in rows:
-        mask, kind = masks[int(r)]
-        if isinstance(mask, str):
-            tally.drop(mask, [cands.ann_key[r]])
-            continue
-        frac = _fraction(mask)  # on the mask itself, before any resize
-        if kind == "png":
-            cols["mask_frac"][r] = frac
-            mask = resize_nearest(mask, width, height)
-            empty = not mask.any()
-        else:
-            empty = not frac > 0.0
-        if empty:
-            tally.drop("empty mask", [cands.ann_key[r]])
-            continue
-        full[int(r)] = (mask, kind, frac)
-        good.append(int(r))
-    rows = np.array(good, dtype=np.int64)
-    if "mask_frac" in later and len(rows):
-        rows = frun.apply(cols, rows, available | later, final=False)
-    if not len(rows):
-        return []
-    try:
-        image, gain = pixels(src.images_root / rel)
-    except ImageError as exc:
-        tally.drop(str(exc), cands.ann_key[rows])
-        return []
-    if image.shape[:2] != (height, width):
-        tally.drop("image size differs from the annotation", cands.ann_key[rows])
-        return []
-    license_name = src.license(key)
-    image_name = src.image_name(key)
-    out = []
-    for r in rows:
-        mask, kind, frac = full[int(r)]
-        try:
-            colour = colour_of_mask(image, mask, gain=gain)
-        except ValueError as exc:
-            tally.drop(f"colour: {exc}", [cands.ann_key[r]])
-            continue
-        bbox = src.bbox_pixels(int(r), width, height)
-        flags = {f: (None if f not in cols or cols[f][r] < 0 else bool(cols[f][r])) for f in FLAG_NAMES}
-        iou = float(cols["predicted_iou"][r])
-        out.append(
-            {
-                "source": src.name,
-                "image_id": image_name,
-                "image_path": rel,
-                "width": width,
-                "height": height,
-                "annotation_id": src.annotation_name(cands.ann_key[r]),
-                "category": str(cands.category[r]),
-                "category_id": str(cands.category_id[r]),
-                "bbox": bbox,
-                "bbox_area_fraction": float(cols["box_frac"][r]),
-                "mask_rle": encode_mask(mask),
-                "mask_source": kind,
-                "mask_area_fraction": frac,
-                "color": colour.name,
-                "color_confidence": float(colour.confidence),
-                "prompts": make_prompts(str(cands.category[r]), colour.name),
-                "teacher_crop": list(teacher_crop(bbox, width, height)),
-                "eval_crop": list(eval_crop(bbox, width, height)),
-                **flags,
-                "predicted_iou": None if np.isnan(iou) else iou,
-                "license": license_name,
-            }
-        )
-    return out
 
 
 def _to_table(rows: list[dict[str, Any]]):
@@ -484,7 +371,7 @@ def size_histogram(fractions: np.ndarray) -> dict[str, int]:
     return {label: int(c) for label, c in zip(labels, counts)}
 
 
-def _summary(table, candidates: int, tally: _Tally, rejected: dict[str, int]) -> dict[str, Any]:
+def _summary(table, candidates: int, tally: Tally, rejected: dict[str, int]) -> dict[str, Any]:
     cats = Counter(table.column("category").to_pylist())
     splits = Counter(table.column("split").to_pylist())
     colours = Counter(c for c in table.column("color").to_pylist() if c)

@@ -221,6 +221,11 @@ class MaskStore:
             archive.close()
         self._open.clear()
 
+    def after_fork(self) -> None:
+        """In a forked worker: forget the parent's open archives (their file offsets are shared
+        with the parent), so that this process opens its own."""
+        self._open = {}
+
 
 def resize_nearest(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """Nearest-neighbour resize of a bool mask to (height, width)."""
@@ -452,3 +457,7 @@ class OpenImagesSource:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+    def after_fork(self) -> None:
+        if self._store is not None:
+            self._store.after_fork()

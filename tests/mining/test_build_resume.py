@@ -8,7 +8,7 @@ import json
 import pytest
 from soebench.errors import ConfigError, InputError, OutputExistsError
 from soebench.manifest.io import read_manifest
-from soebench.mining import build as build_module
+from soebench.mining import per_image
 from soebench.mining import checkpoint
 from soebench.mining.build import build_dataset
 from tests.mining.fixtures import Obj, write_coco
@@ -38,7 +38,7 @@ class Crash(Exception):
 def _crash_after(monkeypatch, groups: int) -> list[int]:
     """Make the per-image stage fail on its ``groups + 1``-th image; returns the call counter."""
     calls = [0]
-    inner = build_module._mine_image
+    inner = per_image.mine_image
 
     def mine_image(*args, **kwargs):
         calls[0] += 1
@@ -46,19 +46,19 @@ def _crash_after(monkeypatch, groups: int) -> list[int]:
             raise Crash
         return inner(*args, **kwargs)
 
-    monkeypatch.setattr(build_module, "_mine_image", mine_image)
+    monkeypatch.setattr(per_image, "mine_image", mine_image)
     return calls
 
 
 def _count_calls(monkeypatch) -> list[int]:
     calls = [0]
-    inner = build_module._mine_image
+    inner = per_image.mine_image
 
     def mine_image(*args, **kwargs):
         calls[0] += 1
         return inner(*args, **kwargs)
 
-    monkeypatch.setattr(build_module, "_mine_image", mine_image)
+    monkeypatch.setattr(per_image, "mine_image", mine_image)
     return calls
 
 
