@@ -50,6 +50,16 @@ def _crash_after(monkeypatch, groups: int) -> list[int]:
     return calls
 
 
+def _crashed(monkeypatch, run, groups: int) -> None:
+    """``run()`` saving its progress at every image and failing on image ``groups + 1``; the
+    patches are gone afterwards (the resumed run is a plain one)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+        _crash_after(patch, groups)
+        with pytest.raises(Crash):
+            run()
+
+
 def _count_calls(monkeypatch) -> list[int]:
     calls = [0]
     inner = per_image.mine_image
@@ -67,19 +77,14 @@ def _count_calls(monkeypatch) -> list[int]:
 @pytest.mark.parametrize(("options", "left"), [({}, 3), ({"filters": {"max_per_image": 1}}, 3), ({"limit": 14}, 1)],
                          ids=["plain", "capped", "limited"])
 def test_resume_after_a_crash_writes_the_single_run_manifest(coco, tmp_path, monkeypatch, options, left):
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # save at every image boundary
     whole = _build(coco, tmp_path / "whole" / "m.parquet", **options)
 
     out = tmp_path / "run" / "m.parquet"
-    _crash_after(monkeypatch, 5)
-    with pytest.raises(Crash):
-        _build(coco, out, **options)
+    _crashed(monkeypatch, lambda: _build(coco, out, **options), 5)
     assert not out.exists() and checkpoint.partial_dir(out).is_dir()
     state = json.loads((checkpoint.partial_dir(out) / "state.json").read_text())
     assert state["snapshot"]["next_group"] == 5  # saved before the image that failed
 
-    monkeypatch.undo()
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
     calls = _count_calls(monkeypatch)
     resumed = _build(coco, out, resume=True, **options)
     assert calls[0] == left  # nothing done is done again
@@ -91,12 +96,8 @@ def test_resume_after_a_crash_writes_the_single_run_manifest(coco, tmp_path, mon
 
 
 def test_an_interrupted_build_is_not_dropped_or_mixed_silently(coco, tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
     out = tmp_path / "m.parquet"
-    _crash_after(monkeypatch, 3)
-    with pytest.raises(Crash):
-        _build(coco, out)
-    monkeypatch.undo()
+    _crashed(monkeypatch, lambda: _build(coco, out), 3)
     partial = checkpoint.partial_dir(out)
 
     with pytest.raises(OutputExistsError, match="interrupted build") as exc:
@@ -124,13 +125,9 @@ def test_an_interrupted_build_is_not_dropped_or_mixed_silently(coco, tmp_path, m
 
 
 def test_resume_without_progress_starts_and_overwrite_starts_over(coco, tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
     first = _build(coco, tmp_path / "a" / "m.parquet", resume=True)  # nothing to resume: a normal run
     out = tmp_path / "b" / "m.parquet"
-    _crash_after(monkeypatch, 2)
-    with pytest.raises(Crash):
-        _build(coco, out)
-    monkeypatch.undo()
+    _crashed(monkeypatch, lambda: _build(coco, out), 2)
     calls = _count_calls(monkeypatch)
     again = _build(coco, out, overwrite=True)
     assert calls[0] == IMAGES - 1  # started over
@@ -138,12 +135,8 @@ def test_resume_without_progress_starts_and_overwrite_starts_over(coco, tmp_path
 
 
 def test_damaged_progress_is_a_clear_error(coco, tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
     out = tmp_path / "m.parquet"
-    _crash_after(monkeypatch, 4)
-    with pytest.raises(Crash):
-        _build(coco, out)
-    monkeypatch.undo()
+    _crashed(monkeypatch, lambda: _build(coco, out), 4)
     partial = checkpoint.partial_dir(out)
     chunk = sorted(partial.glob("rows-*.arrow"))[0]
     chunk.write_bytes(b"garbage")
@@ -158,17 +151,13 @@ def test_damaged_progress_is_a_clear_error(coco, tmp_path, monkeypatch):
 def test_cli_resume(coco, tmp_path, monkeypatch, capsys):
     from soebench.cli.app import main
 
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
 
     def args(target, *extra):
         return ["build-dataset", "--source", "coco", "--annotations", str(coco.annotations), "--images",
                 str(coco.images), "--preset", "none", "--out", str(target), "--no-plots", "--quiet", *extra]
 
     out = tmp_path / "m.parquet"
-    _crash_after(monkeypatch, 4)
-    with pytest.raises(Crash):
-        main(args(out))
-    monkeypatch.undo()
+    _crashed(monkeypatch, lambda: main(args(out)), 4)
     capsys.readouterr()
     assert main(args(out)) == 2
     assert "interrupted build" in capsys.readouterr().err
@@ -190,29 +179,20 @@ def test_openimages_resume(tmp_path, monkeypatch):
         return build_dataset("openimages", out, images=fx.images, segmentation_csv=fx.segmentation_csv,
                              masks=fx.masks, classes=fx.classes, bbox_csv=fx.bbox_csv, preset="soe-train", **kw)
 
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
     whole = build(tmp_path / "whole" / "m.parquet")
     assert whole.num_rows > 0 and whole.summary["rejected"]["area_fraction"] > 0
     out = tmp_path / "run" / "m.parquet"
-    _crash_after(monkeypatch, 3)
-    with pytest.raises(Crash):
-        build(out)
-    monkeypatch.undo()
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    _crashed(monkeypatch, lambda: build(out), 3)
     resumed = build(out, resume=True)
     assert resumed.manifest_path.read_bytes() == whole.manifest_path.read_bytes()
     assert resumed.summary == whole.summary
 
 
 def test_a_shard_resumes_on_its_own(coco, tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
     whole = _build(coco, tmp_path / "whole", num_shards=2, shard_index=1)
     out = tmp_path / "parts"
     _build(coco, out, num_shards=2, shard_index=0)
-    _crash_after(monkeypatch, 2)
-    with pytest.raises(Crash):
-        _build(coco, out, num_shards=2, shard_index=1)
-    monkeypatch.undo()
+    _crashed(monkeypatch, lambda: _build(coco, out, num_shards=2, shard_index=1), 2)
     partial = checkpoint.partial_dir(out / whole.manifest_path.name)
     assert partial.is_dir()
     with pytest.raises(InputError, match="incomplete"):  # the unfinished part is not there yet
