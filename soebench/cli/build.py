@@ -163,30 +163,34 @@ def build_dataset_command(
     filters = {k: pick(k) for k in FILTER_KEYS}
     filters["include_classes"] = _classes(filters["include_classes"])
     filters["exclude_classes"] = _classes(filters["exclude_classes"])
-    result = build_dataset(
-        src,
-        pick("out"),
-        images=pick("images"),
-        annotations=pick("annotations"),
-        captions=pick("captions"),
-        segmentation_csv=pick("segmentation_csv"),
-        masks=pick("masks"),
-        classes=pick("classes"),
-        bbox_csv=pick("bbox_csv"),
-        preset=pick("preset", "soebench"),
-        filters=filters,
-        split=pick("split"),
-        split_ratios=pick("split_ratios"),
-        seed=int(pick("seed", 0)),
-        limit=pick("limit"),
-        num_shards=int(pick("num_shards", 1)),
-        shard_index=int(pick("shard_index", 0)),
-        overwrite=overwrite or bool(file_values.get("overwrite", False)),
-        resume=resume,
-        workers=int(pick("workers", 1)),
-        plots=not no_plots and bool(file_values.get("plots", True)),
-        progress=not quiet and not json_out,
-    )
+    try:
+        result = build_dataset(
+            src,
+            pick("out"),
+            images=pick("images"),
+            annotations=pick("annotations"),
+            captions=pick("captions"),
+            segmentation_csv=pick("segmentation_csv"),
+            masks=pick("masks"),
+            classes=pick("classes"),
+            bbox_csv=pick("bbox_csv"),
+            preset=pick("preset", "soebench"),
+            filters=filters,
+            split=pick("split"),
+            split_ratios=pick("split_ratios"),
+            seed=int(pick("seed", 0)),
+            limit=pick("limit"),
+            num_shards=int(pick("num_shards", 1)),
+            shard_index=int(pick("shard_index", 0)),
+            overwrite=overwrite or bool(file_values.get("overwrite", False)),
+            resume=resume,
+            workers=int(pick("workers", 1)),
+            plots=not no_plots and bool(file_values.get("plots", True)),
+            progress=not quiet and not json_out,
+        )
+    except KeyboardInterrupt:
+        _say_where_progress_is(Path(pick("out")), int(pick("num_shards", 1)), int(pick("shard_index", 0)))
+        raise typer.Exit(130) from None
     if json_out:
         typer.echo(json.dumps(result.summary, indent=2, sort_keys=True))
         return
@@ -201,6 +205,21 @@ def build_dataset_command(
     for reason, examples in s.get("invalid_examples", {}).items():
         console.print(f"  [yellow]{reason}[/]: e.g. annotation {', '.join(examples)}", highlight=False)
     console.print(f"  summary: {result.summary_path}", highlight=False)
+
+
+def _say_where_progress_is(out: Path, num_shards: int, shard_index: int) -> None:
+    from rich.console import Console
+
+    from soebench.mining.build import output_paths
+    from soebench.mining.checkpoint import partial_dir
+
+    partial = partial_dir(output_paths(out, num_shards, shard_index)[0])
+    console = Console(stderr=True)
+    if partial.exists():
+        console.print(f"interrupted: progress saved in {partial}; the same command with --resume continues from there",
+                      highlight=False)
+    else:
+        console.print("interrupted before any progress was saved", highlight=False)
 
 
 manifest_app = typer.Typer(help="Check and describe manifests.", no_args_is_help=True)

@@ -35,15 +35,15 @@ class Crash(Exception):
     pass
 
 
-def _crash_after(monkeypatch, groups: int) -> list[int]:
-    """Make the per-image stage fail on its ``groups + 1``-th image; returns the call counter."""
+def _crash_after(monkeypatch, groups: int, error: type[BaseException] = Crash) -> list[int]:
+    """Make the per-image stage raise ``error`` on its ``groups + 1``-th image; returns the call counter."""
     calls = [0]
     inner = per_image.mine_image
 
     def mine_image(*args, **kwargs):
         calls[0] += 1
         if calls[0] > groups:
-            raise Crash
+            raise error
         return inner(*args, **kwargs)
 
     monkeypatch.setattr(per_image, "mine_image", mine_image)
@@ -157,8 +157,12 @@ def test_cli_resume(coco, tmp_path, monkeypatch, capsys):
                 str(coco.images), "--preset", "none", "--out", str(target), "--no-plots", "--quiet", *extra]
 
     out = tmp_path / "m.parquet"
-    _crashed(monkeypatch, lambda: main(args(out)), 4)
-    capsys.readouterr()
+    with monkeypatch.context() as patch:  # Ctrl-C on the 5th image
+        patch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+        _crash_after(patch, 4, KeyboardInterrupt)
+        capsys.readouterr()
+        assert main(args(out)) == 130
+    assert f"progress saved in {checkpoint.partial_dir(out)}" in capsys.readouterr().err.replace("\n", "")
     assert main(args(out)) == 2
     assert "interrupted build" in capsys.readouterr().err
     assert main(args(out, "--resume")) == 0
