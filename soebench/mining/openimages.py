@@ -237,6 +237,21 @@ def resize_nearest(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(img) > 127
 
 
+def _invalid_rows(coords: list[np.ndarray], known_class: np.ndarray) -> np.ndarray:
+    """Per row None or the reason it cannot be used (the first that applies)."""
+    x0, y0, x1, y1 = coords
+    invalid = np.full(len(x0), None, dtype=object)
+    with np.errstate(invalid="ignore"):
+        bad = ~((x0 >= 0) & (y0 >= 0) & (x1 <= 1) & (y1 <= 1))
+        empty = ~((x1 > x0) & (y1 > y0))
+    invalid[~known_class] = "unknown category id"
+    for reason, hit in (("missing box coordinates", np.isnan(np.stack(coords)).any(axis=0)),
+                        ("empty bbox", empty), ("bbox outside the image", bad)):
+        ok = invalid == None  # noqa: E711 - elementwise on an object array
+        invalid[ok & hit] = reason
+    return invalid
+
+
 @dataclass
 class OpenImagesSource:
     """OpenImages segmentation (or box-only) annotations, masks and images."""
@@ -267,44 +282,11 @@ class OpenImagesSource:
     # -- candidate table ------------------------------------------------------------------
     def candidates(self) -> Candidates:
         """Strings stay in Arrow (dictionary-encoded): 2.7M rows of Python strings would cost GBs."""
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         classes = read_classes(self.classes_path)
-        flag_cols: dict[str, np.ndarray] = {}
-        btable = None
-        self._bbox_table = None
-        present: dict[str, str] = {}
-        if self.bbox_csv is not None:
-            bheader = check_columns(self.bbox_csv, BBOX_COLUMNS)
-            present = {k: v for k, v in FLAG_COLUMNS.items() if v in bheader}
-            types = {c: pa.float64() for c in ("XMin", "XMax", "YMin", "YMax")}
-            types.update({c: pa.string() for c in ("ImageID", "LabelName")})
-            types.update({c: pa.int8() for c in present.values()})
-            btable = _read_csv(self.bbox_csv, list(BBOX_COLUMNS) + list(present.values()), types)
-        if self.segmentation_csv is not None:
-            header = check_columns(self.segmentation_csv, SEGMENTATION_COLUMNS)
-            wanted = ["MaskPath", "ImageID", "LabelName", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"]
-            wanted += ["PredictedIoU"] if "PredictedIoU" in header else []
-            types = {c: pa.float64() for c in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax", "PredictedIoU")}
-            types.update({c: pa.string() for c in ("MaskPath", "ImageID", "LabelName")})
-            table = _read_csv(self.segmentation_csv, wanted, {k: v for k, v in types.items() if k in wanted})
-            coord_names = ("BoxXMin", "BoxYMin", "BoxXMax", "BoxYMax")
-            n = table.num_rows
-            iou = arrow_to_numpy(table.column("PredictedIoU")).astype(np.float64) if "PredictedIoU" in wanted else np.full(n, np.nan)
-            self._names = table.column("MaskPath")
-            # flags are joined later, only for the rows that pass the other cheap filters
-            self._seg_table, self._bbox_table, self._present = table, btable, present
-        else:
-            table, btable = btable, None
-            coord_names = ("XMin", "YMin", "XMax", "YMax")
-            n = table.num_rows
-            iou = np.full(n, np.nan)
-            flag_cols = {
-                k: np.nan_to_num(arrow_to_numpy(table.column(v)).astype(np.float64), nan=-1).astype(np.int8)
-                for k, v in present.items()
-            }
-            self._names = None
+        table, coord_names, iou, flag_cols = self._read_tables()
+        n = table.num_rows
         coords = [arrow_to_numpy(table.column(c)).astype(np.float64) for c in coord_names]
         img_enc = pc.dictionary_encode(table.column("ImageID")).combine_chunks()
         lab_enc = pc.dictionary_encode(table.column("LabelName")).combine_chunks()
@@ -316,18 +298,8 @@ class OpenImagesSource:
         image_rank[np.asarray(pc.array_sort_indices(img_enc.dictionary))] = np.arange(len(self._image_ids))
         names = np.array([classes.get(m) or "" for m in mids] or [""], dtype=object)
         known = np.array([m in classes for m in mids] or [False], dtype=bool)
-        invalid = np.full(n, None, dtype=object)
+        invalid = _invalid_rows(coords, known[lab_idx])
         x0, y0, x1, y1 = coords
-        with np.errstate(invalid="ignore"):
-            bad = ~((x0 >= 0) & (y0 >= 0) & (x1 <= 1) & (y1 <= 1))
-            empty = ~((x1 > x0) & (y1 > y0))
-        invalid[~known[lab_idx]] = "unknown category id"
-        ok = invalid == None  # noqa: E711
-        invalid[ok & np.isnan(np.stack(coords)).any(axis=0)] = "missing box coordinates"
-        ok = invalid == None  # noqa: E711
-        invalid[ok & empty] = "empty bbox"
-        ok = invalid == None  # noqa: E711
-        invalid[ok & bad] = "bbox outside the image"
         box = np.clip(np.stack(coords, axis=1), 0.0, 1.0)
         mid_arr = np.array(mids or [""], dtype=object)
         cols: dict[str, np.ndarray] = {
@@ -363,6 +335,38 @@ class OpenImagesSource:
             image_order=image_rank[img_idx],
             ann_order=rows,
         )
+
+    def _read_tables(self):
+        """The candidate table (segmentation rows, or box rows when there are no masks) with the
+        names of its box columns, its PredictedIoU column and -- box-only -- its flags. With masks
+        the box table is kept for :meth:`join` (flags only for rows that pass the cheap filters)."""
+        import pyarrow as pa
+
+        self._bbox_table, btable, present = None, None, {}
+        if self.bbox_csv is not None:
+            bheader = check_columns(self.bbox_csv, BBOX_COLUMNS)
+            present = {k: v for k, v in FLAG_COLUMNS.items() if v in bheader}
+            types = {c: pa.float64() for c in ("XMin", "XMax", "YMin", "YMax")}
+            types.update({c: pa.string() for c in ("ImageID", "LabelName")})
+            types.update({c: pa.int8() for c in present.values()})
+            btable = _read_csv(self.bbox_csv, list(BBOX_COLUMNS) + list(present.values()), types)
+        if self.segmentation_csv is None:
+            iou = np.full(btable.num_rows, np.nan)
+            flags = {k: np.nan_to_num(arrow_to_numpy(btable.column(v)).astype(np.float64), nan=-1).astype(np.int8)
+                     for k, v in present.items()}
+            self._names = None
+            return btable, ("XMin", "YMin", "XMax", "YMax"), iou, flags
+        header = check_columns(self.segmentation_csv, SEGMENTATION_COLUMNS)
+        wanted = ["MaskPath", "ImageID", "LabelName", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"]
+        wanted += ["PredictedIoU"] if "PredictedIoU" in header else []
+        types = {c: pa.float64() for c in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax", "PredictedIoU")}
+        types.update({c: pa.string() for c in ("MaskPath", "ImageID", "LabelName")})
+        table = _read_csv(self.segmentation_csv, wanted, {k: v for k, v in types.items() if k in wanted})
+        iou = (arrow_to_numpy(table.column("PredictedIoU")).astype(np.float64) if "PredictedIoU" in wanted
+               else np.full(table.num_rows, np.nan))
+        self._names = table.column("MaskPath")
+        self._seg_table, self._bbox_table, self._present = table, btable, present
+        return table, ("BoxXMin", "BoxYMin", "BoxXMax", "BoxYMax"), iou, {}
 
     def join_columns(self) -> set[str]:
         """Columns :meth:`join` can add for surviving rows (the box flags)."""
