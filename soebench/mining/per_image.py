@@ -49,105 +49,6 @@ def _fraction(mask: np.ndarray) -> float:
     return np.count_nonzero(mask) / mask.size if mask.size else float("nan")
 
 
-def mine_image(src, cands, frun, tally, rows, available, later, colour_of_mask, pixels) -> list[dict]:
-    """The kept objects (manifest rows without ids, split, captions) of one image's candidate ``rows``;
-    every drop is counted in ``tally`` and ``frun``."""
-    from soebench.manifest.masks import encode_mask
-    from soebench.mining.crops import eval_crop, teacher_crop
-    from soebench.mining.openimages import resize_nearest
-    from soebench.mining.prompts import make_prompts
-
-    cols = cands.cols
-    key = cands.image_key[rows[0]]
-    rel = src.image_file(key)
-    if rel is None:
-        tally.drop("missing image file", cands.ann_key[rows])
-        return []
-    try:
-        width, height = src.image_size(key)
-    except ImageError as exc:
-        tally.drop(str(exc), cands.ann_key[rows])
-        return []
-    if "width" in later:
-        cols["width"][rows] = width
-        cols["height"][rows] = height
-        rows = frun.apply(cols, rows, available | {"width", "height"}, final=False)
-        if not len(rows):
-            return []
-    masks = src.masks(rows, width, height)
-    good: list[int] = []
-    full: dict[int, tuple[np.ndarray, str, float]] = {}
-    for r in rows:
-        mask, kind = masks[int(r)]
-        if isinstance(mask, str):
-            tally.drop(mask, [cands.ann_key[r]])
-            continue
-        frac = _fraction(mask)  # on the mask itself, before any resize
-        if kind == "png":
-            cols["mask_frac"][r] = frac
-            mask = resize_nearest(mask, width, height)
-            empty = not mask.any()
-        else:
-            empty = not frac > 0.0
-        if empty:
-            tally.drop("empty mask", [cands.ann_key[r]])
-            continue
-        full[int(r)] = (mask, kind, frac)
-        good.append(int(r))
-    rows = np.array(good, dtype=np.int64)
-    if "mask_frac" in later and len(rows):
-        rows = frun.apply(cols, rows, available | later, final=False)
-    if not len(rows):
-        return []
-    try:
-        image, gain = pixels(src.images_root / rel)
-    except ImageError as exc:
-        tally.drop(str(exc), cands.ann_key[rows])
-        return []
-    if image.shape[:2] != (height, width):
-        tally.drop("image size differs from the annotation", cands.ann_key[rows])
-        return []
-    license_name = src.license(key)
-    image_name = src.image_name(key)
-    out = []
-    for r in rows:
-        mask, kind, frac = full[int(r)]
-        try:
-            colour = colour_of_mask(image, mask, gain=gain)
-        except ValueError as exc:
-            tally.drop(f"colour: {exc}", [cands.ann_key[r]])
-            continue
-        bbox = src.bbox_pixels(int(r), width, height)
-        flags = {f: (None if f not in cols or cols[f][r] < 0 else bool(cols[f][r])) for f in FLAG_NAMES}
-        iou = float(cols["predicted_iou"][r])
-        out.append(
-            {
-                "source": src.name,
-                "image_id": image_name,
-                "image_path": rel,
-                "width": width,
-                "height": height,
-                "annotation_id": src.annotation_name(cands.ann_key[r]),
-                "category": str(cands.category[r]),
-                "category_id": str(cands.category_id[r]),
-                "bbox": bbox,
-                "bbox_area_fraction": float(cols["box_frac"][r]),
-                "mask_rle": encode_mask(mask),
-                "mask_source": kind,
-                "mask_area_fraction": frac,
-                "color": colour.name,
-                "color_confidence": float(colour.confidence),
-                "prompts": make_prompts(str(cands.category[r]), colour.name),
-                "teacher_crop": list(teacher_crop(bbox, width, height)),
-                "eval_crop": list(eval_crop(bbox, width, height)),
-                **flags,
-                "predicted_iou": None if np.isnan(iou) else iou,
-                "license": license_name,
-            }
-        )
-    return out
-
-
 @dataclass
 class GroupResult:
     """One image group's kept rows and the drops counted while mining it."""
@@ -180,13 +81,118 @@ class Stage:
     before_fork: Callable[[], Any] = lambda: None  # waits for the caller's threads to finish
 
     def mine(self, gi: int, pixels: Callable) -> GroupResult:
+        """Group ``gi`` mined with counters of its own; ``pixels(path)`` -> (RGB image, exposure gain)."""
+        tally = Tally(namer=self.src.annotation_name)
+        frun = FilterRun(self.frun.config, finished=set(self.frun.finished))
+        kept = self._kept(self.groups[gi], tally, frun, pixels)
+        return GroupResult(kept, tally.invalid, tally.examples, frun.rejected)
+
+    def _kept(self, rows: np.ndarray, tally: Tally, frun: FilterRun, pixels: Callable) -> list[dict[str, Any]]:
+        """The manifest rows (without ids, split, captions) of one image's candidate ``rows``, in
+        order: image file -> size -> size filters -> masks -> mask filters -> pixels -> colour."""
         from soebench.mining.colour import colour_of_mask
 
-        tally = Tally(namer=self.src.annotation_name)
-        frun = FilterRun(self.frun.config, finished=set(self.frun.finished))  # counts of its own
-        kept = mine_image(self.src, self.cands, frun, tally, self.groups[gi], self.available, self.later,
-                          colour_of_mask, pixels)
-        return GroupResult(kept, tally.invalid, tally.examples, frun.rejected)
+        src, cands, cols = self.src, self.cands, self.cands.cols
+        key = cands.image_key[rows[0]]
+        rel = src.image_file(key)
+        if rel is None:
+            tally.drop("missing image file", cands.ann_key[rows])
+            return []
+        try:
+            width, height = src.image_size(key)
+        except ImageError as exc:
+            tally.drop(str(exc), cands.ann_key[rows])
+            return []
+        if "width" in self.later:
+            cols["width"][rows] = width
+            cols["height"][rows] = height
+            rows = frun.apply(cols, rows, self.available | {"width", "height"}, final=False)
+            if not len(rows):
+                return []
+        masks = self._masks(rows, width, height, tally)
+        rows = np.array(list(masks), dtype=np.int64)
+        if "mask_frac" in self.later and len(rows):
+            rows = frun.apply(cols, rows, self.available | self.later, final=False)
+        if not len(rows):
+            return []
+        try:
+            image, gain = pixels(src.images_root / rel)
+        except ImageError as exc:
+            tally.drop(str(exc), cands.ann_key[rows])
+            return []
+        if image.shape[:2] != (height, width):
+            tally.drop("image size differs from the annotation", cands.ann_key[rows])
+            return []
+        kept = []
+        for r in rows.tolist():
+            mask, kind, frac = masks[r]
+            try:
+                colour = colour_of_mask(image, mask, gain=gain)
+            except ValueError as exc:
+                tally.drop(f"colour: {exc}", [cands.ann_key[r]])
+                continue
+            kept.append(self._row(r, key, rel, width, height, mask, kind, frac, colour))
+        return kept
+
+    def _masks(self, rows: np.ndarray, width: int, height: int, tally: Tally) -> dict[int, tuple[np.ndarray, str, float]]:
+        """row -> (mask at image size, its source, its area fraction) for the rows whose mask is
+        usable; PNG masks get their area on the mask itself, before the resize to the image."""
+        from soebench.mining.openimages import resize_nearest
+
+        cols, good = self.cands.cols, {}
+        found = self.src.masks(rows, width, height)
+        for r in rows.tolist():
+            mask, kind = found[r]
+            if isinstance(mask, str):
+                tally.drop(mask, [self.cands.ann_key[r]])
+                continue
+            frac = _fraction(mask)
+            if kind == "png":
+                cols["mask_frac"][r] = frac
+                mask = resize_nearest(mask, width, height)
+                empty = not mask.any()
+            else:
+                empty = not frac > 0.0
+            if empty:
+                tally.drop("empty mask", [self.cands.ann_key[r]])
+                continue
+            good[r] = (mask, kind, frac)
+        return good
+
+    def _row(self, r: int, key, rel: str, width: int, height: int, mask: np.ndarray, kind: str, frac: float,
+             colour) -> dict[str, Any]:
+        from soebench.manifest.masks import encode_mask
+        from soebench.mining.crops import eval_crop, teacher_crop
+        from soebench.mining.prompts import make_prompts
+
+        src, cands, cols = self.src, self.cands, self.cands.cols
+        bbox = src.bbox_pixels(r, width, height)
+        flags = {f: (None if f not in cols or cols[f][r] < 0 else bool(cols[f][r])) for f in FLAG_NAMES}
+        iou = float(cols["predicted_iou"][r])
+        category = str(cands.category[r])
+        return {
+            "source": src.name,
+            "image_id": src.image_name(key),
+            "image_path": rel,
+            "width": width,
+            "height": height,
+            "annotation_id": src.annotation_name(cands.ann_key[r]),
+            "category": category,
+            "category_id": str(cands.category_id[r]),
+            "bbox": bbox,
+            "bbox_area_fraction": float(cols["box_frac"][r]),
+            "mask_rle": encode_mask(mask),
+            "mask_source": kind,
+            "mask_area_fraction": frac,
+            "color": colour.name,
+            "color_confidence": float(colour.confidence),
+            "prompts": make_prompts(category, colour.name),
+            "teacher_crop": list(teacher_crop(bbox, width, height)),
+            "eval_crop": list(eval_crop(bbox, width, height)),
+            **flags,
+            "predicted_iou": None if np.isnan(iou) else iou,
+            "license": src.license(key),
+        }
 
 
 @contextmanager

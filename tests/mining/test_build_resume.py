@@ -38,15 +38,15 @@ class Crash(Exception):
 def _crash_after(monkeypatch, groups: int, error: type[BaseException] = Crash) -> list[int]:
     """Make the per-image stage raise ``error`` on its ``groups + 1``-th image; returns the call counter."""
     calls = [0]
-    inner = per_image.mine_image
+    inner = per_image.Stage.mine
 
-    def mine_image(*args, **kwargs):
+    def mine(self, gi, pixels):
         calls[0] += 1
         if calls[0] > groups:
             raise error
-        return inner(*args, **kwargs)
+        return inner(self, gi, pixels)
 
-    monkeypatch.setattr(per_image, "mine_image", mine_image)
+    monkeypatch.setattr(per_image.Stage, "mine", mine)
     return calls
 
 
@@ -62,13 +62,13 @@ def _crashed(monkeypatch, run, groups: int) -> None:
 
 def _count_calls(monkeypatch) -> list[int]:
     calls = [0]
-    inner = per_image.mine_image
+    inner = per_image.Stage.mine
 
-    def mine_image(*args, **kwargs):
+    def mine(self, gi, pixels):
         calls[0] += 1
-        return inner(*args, **kwargs)
+        return inner(self, gi, pixels)
 
-    monkeypatch.setattr(per_image, "mine_image", mine_image)
+    monkeypatch.setattr(per_image.Stage, "mine", mine)
     return calls
 
 
