@@ -182,9 +182,9 @@ def build_dataset(
         "shard": [shard_index, num_shards],
     })
     try:
-        # the hashing thread is done before any worker is forked (fork copies no other thread)
+        # fork copies only the calling thread: the hashing thread is finished and joined first
         table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store, workers,
-                               before_fork=lambda: [f.result() for f in hashes.values()])
+                               before_fork=lambda: hasher.shutdown(wait=True))
     finally:
         src.close()
         hasher.shutdown(wait=True)

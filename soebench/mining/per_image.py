@@ -78,7 +78,7 @@ class Stage:
     frun: FilterRun
     available: set[str]
     later: set[str]
-    before_fork: Callable[[], Any] = lambda: None  # waits for the caller's threads to finish
+    before_fork: Callable[[], Any] = lambda: None  # ends the caller's other threads (fork copies none)
 
     def mine(self, gi: int, pixels: Callable) -> GroupResult:
         """Group ``gi`` mined with counters of its own; ``pixels(path)`` -> (RGB image, exposure gain)."""

@@ -103,3 +103,21 @@ def test_cli_workers(coco, tmp_path):
     assert main(args(tmp_path / "a.parquet", "--workers", "2")) == 0
     assert main(args(tmp_path / "b.parquet")) == 0
     assert read_manifest(tmp_path / "a.parquet").table.equals(read_manifest(tmp_path / "b.parquet").table)
+
+
+def test_workers_are_forked_with_no_other_thread_alive(coco, tmp_path, monkeypatch):
+    """fork copies only the calling thread: the input hashing and the progress bar threads must not
+    be running then (a lock one of them held would stay locked in every worker)."""
+    import multiprocessing.context
+    import threading
+
+    alive = []
+    pool = multiprocessing.context.ForkContext.Pool
+
+    def recording_pool(self, *args, **kwargs):
+        alive.append(sorted(t.name for t in threading.enumerate()))
+        return pool(self, *args, **kwargs)
+
+    monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", recording_pool)
+    _build(coco, tmp_path / "m.parquet", workers=2, progress=True)
+    assert alive == [["MainThread"]]
