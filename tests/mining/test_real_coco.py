@@ -57,3 +57,15 @@ def test_captions_and_colours(coco_sample, val_manifest):
         assert row["prompts"]["color_label"] == f"{row['color']} {row['category']}"
         assert manifest.image_path(row["image_path"]).is_file()
     assert len({r["color"] for r in rows}) >= 6
+
+
+def test_workers_on_real_photos_give_the_same_manifest(coco_sample, val_manifest, tmp_path):
+    """Real JPEGs, polygons and crowd RLE through forked workers: byte-identical."""
+    res, _ = val_manifest
+    again = build_dataset(
+        "coco", tmp_path / res.manifest_path.name, images=coco_sample / "val2017",
+        annotations=coco_sample / "annotations" / "instances_val2017.json",
+        captions=coco_sample / "annotations" / "captions_val2017.json", preset="soebench", workers=2,
+    )
+    assert again.manifest_path.read_bytes() == res.manifest_path.read_bytes()
+    assert again.summary == res.summary
