@@ -151,6 +151,8 @@ def build_dataset(
     The per-image stage saves its progress every :data:`soebench.mining.checkpoint.SAVE_EVERY_S`
     seconds in ``<manifest>.partial/``; after a crash or Ctrl-C, ``resume=True`` with the same
     arguments continues from there and writes the manifest a single run would have written.
+    ``workers > 1`` mines the images in that many processes forked after the parse (Linux); the
+    outputs do not depend on it.
     """
     # -- check inputs before any work ------------------------------------------------------
     if source not in SOURCES:
