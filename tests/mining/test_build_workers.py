@@ -107,7 +107,8 @@ def test_cli_workers(coco, tmp_path):
 
 def test_workers_are_forked_with_no_other_thread_alive(coco, tmp_path, monkeypatch):
     """fork copies only the calling thread: the input hashing and the progress bar threads must not
-    be running then (a lock one of them held would stay locked in every worker)."""
+    be running then (a lock one of them held would stay locked in every worker). Threads that
+    were running before the call (another library's) are the caller's business."""
     import multiprocessing.context
     import threading
 
@@ -115,9 +116,10 @@ def test_workers_are_forked_with_no_other_thread_alive(coco, tmp_path, monkeypat
     pool = multiprocessing.context.ForkContext.Pool
 
     def recording_pool(self, *args, **kwargs):
-        alive.append(sorted(t.name for t in threading.enumerate()))
+        alive.append(set(threading.enumerate()))
         return pool(self, *args, **kwargs)
 
     monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", recording_pool)
+    before = set(threading.enumerate())
     _build(coco, tmp_path / "m.parquet", workers=2, progress=True)
-    assert alive == [["MainThread"]]
+    assert len(alive) == 1 and alive[0] <= before, [t.name for t in alive[0] - before]
