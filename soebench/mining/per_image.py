@@ -123,6 +123,9 @@ class Stage:
         if image.shape[:2] != (height, width):
             tally.drop("image size differs from the annotation", cands.ann_key[rows])
             return []
+        # per image, not per object: the columns every row of this image shares
+        shared = {"source": src.name, "image_id": src.image_name(key), "image_path": rel, "width": width,
+                  "height": height, "license": src.license(key)}
         kept = []
         for r in rows.tolist():
             mask, kind, frac = masks[r]
@@ -131,7 +134,7 @@ class Stage:
             except ValueError as exc:
                 tally.drop(f"colour: {exc}", [cands.ann_key[r]])
                 continue
-            kept.append(self._row(r, key, rel, width, height, mask, kind, frac, colour))
+            kept.append(self._row(r, shared, mask, kind, frac, colour))
         return kept
 
     def _masks(self, rows: np.ndarray, width: int, height: int, tally: Tally) -> dict[int, tuple[np.ndarray, str, float]]:
@@ -159,23 +162,19 @@ class Stage:
             good[r] = (mask, kind, frac)
         return good
 
-    def _row(self, r: int, key, rel: str, width: int, height: int, mask: np.ndarray, kind: str, frac: float,
-             colour) -> dict[str, Any]:
+    def _row(self, r: int, shared: dict[str, Any], mask: np.ndarray, kind: str, frac: float, colour) -> dict[str, Any]:
         from soebench.manifest.masks import encode_mask
         from soebench.mining.crops import eval_crop, teacher_crop
         from soebench.mining.prompts import make_prompts
 
         src, cands, cols = self.src, self.cands, self.cands.cols
+        width, height = shared["width"], shared["height"]
         bbox = src.bbox_pixels(r, width, height)
         flags = {f: (None if f not in cols or cols[f][r] < 0 else bool(cols[f][r])) for f in FLAG_NAMES}
         iou = float(cols["predicted_iou"][r])
         category = str(cands.category[r])
         return {
-            "source": src.name,
-            "image_id": src.image_name(key),
-            "image_path": rel,
-            "width": width,
-            "height": height,
+            **shared,
             "annotation_id": src.annotation_name(cands.ann_key[r]),
             "category": category,
             "category_id": str(cands.category_id[r]),
@@ -191,7 +190,6 @@ class Stage:
             "eval_crop": list(eval_crop(bbox, width, height)),
             **flags,
             "predicted_iou": None if np.isnan(iou) else iou,
-            "license": src.license(key),
         }
 
 
