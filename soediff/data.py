@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from soebench.errors import InputError
+from soebench.image_io import rgb_array
 from soebench.manifest.io import Manifest, read_manifest
 from soebench.manifest.masks import decode_mask
 from soediff.geometry import LatentCrop, snap_crop
@@ -141,7 +142,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         row = self.row(i)
         try:
             with Image.open(row.image_path) as im:
-                image = im.convert("RGB")
+                image = Image.fromarray(rgb_array(im))
         except (OSError, ValueError) as exc:
             raise InputError(f"manifest row {row.sample_id}: cannot read image {row.image_path} ({exc})") from exc
         mask = decode_mask(row.mask_rle)

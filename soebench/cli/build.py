@@ -88,7 +88,34 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    return data
+    try:
+        return {key: _typed(key, value) for key, value in data.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
+
+
+_INT_KEYS = ("seed", "num_shards", "shard_index", "limit", "workers")
+
+
+def _typed(key: str, value: Any) -> Any:
+    """A config file value as its flag's type (YAML gives text for ``1e-3`` or a quoted "false")."""
+    from soebench.mining.filters import as_bool, coerce_filter_value
+
+    if value is None:
+        return None
+    if key in FILTER_KEYS:
+        return coerce_filter_value(key, value)
+    if key in _INT_KEYS:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    if key in ("overwrite", "plots"):
+        return as_bool(key, value)
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{key} must be text, got {value!r}")
+    return Path(str(value)) if key in INPUT_KEYS else str(value)
 
 
 def _classes(value: Any) -> list[str] | None:

@@ -67,7 +67,12 @@ def _read_one(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    meta = json.loads(raw) if raw else {}
+    try:
+        meta = json.loads(raw) if raw else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: the soebench metadata of the file is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: the soebench metadata of the file is not a JSON object")
     return table, meta
 
 

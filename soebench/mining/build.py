@@ -164,8 +164,14 @@ def build_dataset(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     cfg = filters if isinstance(filters, FilterConfig) else resolve_filters(preset, source, filters)
+    named = _named_classes(filters)
     ratios = parse_split_ratios(split_ratios)
     out = Path(out)
+    if num_shards == 1 and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; a manifest is one .parquet file",
+                          hint="give a file path such as manifests/NAME.parquet (a folder of parts needs --num-shards)")
+    if num_shards > 1 and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; with --num-shards it must be a folder of parts")
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
     for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
         refuse_existing(p, overwrite, what="output")
@@ -185,6 +191,7 @@ def build_dataset(
     })
     try:
         # fork copies only the calling thread: the hashing thread is finished and joined first
+        _check_classes(src, named)
         table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store, workers,
                                before_fork=lambda: hasher.shutdown(wait=True))
     finally:
@@ -192,7 +199,9 @@ def build_dataset(
         hasher.shutdown(wait=True)
 
     from soebench.manifest.io import write_manifest
+    from soebench.manifest.schema import validate_table
 
+    table = validate_table(table, where=f"table for {manifest_path}")  # before anything is written
     versions = _versions()
     base = manifest_path.parent if num_shards == 1 else out
     metadata = {
@@ -227,6 +236,34 @@ def build_dataset(
     write_manifest(table, manifest_path, metadata, overwrite=overwrite)
     store.discard()
     return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
+
+
+def _named_classes(filters) -> dict[str, tuple[str, ...]]:
+    """The class names the caller wrote (not the preset's lists, which span datasets)."""
+    from soebench.mining.filters import coerce_filter_value
+
+    if not isinstance(filters, Mapping):
+        return {}
+    return {key: coerce_filter_value(key, filters[key]) for key in ("include_classes", "exclude_classes")
+            if filters.get(key) is not None}
+
+
+def _check_classes(src, named: Mapping[str, tuple[str, ...]]) -> None:
+    """A class name that is no category of the source is a typo, never an empty selection."""
+    if not any(named.values()):
+        return
+    import difflib
+
+    vocabulary = src.vocabulary()
+    for key, names in named.items():
+        unknown = [n for n in names if n.strip().lower() not in vocabulary]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0].lower(), list(vocabulary), n=3)
+            hint = ("did you mean " + ", ".join(repr(vocabulary[c]) for c in close) + "?") if close else \
+                "names are matched case-insensitively against the category names and ids of the annotations"
+            files = ", ".join(Path(p).name for p in src.input_files().values())
+            raise ConfigError(f"--{key.replace('_', '-')}: {', '.join(map(repr, unknown))} is not a category "
+                              f"name or id of {src.name} ({files})", hint=hint)
 
 
 def _versions() -> dict[str, Any]:
@@ -283,6 +320,24 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     return table, summary
 
 
+def _repeats(keys) -> np.ndarray:
+    """True where a key already occurred at an earlier position (an Arrow stable sort, so ints
+    and strings alike, and only over the rows that passed the cheap filters)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = np.zeros(len(keys), dtype=bool)
+    if len(keys) < 2:
+        return out
+    arr = pa.array(keys)
+    order = pc.sort_indices(arr)  # stable: equal keys keep their file order
+    ordered = arr.take(order)
+    same = np.asarray(pc.equal(ordered.slice(1), ordered.slice(0, len(arr) - 1)).to_numpy(zero_copy_only=False),
+                      dtype=bool)
+    out[order.to_numpy()[1:][same]] = True
+    return out
+
+
 def _select(src, frun: FilterRun, tally: Tally, num_shards: int, shard_index: int):
     """Everything before the pixels: invalid rows, this shard, the cheap filters, missing image
     files. Returns ``(candidates, groups, available columns, later columns, candidate count)``;
@@ -303,6 +358,10 @@ def _select(src, frun: FilterRun, tally: Tally, num_shards: int, shard_index: in
     rows = rows[invalid == None]  # noqa: E711
     available = set(cands.provides)
     rows = frun.apply(cands.cols, rows, available)
+    repeats = _repeats(src.annotation_keys(cands.ann_key[rows]))
+    if repeats.any():  # two rows would share a sample_id: the file's first one is kept
+        tally.drop("duplicate annotation id", cands.ann_key[rows[repeats]])
+        rows = rows[~repeats]
     if joinable:  # columns looked up only for the rows still alive (OpenImages flags)
         available |= src.join(rows) if len(rows) else joinable
         rows = frun.apply(cands.cols, rows, available)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -43,10 +43,14 @@ class MaskError(ValueError):
 # would make every collection during the decode walk them all.
 
 
+#: ids are kept as int64 columns: a larger one is an error naming its element, not an overflow
+Id = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class _Annotation(msgspec.Struct, gc=False):
-    id: int
-    image_id: int
-    category_id: int
+    id: Id
+    image_id: Id
+    category_id: Id
     bbox: tuple[float, float, float, float]
     area: float = _NAN  # missing: the box area (as when COCO evaluation lacks it)
     iscrowd: int | bool = 0
@@ -54,7 +58,7 @@ class _Annotation(msgspec.Struct, gc=False):
 
 
 class _Image(msgspec.Struct, gc=False):
-    id: int
+    id: Id
     file_name: str
     width: int
     height: int
@@ -62,7 +66,7 @@ class _Image(msgspec.Struct, gc=False):
 
 
 class _Category(msgspec.Struct, gc=False):
-    id: int
+    id: Id
     name: str
 
 
@@ -84,7 +88,7 @@ class _Instances(_Members):
 
 
 class _Caption(msgspec.Struct, gc=False):
-    image_id: int
+    image_id: Id
     caption: str
 
 
@@ -216,7 +220,10 @@ def _image_columns(path: Path, members: list[_Members]):
     for i, cat in enumerate(categories):
         if cat.id in cats:
             raise InputError(f"{path}: categories[{i}]: category id {cat.id} appears twice")
-        cats[cat.id] = cat.name
+        name = " ".join(cat.name.split())  # the name prompts are made of: no stray spaces
+        if not name:
+            raise InputError(f"{path}: categories[{i}]: category id {cat.id} has an empty name")
+        cats[cat.id] = name
     return ids, width, height, files, lic_names, cats
 
 

@@ -68,6 +68,8 @@ class FilterConfig:
     unique_category: bool = False
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, coerce_filter_value(f.name, getattr(self, f.name)))
         self.check()
 
     def check(self) -> None:
@@ -109,6 +111,58 @@ class FilterConfig:
 
     def flags_needed(self) -> tuple[str, ...]:
         return tuple(name for name in FLAG_NAMES if getattr(self, f"drop_{name}"))
+
+
+_FLOAT_KEYS = ("min_area_fraction", "max_area_fraction", "min_pixels", "max_pixels", "max_aspect_ratio",
+               "min_predicted_iou", "border_margin")
+_BOOL_TEXT = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """``value`` as a boolean: a bool, 0/1, or true/false/yes/no/on/off text; ConfigError otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[value.strip().lower()]
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def coerce_filter_value(name: str, value: Any) -> Any:
+    """A filter value as its field's type, from Python, a flag or a config file (where YAML reads
+    ``1e-3`` as text and users quote ``"false"``); ConfigError naming the option otherwise.
+    Text booleans are converted, never taken as truthy: ``"false"`` must not drop anything."""
+    if value is None:
+        return None
+    if name in _FLOAT_KEYS:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if name == "max_per_image":
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if isinstance(number, (int, float, np.integer, np.floating)) and not isinstance(number, bool) \
+                and float(number).is_integer():
+            return int(number)
+        raise ConfigError(f"max_per_image must be a whole number, got {value!r}")
+    if name.startswith("drop_") or name == "unique_category":
+        return as_bool(name, value)
+    if name in ("include_classes", "exclude_classes"):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{name} must be a list of category names or ids, got {value!r}")
+        return tuple(str(v).strip() for v in items if str(v).strip())
+    return value
 
 
 Columns = Mapping[str, np.ndarray]

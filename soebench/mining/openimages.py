@@ -27,6 +27,7 @@ import numpy as np
 
 from soebench.errors import InputError
 from soebench.mining.arrow_columns import arrow_to_numpy, chunk_to_numpy
+from soebench.image_io import gray_array
 from soebench.mining.sources import Candidates, FileIndex, ImageError, category_counts, read_image_size
 
 SEGMENTATION_COLUMNS = ("MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
@@ -44,7 +45,7 @@ _MID = re.compile(r"^/[mg]/[0-9a-z_]+$")
 
 def _header(path: Path) -> list[str]:
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             return next(csv.reader(fh), [])
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read CSV {path}: {exc}") from None
@@ -70,7 +71,7 @@ def read_classes(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise InputError(f"OpenImages class file {path} does not exist")
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row:
                 continue
@@ -78,7 +79,10 @@ def read_classes(path: str | os.PathLike) -> dict[str, str]:
                 raise InputError(f"{path}: line {lineno} has {len(row)} field(s), expected 'MID,Display name'")
             if lineno == 1 and not _MID.match(row[0].strip()):
                 continue  # header row
-            out[row[0].strip()] = row[1].strip()
+            name = " ".join(row[1].split())
+            if not name:
+                raise InputError(f"{path}: line {lineno}: class {row[0].strip()!r} has an empty display name")
+            out[row[0].strip()] = name
     if not out:
         raise InputError(f"{path}: no classes")
     return out
@@ -95,6 +99,30 @@ def _read_csv(path: Path, columns: list[str], types: dict[str, Any]):
         )
     except pa.ArrowInvalid as exc:
         raise InputError(f"{path}: {_locate_bad_value(path, columns, types) or exc}") from None
+
+
+def _read_bbox_csv(path: Path, columns: list[str], flags: list[str], types: dict[str, Any]):
+    """The box table with its flag columns as int8 (1, 0, -1 unknown; empty -> null). Flags
+    written as ``0.0``/``1.0`` (a CSV that went through pandas with one missing value) are
+    read again as floats and accepted when every value is -1, 0 or 1."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return _read_csv(path, columns + flags, {**types, **{c: pa.int8() for c in flags}})
+    except InputError:
+        if not flags:
+            raise
+    table = _read_csv(path, columns + flags, {**types, **{c: pa.float32() for c in flags}})
+    for name in flags:
+        col = table.column(name)
+        bad = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(col, value_set=pa.array([-1.0, 0.0, 1.0], pa.float32()))))
+        if pc.any(bad).as_py():
+            row = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"{path}: row {row + 1} (line {row + 2}): column {name} is {col[row].as_py()!r}, "
+                             "expected 1, 0 or -1 (unknown)")
+        table = table.set_column(table.column_names.index(name), name, pc.cast(col, pa.int8()))
+    return table
 
 
 _NUMBER_TEXT = {"float": r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$", "int": r"^\s*[-+]?\d+\s*$"}
@@ -198,23 +226,38 @@ class MaskStore:
             if hexdigit in self._dirs and (self._dirs[hexdigit] / mask_path).is_file():
                 data = self._dirs[hexdigit] / mask_path
             elif hexdigit in self._zips:
-                archive = self._open.get(hexdigit)
-                if archive is None:
-                    archive = self._open[hexdigit] = zipfile.ZipFile(self._zips[hexdigit])
-                try:
-                    data = io.BytesIO(archive.read(mask_path))
-                except KeyError:
-                    data = None
+                data = self._from_archive(hexdigit, mask_path)
         if data is None:
             raise ImageError("missing mask file")
         try:
             with Image.open(data) as img:
-                arr = np.asarray(img.convert("L") if img.mode not in ("L", "1", "P") else img)
+                arr = gray_array(img)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             raise ImageError("corrupt mask file") from None
         if arr.ndim != 2 or arr.size == 0:
             raise ImageError("corrupt mask file")
-        return arr > 0
+        # official masks are 0/255; 0/1 masks, soft masks and masks on a grey background are
+        # cut at half their peak, so a non-zero background never becomes a whole-image object
+        return arr > arr.max() // 2
+
+    def _from_archive(self, hexdigit: str, mask_path: str) -> io.BytesIO | None:
+        """The member's bytes, None when the archive lacks it; a damaged archive or member (an
+        interrupted download, flipped bytes) drops the mask with a reason naming the archive."""
+        import zlib
+
+        archive = self._open.get(hexdigit)
+        name = self._zips[hexdigit].name
+        if archive is None:
+            try:
+                archive = self._open[hexdigit] = zipfile.ZipFile(self._zips[hexdigit])
+            except (zipfile.BadZipFile, OSError, EOFError):
+                raise ImageError(f"corrupt mask archive {name}") from None
+        try:
+            return io.BytesIO(archive.read(mask_path))
+        except KeyError:
+            return None
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError):
+            raise ImageError(f"corrupt mask file in archive {name}") from None
 
     def close(self) -> None:
         for archive in self._open.values():
@@ -284,7 +327,7 @@ class OpenImagesSource:
         """Strings stay in Arrow (dictionary-encoded): 2.7M rows of Python strings would cost GBs."""
         import pyarrow.compute as pc
 
-        classes = read_classes(self.classes_path)
+        classes = self._classes = read_classes(self.classes_path)
         table, coord_names, iou, flag_cols = self._read_tables()
         n = table.num_rows
         coords = [arrow_to_numpy(table.column(c)).astype(np.float64) for c in coord_names]
@@ -348,8 +391,7 @@ class OpenImagesSource:
             present = {k: v for k, v in FLAG_COLUMNS.items() if v in bheader}
             types = {c: pa.float64() for c in ("XMin", "XMax", "YMin", "YMax")}
             types.update({c: pa.string() for c in ("ImageID", "LabelName")})
-            types.update({c: pa.int8() for c in present.values()})
-            btable = _read_csv(self.bbox_csv, list(BBOX_COLUMNS) + list(present.values()), types)
+            btable = _read_bbox_csv(self.bbox_csv, list(BBOX_COLUMNS), list(present.values()), types)
         if self.segmentation_csv is None:
             iou = np.full(btable.num_rows, np.nan)
             flags = {k: np.nan_to_num(arrow_to_numpy(btable.column(v)).astype(np.float64), nan=-1).astype(np.int8)
@@ -394,7 +436,23 @@ class OpenImagesSource:
     def annotation_name(self, ann_key) -> str:
         if self._names is None:
             return f"box{int(ann_key):09d}"
-        return self._names[int(ann_key)].as_py()
+        name = self._names[int(ann_key)].as_py()
+        # an empty MaskPath still needs a name in the examples: its CSV row (line = row + 1)
+        return name if name else f"row {int(ann_key) + 1} (no MaskPath)"
+
+    def vocabulary(self) -> dict[str, str]:
+        """Every class a filter may name, lower-cased -> as written: display names and MIDs."""
+        classes = getattr(self, "_classes", None) or read_classes(self.classes_path)
+        return {**{mid.lower(): mid for mid in classes}, **{n.lower(): n for n in classes.values()}}
+
+    def annotation_keys(self, ann_keys: np.ndarray):
+        """What makes an annotation unique, for the rows ``ann_keys``: its MaskPath (a box-only
+        row is its own row)."""
+        if self._names is None:
+            return ann_keys
+        import pyarrow as pa
+
+        return self._names.take(pa.array(np.asarray(ann_keys, dtype=np.int64)))
 
     def later_columns(self) -> set[str]:
         later = {"width", "height"}
@@ -430,7 +488,7 @@ class OpenImagesSource:
                 out[r] = (box_mask(self.bbox_pixels(r, width, height), width, height), "box")
                 continue
             try:
-                mask = self._store.read(self.annotation_name(r))
+                mask = self._store.read(self._names[r].as_py() or "")
             except ImageError as exc:
                 out[r] = (str(exc), "")
                 continue

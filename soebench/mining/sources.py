@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from soebench.image_io import rgb_array
 from soebench.mining.coco import (
     CocoInstances,
     MaskError,
@@ -66,6 +67,8 @@ class Source(Protocol):
     def join(self, rows: np.ndarray) -> set[str]: ...
     def image_name(self, image_key: Any) -> str: ...
     def annotation_name(self, ann_key: Any) -> str: ...
+    def annotation_keys(self, ann_keys: np.ndarray) -> Any: ...
+    def vocabulary(self) -> dict[str, str]: ...
     def image_file(self, image_key: Any) -> str | None: ...
     def image_size(self, image_key: str) -> tuple[int, int]: ...
     def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str, str]]: ...
@@ -123,7 +126,7 @@ def read_image_rgb(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return rgb_array(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ImageError("corrupt image file") from None
 
@@ -176,6 +179,8 @@ class CocoSource:
             box_frac = (w * h) / (width * height)
             mask_frac = d.area / (width * height)
         ok = invalid == None  # noqa: E711 - elementwise on an object array
+        invalid[ok & ~((width > 0) & (height > 0))] = "image width or height is not positive"
+        ok = invalid == None  # noqa: E711
         invalid[ok & empty] = "empty bbox"
         ok = invalid == None  # noqa: E711
         invalid[ok & outside] = "bbox outside the image"
@@ -224,6 +229,15 @@ class CocoSource:
 
     def annotation_name(self, ann_key: Any) -> str:
         return str(int(ann_key))
+
+    def annotation_keys(self, ann_keys: np.ndarray) -> np.ndarray:
+        """What makes an annotation unique (its id), for the rows ``ann_keys``."""
+        return ann_keys
+
+    def vocabulary(self) -> dict[str, str]:
+        """Every class a filter may name, lower-cased -> as written: category names and ids."""
+        cats = self.data.categories
+        return {**{str(i): str(i) for i in cats}, **{n.lower(): n for n in cats.values()}}
 
     def image_file(self, image_key: Any) -> str | None:
         d = self.data

@@ -51,6 +51,8 @@ def parse_split_ratios(text: str | Mapping[str, float] | None) -> dict[str, floa
             if "=" not in part:
                 raise ConfigError(f"split ratio {part!r} is not NAME=FRACTION (e.g. train=0.9,val=0.1)")
             name, value = part.split("=", 1)
+            if name.strip() in ratios:
+                raise ConfigError(f"split ratios {text!r} name split {name.strip()!r} twice")
             try:
                 ratios[name.strip()] = float(value)
             except ValueError:

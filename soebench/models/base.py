@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from soebench.errors import ConfigError
+from soebench.image_io import rgb_array
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def check_output(request: InpaintRequest, output: Any) -> InpaintResult:
     if output is None:
         return InpaintResult(request.sample_id, None, "adapter returned no image")
     if hasattr(output, "convert") and hasattr(output, "size"):  # a PIL image
-        output = np.asarray(output.convert("RGB"))
+        output = rgb_array(output)
     arr = np.asarray(output)
     if arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[..., :3]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import ConfigError
+from soebench.image_io import rgb_array
 from soebench.models.base import InpaintRequest, InpaintResult
 
 STDERR_TAIL = 800
@@ -118,6 +119,6 @@ class CommandInpainter:
             return InpaintResult(request.sample_id, None, failure or f"command wrote no output for sample {request.sample_id}")
         try:
             with Image.open(path) as img:
-                return InpaintResult(request.sample_id, np.asarray(img.convert("RGB")))
+                return InpaintResult(request.sample_id, rgb_array(img))
         except (OSError, UnidentifiedImageError) as exc:
             return InpaintResult(request.sample_id, None, f"command output {path.name} is not an image: {exc}")

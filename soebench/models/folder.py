@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import InputError
+from soebench.image_io import rgb_array
 from soebench.models.base import InpaintRequest, InpaintResult
 
 
@@ -48,7 +49,7 @@ class FolderInpainter:
                 continue
             try:
                 with Image.open(path) as img:
-                    arr = np.asarray(img.convert("RGB"))
+                    arr = rgb_array(img)
             except (OSError, UnidentifiedImageError) as exc:
                 results.append(InpaintResult(r.sample_id, None, f"cannot read {path}: {exc}"))
                 continue

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from soebench.fileio import atomic_path
+from soebench.image_io import rgb_array
 from soebench.run.gate import OPEN, ComputeGate
 
 CACHE_VERSION = 1
@@ -48,7 +49,7 @@ class GenerationCache:
             return None
         try:
             with Image.open(path) as img:
-                return np.asarray(img.convert("RGB"))
+                return rgb_array(img)
         except (OSError, UnidentifiedImageError):
             return None  # a damaged entry is recomputed (and replaced)
 

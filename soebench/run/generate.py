@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import SoebenchError
+from soebench.image_io import rgb_array
 from soebench.models.base import InpaintRequest, InpaintResult, check_output
 from soebench.run.cache import GenerationCache, generation_key
 
@@ -80,7 +81,7 @@ def load_inputs(
             path = manifest.image_path(rel)
             try:
                 with Image.open(path) as img:
-                    decoded[rel] = np.asarray(img.convert("RGB"))
+                    decoded[rel] = rgb_array(img)
             except (OSError, UnidentifiedImageError) as exc:
                 decoded[rel] = f"cannot read image {path}: {exc}"
         image = decoded[rel]

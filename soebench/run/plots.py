@@ -123,6 +123,15 @@ def taxonomy_bars(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Seque
     return path
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    from soebench.image_io import rgb_array
+
+    with Image.open(path) as img:
+        return rgb_array(img)
+
+
 def worst_samples(
     run_dir: Path, frame, manifest, path: Path, *, metric: str, higher_is_better: bool, n: int = 8
 ) -> Path | None:
@@ -144,8 +153,8 @@ def worst_samples(
     fig, axes = plt.subplots(len(worst), 3, figsize=(7.5, 2.4 * len(worst)), squeeze=False)
     for row_axes, (_, sample) in zip(axes, worst.iterrows()):
         rec = table.slice(where[sample["sample_id"]], 1).to_pylist()[0]
-        original = np.asarray(Image.open(manifest.image_path(rec["image_path"])).convert("RGB"))
-        output = np.asarray(Image.open(run_dir / sample["output_path"]).convert("RGB"))
+        original = _read_rgb(manifest.image_path(rec["image_path"]))
+        output = _read_rgb(run_dir / sample["output_path"])
         mask = decode_mask(rec["mask_rle"])
         window = zoom_window(rec["bbox"], original.shape[1], original.shape[0])
         views = [v[window] for v in (original, mask, output)]

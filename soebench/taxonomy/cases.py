@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from soebench.image_io import rgb_array
 from soebench.taxonomy.evidence import dilate, window_of
 
 LABELS = ("ok", "missing", "mismatch", "distortion")
@@ -507,7 +508,7 @@ def iter_cases(
             path = manifest.image_path(ref.image_path)
             try:
                 with Image.open(path) as im:
-                    cache[ref.image_path] = np.asarray(im.convert("RGB"))
+                    cache[ref.image_path] = rgb_array(im)
             except (OSError, ValueError) as exc:
                 raise InputError(f"sample {ref.sample_id}: cannot read image {path} ({exc})") from exc
         image = cache[ref.image_path]

@@ -55,3 +55,63 @@ def test_cli_validate_and_info(manifest, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["rows"] == 3
     (tmp_path / "junk.parquet").write_text("nope")
     assert main(["manifest", "validate", str(tmp_path / "junk.parquet")]) == 2
+
+
+def _rewrite(table, path, **columns):
+    import pyarrow as pa
+
+    for name, values in columns.items():
+        field = table.schema.field(name)
+        table = table.set_column(table.schema.get_field_index(name), field, pa.array(values, type=field.type))
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "column, change, message",
+    [
+        ("mask_area_fraction", lambda v: [0.5] + v[1:], "mask_area_fraction 0.5 is not the decoded mask's"),
+        ("bbox", lambda v: [[float("nan"), 1.0, 2.0, 2.0]] + v[1:], "bbox is not finite"),
+        ("bbox", lambda v: [[150.0, 100.0, 30.0, 30.0]] + v[1:], "bbox lies outside the image"),
+        ("eval_crop", lambda v: [[-20.0, 0.0, 40.0, 60.0]] + v[1:], "eval_crop is not a box inside the image"),
+        ("color_confidence", lambda v: [7.0] + v[1:], r"color_confidence is not in \[0, 1\]"),
+        ("source", lambda v: ["imagenet"] + v[1:], "source is not one of coco, openimages"),
+        ("mask_rle", None, "the mask is empty"),  # an all-zero mask of the image's size
+    ],
+)
+def test_validate_checks_the_values_of_every_row(manifest, tmp_path, column, change, message):
+    table = pq.read_table(manifest)
+    first = table.column("sample_id")[0].as_py()
+    values = table.column(column).to_pylist()
+    if change is None:
+        import numpy as np
+
+        from soebench.manifest.masks import encode_mask
+
+        h, w = values[0]["size"]
+        values = [encode_mask(np.zeros((h, w), dtype=bool))] + values[1:]
+    else:
+        values = change(values)
+    path = _rewrite(table, tmp_path / "bad.parquet", **{column: values})
+    with pytest.raises(InputError, match=rf"sample {first}: {message}"):
+        validate_manifest(path)
+
+
+def test_validate_wants_soebench_metadata_and_the_exact_types(manifest, tmp_path):
+    import pyarrow as pa
+
+    table = pq.read_table(manifest)
+    pq.write_table(table.replace_schema_metadata({}), tmp_path / "plain.parquet")
+    with pytest.raises(InputError, match="no soebench metadata"):
+        validate_manifest(tmp_path / "plain.parquet")
+    pq.write_table(table.replace_schema_metadata({b"soebench": b"{not json"}), tmp_path / "junk.parquet")
+    with pytest.raises(InputError, match="metadata of the file is not JSON"):
+        validate_manifest(tmp_path / "junk.parquet")
+    with pytest.raises(InputError, match="metadata of the file is not JSON"):
+        manifest_info(tmp_path / "junk.parquet")
+    i = table.schema.get_field_index("width")
+    wide = table.set_column(i, pa.field("width", pa.int64(), nullable=False), table.column("width").cast(pa.int64()))
+    pq.write_table(wide, tmp_path / "wide.parquet")
+    with pytest.raises(InputError, match="column 'width' is stored as int64, the schema says int32"):
+        validate_manifest(tmp_path / "wide.parquet")
+    assert manifest_info(tmp_path / "wide.parquet")["rows"] == 3  # readers still cast what they can

@@ -62,3 +62,47 @@ def test_unknown_preset_suggests(tmp_path, capsys):
     fx = write_coco(tmp_path / "coco", OBJECTS)
     assert main(_args(fx, tmp_path / "m.parquet", "--preset", "soe-evl")) == 2
     assert "did you mean 'soe-eval'" in capsys.readouterr().err
+
+
+def test_config_values_get_their_flags_types(tmp_path, capsys):
+    fx = write_coco(tmp_path / "coco", [[Obj((40, 40, 10, 10), "car", "blue"), Obj((100, 10, 20, 20), "cup", crowd=True)]])
+    cfg = tmp_path / "c.yaml"
+    # YAML gives text for a quoted "false" and for 1e-3 (no dot): neither may be taken at face value
+    cfg.write_text('preset: none\ndrop_crowd: "false"\nmin_area_fraction: 1e-3\nmax_per_image: "2"\nseed: "3"\n')
+    assert main(_args(fx, tmp_path / "a.parquet", "--quiet", "--json", "--config", str(cfg))) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kept"] == 2 and summary["filters"]["drop_crowd"] is False
+    assert summary["filters"]["min_area_fraction"] == 0.001 and summary["filters"]["max_per_image"] == 2
+    for text, named in (("max_per_image: two\n", "max_per_image must be a whole number, got 'two'"),
+                        ("drop_crowd: maybe\n", "drop_crowd must be true or false"),
+                        ("max_area_fraction: [1]\n", "max_area_fraction must be a number"),
+                        ("workers: 1.5\n", "workers must be a whole number")):
+        cfg.write_text(text)
+        assert main(_args(fx, tmp_path / "b.parquet", "--quiet", "--config", str(cfg))) == 2
+        err = capsys.readouterr().err
+        assert "c.yaml" in err and named in err, err
+    assert not (tmp_path / "b.parquet").exists()
+
+
+def test_unknown_class_names_are_errors_with_a_suggestion(tmp_path, capsys):
+    fx = write_coco(tmp_path / "coco", OBJECTS)
+    assert main(_args(fx, tmp_path / "m.parquet", "--quiet", "--exclude-classes", "cupp")) == 2
+    err = capsys.readouterr().err
+    assert "--exclude-classes: 'cupp' is not a category name or id of coco" in err and "did you mean 'cup'" in err
+    assert main(_args(fx, tmp_path / "m.parquet", "--quiet", "--include-classes", "cup,notaclass")) == 2
+    assert "'notaclass'" in capsys.readouterr().err
+    assert not (tmp_path / "m.parquet").exists()
+    # names match case-insensitively, ids as text
+    assert main(_args(fx, tmp_path / "m.parquet", "--quiet", "--preset", "none", "--include-classes", "CUP,3")) == 0
+    assert sorted(read_manifest(tmp_path / "m.parquet").table.column("category").to_pylist()) == ["car", "cup", "cup"]
+
+
+def test_out_that_is_a_folder_is_refused(tmp_path, capsys):
+    fx = write_coco(tmp_path / "coco", OBJECTS)
+    folder = tmp_path / "precious"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    assert main(_args(fx, folder, "--quiet", "--overwrite")) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("precious")] == ["precious"]
+    assert (folder / "notes.txt").read_text() == "keep me"
