@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from soebench.errors import ConfigError, OutputExistsError
+from soebench.errors import ConfigError, InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ class EvalOptions:
             raise ConfigError(f"limit must be >= 1; got {self.limit}")
         if self.overwrite and self.resume:
             raise ConfigError("--overwrite and --resume exclude each other")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0; got {self.seed}")
+        if self.metrics is not None and not self.metrics:
+            raise ConfigError("--metrics names no metric", hint="leave it out for every metric whose weights are available")
 
 
 @dataclass
@@ -124,7 +128,7 @@ def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOpti
         raise ConfigError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
     values = {**base, **overrides}
     if values.get("metrics") is not None:
-        values["metrics"] = tuple(values["metrics"])
+        values["metrics"] = tuple(dict.fromkeys(values["metrics"]))  # each once, in the order given
     if values.get("shard") is not None:
         values["shard"] = tuple(values["shard"])
     opts = EvalOptions(**values)
@@ -140,7 +144,13 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
 
     shard = Shard(*opts.shard) if opts.shard else detect_shard()
     opts = replace(opts, device=local_device(opts.device, shard))
+    check_device(opts.device)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    if man.table.num_rows == 0:
+        raise InputError(f"manifest {man.path} has no rows: nothing to evaluate")
+    _check_images_root(man)
+    if shard.is_main:
+        _check_run_dir_path(run_dir)
     adapter, args_dict = build_model(model, model_args, device=opts.device)
     model_name = model if isinstance(model, str) else str(getattr(adapter, "name", type(adapter).__name__))
     scorer, info = _build_scorer(opts)
@@ -155,6 +165,59 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     return _Run(run_dir, man, rows, adapter, model_name, args_dict, scorer, opts, shard, info)
 
 
+def check_device(device: str) -> None:
+    """A device this machine cannot use fails the run here, once, not on every sample."""
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a torch device", hint="e.g. cpu, cuda, cuda:1, mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available here (torch {torch.__version__})",
+                              hint="use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available here", hint="use --device cpu")
+
+
+#: images looked for before a run: when none exists, the manifest's images root is wrong
+_IMAGES_PROBED = 32
+
+
+def _check_images_root(man) -> None:
+    """A moved manifest (its images root is stored relative to its folder) or one without its
+    metadata would make every sample an error: say so once, before any work."""
+    root = man.images_root
+    paths = list(dict.fromkeys(man.table.column("image_path").to_pylist()))[:_IMAGES_PROBED]
+    if any((root / p).is_file() for p in paths):
+        return
+    recorded = man.metadata.get("images_root")
+    where = (f"recorded as {recorded!r} relative to the manifest's folder" if recorded is not None
+             else "the manifest has no soebench metadata, so its own folder is assumed")
+    raise InputError(
+        f"manifest {man.path}: none of its first {len(paths)} image(s) exists under the images root {root} ({where})",
+        hint="keep the manifest where it was built, or rebuild it with soebench build-dataset --images PATH",
+    )
+
+
+def _check_run_dir_path(run_dir: Path) -> None:
+    """--out must be (or become) a folder we can write, checked before the models load."""
+    import os
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; a run is written into a folder")
+    existing = run_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create the run folder {run_dir}: {existing} is not a writable folder")
+
+
 def _build_scorer(opts: EvalOptions):
     """Resolve the metrics (fail before any generation when weights are missing) and load their
     networks; taxonomy's ``classify`` when that module is installed."""
@@ -162,7 +225,9 @@ def _build_scorer(opts: EvalOptions):
     from soebench.run.scoring import CLIP_METRICS, DISTANCE_METRICS, Scorer
 
     spec = ClipSpec(opts.clip_model, opts.clip_pretrained, opts.clip_weights)
-    chosen = resolve_metrics(list(opts.metrics) if opts.metrics is not None else None, spec, opts.inception_weights)
+    # the failure taxonomy always runs; naming it in --metrics is allowed and changes nothing
+    requested = [m for m in opts.metrics if m != "taxonomy"] if opts.metrics is not None else None
+    chosen = resolve_metrics(requested, spec, opts.inception_weights)
     names = set(chosen.available)
     clip = load_clip(spec, device=opts.device) if names & set(CLIP_METRICS) else None
     inception = load_inception(opts.inception_weights, device=opts.device) if names & set(DISTANCE_METRICS) else None
@@ -216,17 +281,39 @@ def _claim_run_dir(run_dir: Path, opts: EvalOptions) -> None:
 def _config(run: _Run) -> dict[str, Any]:
     """What defines the run's results (hashed to tell shards of different runs apart)."""
     opts = run.opts
+    inception = run.scorer.inception
+    inception_path = inception.source["path"] if inception is not None else opts.inception_weights
     return {
         # the device differs between ranks (cuda:0, cuda:1) and does not change results
         "model": {"name": run.model_name, "args": {k: v for k, v in run.model_args.items() if k != "device"}},
         "manifest": str(run.manifest.path),
         "prompt_key": opts.prompt_key,
         "metrics": list(run.scorer.names),
-        "clip": {"model": opts.clip_model, "pretrained": opts.clip_pretrained, "weights": opts.clip_weights},
+        # content, not only names: a manifest or weights file replaced in place must not reuse old scores
+        "manifest_sha256": _manifest_sha256(run.manifest),
+        "clip": {"model": opts.clip_model, "pretrained": opts.clip_pretrained, "weights": opts.clip_weights,
+                 "stamp": _stamp(opts.clip_weights), "pretrained_stamp": _stamp(opts.clip_pretrained)},
         "inception_weights": opts.inception_weights,
+        "inception_stamp": _stamp(inception_path),
         "limit": opts.limit,
         "seed": opts.seed,
     }
+
+
+def _stamp(path: str | None) -> float | None:
+    """Modification time of a weights file or folder (None: not a local path)."""
+    from soebench.fileio import tree_mtime
+
+    if not path or not Path(path).expanduser().exists():
+        return None
+    return tree_mtime(Path(path).expanduser())
+
+
+def _manifest_sha256(manifest) -> str | None:
+    from soebench.run.results import manifest_sha256
+
+    path = getattr(manifest, "path", None)
+    return manifest_sha256(path) if path is not None and Path(path).exists() else None
 
 
 def _config_hash(config: dict[str, Any]) -> str:

@@ -56,3 +56,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def tree_mtime(path: str | os.PathLike) -> float:
+    """Latest modification time of a file, or of any file under a folder: weights replaced in
+    place change every cache key that includes it."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_mtime
+    return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=path.stat().st_mtime)

@@ -67,12 +67,17 @@ def evaluate_command(
     from soebench.run.results import json_safe
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    result = evaluate(
-        manifest, model, out, model_args=model_args, prompt_key=prompt, metrics=chosen, limit=limit,
-        batch_size=batch_size, device=device, seed=seed, clip_model=clip_model, clip_pretrained=clip_pretrained or None,
-        clip_weights=clip_weights, inception_weights=inception_weights, overwrite=overwrite, resume=resume,
-        report=not no_report, progress=not quiet and not json_out,
-    )
+    try:
+        result = evaluate(
+            manifest, model, out, model_args=model_args, prompt_key=prompt, metrics=chosen, limit=limit,
+            batch_size=batch_size, device=device, seed=seed, clip_model=clip_model,
+            clip_pretrained=clip_pretrained or None, clip_weights=clip_weights, inception_weights=inception_weights,
+            overwrite=overwrite, resume=resume, report=not no_report, progress=not quiet and not json_out,
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: every finished output and scored batch is kept in {out}; "
+                   "the same command with --resume continues from there", err=True)
+        raise typer.Exit(130) from None
     if result.summary is None:  # a rank other than 0 of a sharded run
         return
     if json_out:

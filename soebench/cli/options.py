@@ -12,7 +12,7 @@ Resume = Annotated[
     bool, typer.Option("--resume", help="Continue an interrupted run where it stopped; nothing already done is redone.")
 ]
 Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Process at most this many samples/objects.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (results are deterministic).")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed for every random choice (results are deterministic).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 ConfigFile = Annotated[
     Path | None,

@@ -89,7 +89,8 @@ def check_metric_names(names: Sequence[str]) -> None:
     for name in names:
         if name not in METRICS:
             close = difflib.get_close_matches(name, METRIC_NAMES, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else f"known metrics: {', '.join(METRIC_NAMES)}"
+            hint = f"did you mean {', '.join(close)}?" if close else \
+                f"known metrics: {', '.join(METRIC_NAMES)} (the failure taxonomy always runs)"
             raise ConfigError(f"unknown metric {name!r}", hint=hint)
 
 

@@ -31,12 +31,22 @@ class OpenCVConfig:
     radius: float = 3.0
     dilate: int = 2
 
+    def __post_init__(self) -> None:
+        if not self.radius > 0:
+            raise ValueError(f"radius must be > 0 pixels; got {self.radius}")
+        if self.dilate < 0:
+            raise ValueError(f"dilate must be >= 0 pixels; got {self.dilate}")
+
 
 @dataclass(frozen=True)
 class MeanFillConfig:
     """``ring``: width in pixels of the band around the mask whose mean colour fills it."""
 
     ring: int = 5
+
+    def __post_init__(self) -> None:
+        if self.ring < 1:
+            raise ValueError(f"ring must be >= 1 pixel; got {self.ring}")
 
 
 def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:

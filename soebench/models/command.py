@@ -52,6 +52,16 @@ def _tail(text: bytes | str | None) -> str:
     return text[-STDERR_TAIL:]
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    import os
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
 class CommandInpainter:
     name = "command"
 
@@ -66,6 +76,22 @@ class CommandInpainter:
             self.argv = [str(a) for a in config.argv]
         if not self.argv:
             raise ConfigError("command adapter: argv is empty", hint="--model-args argv='python my_inpaint.py'")
+        self._check_program()
+
+    def _check_program(self) -> None:
+        """A program that cannot be found fails the run before any sample, not every sample."""
+        import os
+        import shutil
+
+        program = self.argv[0]
+        if os.sep in program or (os.altsep and os.altsep in program):
+            path = Path(self.config.cwd or ".") / program
+            ok = path.is_file() and os.access(path, os.X_OK)
+        else:
+            ok = shutil.which(program) is not None
+        if not ok:
+            raise ConfigError(f"command adapter: program {program!r} not found or not executable",
+                              hint="give an executable path (relative paths start from cwd=) or a program on PATH")
 
     def cache_token(self) -> dict[str, Any]:
         return {"adapter": self.name, "argv": self.argv, "cwd": self.config.cwd, "version": self.config.version}
@@ -95,21 +121,37 @@ class CommandInpainter:
             requests_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
             argv = self._argv(requests_file)
             failure: str | None = None
-            try:
-                proc = subprocess.run(
-                    argv, cwd=self.config.cwd, capture_output=True, timeout=self.config.timeout, check=False
-                )
-                if proc.returncode != 0:
-                    failure = f"command {argv[0]} exited with status {proc.returncode}"
-                    if tail := _tail(proc.stderr):
-                        failure += f"; stderr: {tail}"
-            except subprocess.TimeoutExpired as exc:
-                failure = f"command {argv[0]} timed out after {self.config.timeout:g} s"
-                if tail := _tail(exc.stderr):
-                    failure += f"; stderr: {tail}"
-            except OSError as exc:
-                failure = f"cannot run command {argv[0]}: {exc}"
+            failure = self._run(argv)
             return [self._read(r, outputs[r.sample_id], failure) for r in requests]
+
+    def _run(self, argv: list[str]) -> str | None:
+        """Run the program in a session of its own, so that a timeout or Ctrl-C ends it with
+        every process it started (a wrapper script's model process would otherwise keep its GPU).
+        Returns the failure text, or None."""
+        try:
+            proc = subprocess.Popen(argv, cwd=self.config.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+        except OSError as exc:
+            return f"cannot run command {argv[0]}: {exc}"
+        try:
+            _, stderr = proc.communicate(timeout=self.config.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            try:
+                _, stderr = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # a descendant that left the session holds the pipes
+                stderr = b""
+            failure = f"command {argv[0]} timed out after {self.config.timeout:g} s"
+            return failure + (f"; stderr: {tail}" if (tail := _tail(stderr)) else "")
+        except BaseException:  # Ctrl-C or any error here: never leave the program running
+            _kill_group(proc)
+            proc.wait()
+            raise
+        if proc.returncode != 0:
+            failure = f"command {argv[0]} exited with status {proc.returncode}"
+            return failure + (f"; stderr: {tail}" if (tail := _tail(stderr)) else "")
+        _kill_group(proc)  # helpers it left behind in the background
+        return None
 
     @staticmethod
     def _read(request: InpaintRequest, path: Path, failure: str | None) -> InpaintResult:

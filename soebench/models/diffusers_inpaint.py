@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import ConfigError, MissingWeightsError
+from soebench.fileio import tree_mtime
 from soebench.models.base import InpaintRequest, InpaintResult, config_to_dict
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class DiffusersConfig:
             raise ValueError(f"resolution must be a positive multiple of 8; got {self.resolution}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1; got {self.steps}")
+        if not 0.0 < self.strength <= 1.0:  # diffusers' own check fires per call, i.e. per sample
+            raise ValueError(f"strength must lie in (0, 1]; got {self.strength}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be >= 0; got {self.guidance}")
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -138,7 +143,7 @@ class DiffusersInpainter:
         for key in ("path", "lora", "vae_decoder"):
             p = token.get(key)
             if p and Path(os.path.expanduser(p)).exists():
-                token[f"{key}_mtime"] = _tree_mtime(Path(os.path.expanduser(p)))
+                token[f"{key}_mtime"] = tree_mtime(Path(os.path.expanduser(p)))
         return token
 
     def _torch_dtype(self, device: str):
@@ -239,10 +244,3 @@ def load_decoder_weights(vae, path: str | os.PathLike) -> None:
     if unexpected or any(k.startswith("decoder.") for k in missing):
         bad = unexpected[0] if unexpected else next(k for k in missing if k.startswith("decoder."))
         raise ConfigError(f"{path}: decoder weights do not fit this VAE (key {bad!r})")
-
-
-def _tree_mtime(path: Path) -> float:
-    """Latest modification time under ``path`` (weights replaced in place change the cache key)."""
-    if path.is_file():
-        return path.stat().st_mtime
-    return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=path.stat().st_mtime)

@@ -188,6 +188,34 @@ def test_command_timeout_is_per_sample_error(script, requests3):
     assert not out[0].ok and "timed out after 1 s" in out[0].error
 
 
+def test_command_timeout_ends_the_programs_children_too(tmp_path, requests3):
+    """A wrapper script's model process must not outlive the timeout (it would hold the GPU)."""
+    import os
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {pid_file}\nwait\n")
+    wrapper.chmod(0o755)
+    out = MODELS.create("command", f"argv={wrapper},timeout=1").inpaint(requests3[:1])
+    assert not out[0].ok and "timed out" in out[0].error
+    child = int(pid_file.read_text())
+    def running(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, waiting for a reaper
+
+    for _ in range(50):  # SIGKILL is delivered asynchronously
+        if not running(child):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        pytest.fail(f"the program's child {child} is still running after the timeout")
+
+
 def test_command_wrong_size_caught_by_check(script, requests3):
     res = _command(script, "small").inpaint(requests3[:1])[0]
     checked = check_output(requests3[0], res)
@@ -209,8 +237,13 @@ def test_command_argv_list_from_the_api_is_never_split(tmp_path, requests3):
 
 
 def test_command_missing_program_and_placeholder(tmp_path, script, requests3):
-    out = MODELS.create("command", f"argv={tmp_path / 'no-such-program'}").inpaint(requests3[:1])
-    assert not out[0].ok and "cannot run command" in out[0].error
+    with pytest.raises(ConfigError, match="program .*no-such-program' not found or not executable"):
+        MODELS.create("command", f"argv={tmp_path / 'no-such-program'}")
+    with pytest.raises(ConfigError, match="'no-such-program-on-path' not found"):
+        MODELS.create("command", "argv=no-such-program-on-path --flag")
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\n")
+    with pytest.raises(ConfigError, match="not found or not executable"):
+        MODELS.create("command", f"argv=./not-executable.sh,cwd={tmp_path}")
     adapter = MODELS.create("command", f"argv={sys.executable} {script} ok {{requests}}")
     assert adapter.inpaint(requests3[:1])[0].ok
     with pytest.raises(ConfigError, match="argv is empty"):
