@@ -129,7 +129,9 @@ def compare_command(
 
     result = compare_runs(runs, out, overwrite=overwrite)
     if json_out:
-        typer.echo(json.dumps({k: [str(f) for f in v] if k == "files" else v for k, v in result.items()}, indent=2))
+        # numbers for machines; the formatted table rows are for people
+        typer.echo(json.dumps({"runs": result["header"][1:], "values": result["values"], "warnings": result["warnings"],
+                               "files": [str(f) for f in result["files"]]}, indent=2))
         return
     console = Console()
     table = Table(title="SOEBench comparison")

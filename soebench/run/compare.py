@@ -14,6 +14,12 @@ from typing import Any
 from soebench.errors import InputError
 from soebench.fileio import refuse_existing, write_text_atomic
 from soebench.run.report import fmt, fmt_ci, render_html
+from soebench.run.results import json_safe
+
+
+# what the comparison (table and plots) reads without a default; evaluate always writes them
+REQUIRED_KEYS = ("metrics.means", "metrics.by_size_bucket", "manifest.num_samples", "manifest.sha256",
+                 "prompt_key", "errors.count", "taxonomy")
 
 
 def load_summary(run_dir: Path) -> dict[str, Any]:
@@ -22,9 +28,32 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{run_dir} is not a finished soebench run (no summary.json)",
                          hint="run soebench evaluate --out RUN first (or --resume an interrupted one)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(summary, dict):
+        raise InputError(f"{path} is not a soebench summary: a JSON object expected, got {type(summary).__name__}")
+    if missing := missing_keys(summary):
+        raise InputError(f"{path} is not a soebench summary: missing key(s) {', '.join(missing)}")
+    return summary
+
+
+def missing_keys(summary: dict[str, Any], required: Sequence[str] = REQUIRED_KEYS) -> list[str]:
+    """The dotted keys of ``required`` that ``summary`` lacks. Of a missing parent only the parent
+    is named (``{}`` gives ``metrics, manifest, ...``, not each key below them)."""
+    missing: list[str] = []
+    for key in required:
+        node: Any = summary
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict):
+                missing.append(f"{'.'.join(parts[:i])} (not an object)")
+                break
+            if part not in node:
+                missing.append(".".join(parts[:i + 1]))
+                break
+            node = node[part]
+    return list(dict.fromkeys(missing))
 
 
 def _names(runs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> list[str]:
@@ -34,20 +63,44 @@ def _names(runs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> list[st
     return names
 
 
-def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
-    """``(header, rows, warnings)``: per-sample metric means with intervals, FID/KID, taxonomy
-    fractions and error counts, one column per run."""
+def comparison_values(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{row: {run: value}}``: the numbers behind the table, for machines (``compare --json``):
+    metric means as their bootstrap dicts (mean, lo, hi, n, n_nan, n_inf), FID/KID values,
+    taxonomy fractions, sample and error counts; ``None`` where a run lacks the row. Non-finite
+    numbers follow summary.json (NaN as null, inf as ``"inf"``) so the output stays standard JSON."""
     names = list(summaries)
+
+    def row(get) -> dict[str, Any]:
+        return {n: json_safe(get(summaries[n])) for n in names}
+
     metrics = list(dict.fromkeys(m for s in summaries.values() for m in s["metrics"].get("means", {})))
     distances = list(dict.fromkeys(d for s in summaries.values() for d in s["metrics"].get("distances", {})))
-    rows = [[m] + [fmt_ci(summaries[n]["metrics"].get("means", {}).get(m)) for n in names] for m in metrics]
-    rows += [[d] + [fmt(summaries[n]["metrics"].get("distances", {}).get(d, {}).get("value")) for n in names]
-             for d in distances]
     labels = list(dict.fromkeys(k for s in summaries.values() for k in s.get("taxonomy", {}).get("fractions", {})))
-    rows += [[f"taxonomy: {lab}"] + [fmt(summaries[n].get("taxonomy", {}).get("fractions", {}).get(lab)) for n in names]
-             for lab in labels]
-    rows.append(["samples"] + [str(summaries[n]["manifest"]["num_samples"]) for n in names])
-    rows.append(["errors"] + [str(summaries[n]["errors"]["count"]) for n in names])
+    values = {m: row(lambda s, m=m: _with_n_inf(s["metrics"].get("means", {}).get(m))) for m in metrics}
+    values |= {d: row(lambda s, d=d: s["metrics"].get("distances", {}).get(d, {}).get("value")) for d in distances}
+    values |= {f"taxonomy: {lab}": row(lambda s, lab=lab: s.get("taxonomy", {}).get("fractions", {}).get(lab))
+               for lab in labels}
+    values["samples"] = row(lambda s: s["manifest"]["num_samples"])
+    values["errors"] = row(lambda s: s["errors"]["count"])
+    return values
+
+
+def _with_n_inf(mean: dict[str, Any] | None) -> dict[str, Any] | None:
+    # summary.json writes n_inf only when there are infinities; a consumer should not need to know
+    return None if mean is None else {**mean, "n_inf": mean.get("n_inf", 0)}
+
+
+def _cell(value: Any) -> str:
+    """The table's text of one value of :func:`comparison_values`."""
+    return fmt_ci(value) if isinstance(value, dict) else fmt(value)
+
+
+def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
+    """``(header, rows, warnings)``: per-sample metric means with intervals, FID/KID, taxonomy
+    fractions and error counts, one column per run, formatted for people (the numbers are
+    :func:`comparison_values`)."""
+    names = list(summaries)
+    rows = [[label] + [_cell(by_run[n]) for n in names] for label, by_run in comparison_values(summaries).items()]
     warnings = []
     shas = {summaries[n]["manifest"]["sha256"] for n in names}
     if len(shas) > 1:
@@ -63,7 +116,8 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], l
 
 def compare_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, overwrite: bool = False) -> dict[str, Any]:
     """Load the runs' summaries; with ``out``, write ``compare.md``, ``compare.html`` and plots there.
-    Returns ``{"header", "rows", "warnings", "files"}``."""
+    Returns ``{"header", "rows", "values", "warnings", "files"}``: ``rows`` are the table's text,
+    ``values`` the same cells as numbers (:func:`comparison_values`, what ``--json`` is read for)."""
     if len(runs) < 1:
         raise InputError("compare needs at least one run folder")
     loaded = [load_summary(Path(r)) for r in runs]
@@ -72,7 +126,8 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, o
     files: list[Path] = []
     if out is not None:
         files = _write(Path(out), summaries, header, rows, warnings, overwrite)
-    return {"header": header, "rows": rows, "warnings": warnings, "files": files}
+    return {"header": header, "rows": rows, "values": comparison_values(summaries), "warnings": warnings,
+            "files": files}
 
 
 def _write(out: Path, summaries, header, rows, warnings, overwrite: bool) -> list[Path]:

@@ -60,7 +60,8 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
                 if np.isinf(mean).any():
                     infinite.append(name)
                 continue
-            err = np.vstack([np.where(finite, mean - lo, 0), np.where(finite, hi - mean, 0)])
+            with np.errstate(invalid="ignore"):  # inf - inf in a bucket of untouched backgrounds
+                err = np.vstack([np.where(finite, mean - lo, 0), np.where(finite, hi - mean, 0)])
             err = np.nan_to_num(err, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
             ax.errorbar(x[finite] + offset, mean[finite], yerr=err[:, finite], marker="o", capsize=3, label=name,
                         color=f"C{k % 10}")  # one colour per run in every panel

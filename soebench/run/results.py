@@ -86,40 +86,54 @@ def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def _metric_values(frame, name: str) -> tuple[np.ndarray, int]:
-    """Values for a mean: finite values, or all (with inf) when none is finite; bg_psnr's
-    infinities (untouched background) are left out of the mean and counted."""
-    values = frame[name].to_numpy(dtype=np.float64)
+def _mean_values(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Values for a mean and how many are infinite: the finite values when there is one (bg_psnr's
+    infinities, untouched backgrounds, are then left out of the mean and counted apart), else all
+    of them, so a set of untouched backgrounds has an infinite mean instead of none."""
     inf = np.isinf(values)
     if inf.any() and (~inf & ~np.isnan(values)).any():
         return np.where(inf, np.nan, values), int(inf.sum())
     return values, int(inf.sum())
 
 
-def metric_means(frame, names: Sequence[str], *, seed: int = 0) -> dict[str, dict[str, Any]]:
+def _mean_dict(values: np.ndarray, *, seed: int) -> dict[str, Any]:
+    """The bootstrap dict of one set of values (a whole run or one group), with ``n_inf``
+    when some values are infinite; ``n_nan`` counts only the values that really are NaN."""
     from soebench.metrics import bootstrap
 
-    out = {}
-    for name in names:
-        values, n_inf = _metric_values(frame, name)
-        d = bootstrap(values, n_resamples=N_RESAMPLES, seed=seed).to_dict()
-        if n_inf:
-            d["n_inf"] = n_inf
-            d["n_nan"] = int(d["n_nan"]) - n_inf if d["n"] else d["n_nan"]
-        out[name] = d
-    return out
+    kept, n_inf = _mean_values(values)
+    d = bootstrap(kept, n_resamples=N_RESAMPLES, seed=seed).to_dict()
+    # bootstrap counts infinities dropped above as NaN; n_nan is the values that really are NaN
+    d["n_nan"] = int(np.isnan(values).sum())
+    if n_inf:
+        d["n_inf"] = n_inf
+    return d
+
+
+def metric_means(frame, names: Sequence[str], *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    return {name: _mean_dict(frame[name].to_numpy(dtype=np.float64), seed=seed) for name in names}
+
+
+def _group_rows(keys: Sequence[str], order: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """``{group: row indices}``: in ``order`` when given (groups not there are skipped), else
+    sorted (the order :func:`soebench.metrics.bootstrap_by` uses)."""
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    names = [str(k) for k in order if str(k) in groups] if order is not None else sorted(groups)
+    return {k: np.asarray(groups[k], dtype=np.int64) for k in names}
 
 
 def breakdown(frame, names: Sequence[str], by: str, order: Sequence[str] | None = None, *, seed: int = 0):
-    """``{metric: {group: bootstrap dict}}`` for the groups of column ``by``."""
-    from soebench.metrics import bootstrap_by
-
+    """``{metric: {group: bootstrap dict}}`` for the groups of column ``by``. Each group's values
+    are treated as a set of their own (as :func:`metric_means` treats the run), so infinities are
+    counted in ``n_inf`` the same way: a group of untouched backgrounds has an infinite mean even
+    when other groups have finite ones."""
+    rows = _group_rows(frame[by].astype(str).tolist(), order)
     out: dict[str, dict[str, Any]] = {}
-    keys = frame[by].astype(str).tolist()
     for name in names:
-        values, _ = _metric_values(frame, name)
-        groups = bootstrap_by(values, keys, n_resamples=N_RESAMPLES, seed=seed, order=order)
-        out[name] = {str(k): v.to_dict() for k, v in groups.items()}
+        values = frame[name].to_numpy(dtype=np.float64)
+        out[name] = {k: _mean_dict(values[idx], seed=seed) for k, idx in rows.items()}
     return out
 
 
