@@ -256,8 +256,10 @@ def _taxonomy() -> tuple[Callable | None, str | None]:
 
 
 def _claim_run_dir(run_dir: Path, opts: EvalOptions) -> None:
-    """Refuse an existing run folder unless --overwrite (cleared) or --resume (kept)."""
-    if run_dir.exists() and any(run_dir.iterdir()):
+    """Refuse an existing run folder unless --overwrite (cleared) or --resume (kept). A folder
+    that holds no result yet (a run that failed while starting, e.g. on a wrong model argument)
+    is reused: there is nothing to lose, and the corrected command must not need a flag."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not _nothing_done(run_dir):
         if opts.resume:
             return
         if not opts.overwrite:
@@ -276,6 +278,16 @@ def _claim_run_dir(run_dir: Path, opts: EvalOptions) -> None:
             elif p.exists():
                 p.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _nothing_done(run_dir: Path) -> bool:
+    """Only ``run.json`` and empty run folders: no output, score or report was ever written."""
+    for entry in run_dir.iterdir():
+        if entry.name == "run.json":
+            continue
+        if entry.name not in RUN_DIRS or not entry.is_dir() or any(entry.rglob("*")):
+            return False
+    return True
 
 
 def _config(run: _Run) -> dict[str, Any]:
@@ -417,7 +429,10 @@ def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: An
             "_index": r["_index"], "_from_cache": gen.from_cache,
             "sample_id": item.sample_id, "image_id": r["image_id"], "category": r["category"],
             "size_bucket": size_bucket(r["mask_area_fraction"]), "mask_area_fraction": r["mask_area_fraction"],
-            "prompt": item.prompt, "seed": item.seed, "output_path": None, "error": gen.error,
+            "prompt": item.prompt, "seed": item.seed, "output_path": None,
+            # the generation-cache key: what the output is (adapter, arguments, weights, sample, seed,
+            # prompt, input); a human judgement of an output holds only while this key is the same
+            "output_key": gen.key if gen.error is None else None, "error": gen.error,
         }
         if gen.error is None:
             rel = f"images/{item.sample_id}.png"

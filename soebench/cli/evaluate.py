@@ -34,6 +34,9 @@ ClipWeights = Annotated[str | None, typer.Option("--clip-weights", help="Local C
 InceptionWeights = Annotated[
     str | None, typer.Option("--inception-weights", help="TorchScript FID Inception file (default: search the usual places).")
 ]
+RunName = Annotated[
+    str | None, typer.Option("--run-name", help="Name of the run in reports and FiftyOne (default: the --out folder's name).")
+]
 NoReport = Annotated[bool, typer.Option("--no-report", help="Skip report.md/report.html and plots.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
@@ -55,6 +58,7 @@ def evaluate_command(
     inception_weights: InceptionWeights = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
+    run_name: RunName = None,
     no_report: NoReport = False,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -73,6 +77,7 @@ def evaluate_command(
             batch_size=batch_size, device=device, seed=seed, clip_model=clip_model,
             clip_pretrained=clip_pretrained or None, clip_weights=clip_weights, inception_weights=inception_weights,
             overwrite=overwrite, resume=resume, report=not no_report, progress=not quiet and not json_out,
+            run_name=run_name,
         )
     except KeyboardInterrupt:
         typer.echo(f"interrupted: every finished output and scored batch is kept in {out}; "

@@ -32,6 +32,8 @@ def inspect_cmd(
     no_launch: NoLaunch = False,
     manifest: ManifestOpt = None,
     quiet: Quiet = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a slice that holds another run folder of the same run name.")] = False,
 ) -> None:
     """Load a manifest and/or evaluation runs into a persistent FiftyOne dataset and open the App.
 
@@ -46,7 +48,7 @@ def inspect_cmd(
 
     console = Console()
     resolved = resolve_sources(list(sources), manifest=manifest)
-    result = export(resolved, name=name, progress=not quiet)
+    result = export(resolved, name=name, progress=not quiet, overwrite=overwrite)
     console.print(_slices_table(result))
     console.print(f"dataset [bold]{escape(result.name)}[/] · {len(result.views)} saved views", highlight=False)
     _print_notes(Console(stderr=True), result)
@@ -84,6 +86,9 @@ def _print_notes(console, result) -> None:
             console.print(f"[yellow]warning:[/] {s.slice}: {s.missing_media} of {s.samples} image(s) not found, "
                           f"e.g. {escape(str(s.first_missing))}; those samples are kept with tag '{TAG_MISSING_MEDIA}'",
                           highlight=False, soft_wrap=True)
+        if s.tags_dropped:
+            console.print(f"[yellow]warning:[/] {s.slice}: {s.tags_dropped} human tag(s) removed from sample(s) whose "
+                          "generated image changed (they judged the previous image)", highlight=False, soft_wrap=True)
     for view, why in result.skipped_views.items():
         console.print(f"note: no saved view {escape(view)}: {escape(why)}", highlight=False, soft_wrap=True)
 
@@ -116,14 +121,14 @@ def agreement_cmd(
 
     from soebench.errors import InputError
     from soebench.fiftyone_export import ORIGINAL_SLICE, slice_name
-    from soebench.fo.agreement import agreement, collect, tagged_originals, write_human_labels
+    from soebench.fo.agreement import agreement, check_labels, collect, tagged_originals, write_human_labels
     from soebench.fo.db import connect
     from soebench.fo.writer import dataset_runs
 
     fo = connect()
     if not fo.dataset_exists(name):
-        soebench_sets = [d for d in fo.list_datasets() if d.startswith("soebench")]
-        raise InputError(f"no FiftyOne dataset named {name!r}", hint=f"datasets: {', '.join(soebench_sets) or 'none'}")
+        known = fo.list_datasets()  # inspect --name accepts any name: list them all
+        raise InputError(f"no FiftyOne dataset named {name!r}", hint=f"datasets: {', '.join(known) or 'none'}")
     dataset = fo.load_dataset(name)
     slices = [slice_name(r) for r in run] if run else [s for s in dataset.group_slices or [] if s != ORIGINAL_SLICE]
     if not slices:
@@ -139,6 +144,7 @@ def agreement_cmd(
     report = {}
     for sl in slices:
         tags = collect(dataset, sl)
+        check_labels(tags)
         auto, human, unlabelled = tags.pairs()
         result = agreement(auto, human)
         entry = {**result.to_dict(), "tagged": len(tags.human), "conflicting": sorted(tags.conflicts),
@@ -159,8 +165,6 @@ def agreement_cmd(
 def _print_agreement(console, sl, result, entry) -> None:
     from rich.table import Table
 
-    from soebench.fo.agreement import TAXONOMY_LABELS
-
     kappa = "undefined" if entry["kappa"] is None else f"{entry['kappa']:.3f}"
     acc = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.3f}"
     console.print(f"[bold]{sl}[/]: {result.n} sample(s) with a human tag and an automatic label · "
@@ -168,10 +172,6 @@ def _print_agreement(console, sl, result, entry) -> None:
     if entry["conflicting"]:
         console.print(f"  skipped {len(entry['conflicting'])} sample(s) with conflicting human tags: "
                       f"{', '.join(entry['conflicting'][:5])}", highlight=False)
-    unknown = sorted(set(entry["human_labels"]) - set(TAXONOMY_LABELS))
-    if unknown:
-        console.print(f"  [yellow]warning:[/] human label(s) outside the taxonomy ({', '.join(TAXONOMY_LABELS)}): "
-                      f"{escape(', '.join(unknown))}", highlight=False, soft_wrap=True)
     if entry["without_auto_label"]:
         console.print(f"  skipped {entry['without_auto_label']} tagged sample(s) without an automatic label (errors)")
     if result.n:

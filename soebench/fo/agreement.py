@@ -98,14 +98,34 @@ def agreement(auto: list[str], human: list[str], labels: list[str] | None = None
 
 
 def human_labels(tags: list[str]) -> list[str]:
-    """The distinct labels of ``human:<label>`` tags, in tag order."""
+    """The distinct labels of ``human:<label>`` tags, in tag order. Prefix and label are read
+    case-insensitively: a reviewer's ``Human:Missing`` is ``missing``, not an ignored tag."""
     out: list[str] = []
     for tag in tags or []:
-        if tag.startswith(HUMAN_TAG_PREFIX):
-            label = tag[len(HUMAN_TAG_PREFIX):].strip()
+        if tag.lower().startswith(HUMAN_TAG_PREFIX.lower()):
+            label = tag[len(HUMAN_TAG_PREFIX):].strip().lower()
             if label and label not in out:
                 out.append(label)
     return out
+
+
+def check_labels(tags: "SliceTags") -> None:
+    """A human label outside the taxonomy is a typo to fix in the App, never a class of its own:
+    counted, it would change accuracy and kappa."""
+    import difflib
+
+    bad = {sid: lab for sid, lab in tags.human.items() if lab not in TAXONOMY_LABELS}
+    bad |= {sid: lab for sid, labs in tags.conflicts.items() for lab in labs if lab not in TAXONOMY_LABELS}
+    if not bad:
+        return
+    sid, label = next(iter(sorted(bad.items())))
+    close = difflib.get_close_matches(label, TAXONOMY_LABELS, n=1)
+    more = f" (and {len(bad) - 1} more sample(s))" if len(bad) > 1 else ""
+    raise InputError(
+        f"run {tags.slice!r}: sample {sid} is tagged {HUMAN_TAG_PREFIX}{label}, not a taxonomy label{more}",
+        hint=(f"did you mean {HUMAN_TAG_PREFIX}{close[0]}? " if close else "")
+        + f"labels: {', '.join(TAXONOMY_LABELS)}; retag it in the App",
+    )
 
 
 def collect(dataset: Any, slice_name: str) -> SliceTags:

@@ -10,8 +10,9 @@ box/mask drawn on all of them), the grid can be switched between slices, and
 would show one image at a time and mix all models' judgements into one tag list.
 
 Re-running adds or updates: samples are keyed on ``(slice, sample_id)``; existing samples are
-updated in place (their non-automatic tags, i.e. human tags, are kept), new ones added, and a
-run's samples no longer in its ``samples.parquet`` removed.
+updated in place, new ones added, and a run's samples no longer in its ``samples.parquet``
+removed. Human tags are kept on an updated sample only while its generated image is the same one
+(the run's ``output_key``): a judgement of one image is never carried over to another.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from soebench.errors import InputError
+from soebench.errors import InputError, OutputExistsError
 from soebench.fiftyone_export import (
     AUTO_TAGS,
+    HUMAN_TAG_PREFIX,
     ORIGINAL_SLICE,
     TAG_ERROR,
     TAG_MISSING_MEDIA,
@@ -46,6 +48,7 @@ class SliceReport:
     removed: int = 0
     missing_media: int = 0
     errors: int = 0
+    tags_dropped: int = 0  # human tags of outputs that changed since they were set
     run_dir: str | None = None
     model: str | None = None
     first_missing: str | None = None  # one media file not found, to show where they were looked for
@@ -60,14 +63,19 @@ class ExportResult:
     skipped_views: dict[str, str] = field(default_factory=dict)  # view name -> why it was left out
 
 
-def export(sources: Sources, *, name: str | None = None, progress: bool = False) -> ExportResult:
-    """Create or update the dataset ``name`` from ``sources``; save the views; return a report."""
+def export(sources: Sources, *, name: str | None = None, progress: bool = False, overwrite: bool = False) -> ExportResult:
+    """Create or update the dataset ``name`` from ``sources``; save the views; return a report.
+
+    A slice that holds another run folder (same run name) is replaced only with ``overwrite``;
+    human tags survive an update only on samples whose output is unchanged."""
     from soebench.fo.db import connect
     from soebench.fo.views import save_views
 
     fo = connect()
     name = name or default_dataset_name(sources.manifest.path, sources.manifest_sha256)
     dataset = open_dataset(fo, name, sources)
+    if not overwrite:
+        _refuse_other_runs(dataset, sources.runs)
     base = manifest_sample_dicts(sources.manifest)
     by_id = {d["sample_id"]: d for d in base}
     result = ExportResult(dataset=dataset, name=name)
@@ -82,6 +90,23 @@ def export(sources: Sources, *, name: str | None = None, progress: bool = False)
     saved = save_views(dataset, {sl: r.get("skipped_metrics") or {} for sl, r in dataset_runs(dataset).items()})
     result.views, result.skipped_views = saved.names, saved.skipped
     return result
+
+
+def _refuse_other_runs(dataset: Any, runs: list[Any]) -> None:
+    """A run folder must not take over a slice of another one by sharing its run name."""
+    from pathlib import Path
+
+    held = dataset_runs(dataset)
+    for run in runs:
+        old = held.get(run.slice, {}).get("run_dir")
+        if old and Path(old) != Path(run.run_dir):
+            model = (held[run.slice].get("model") or {}).get("name", "?")
+            raise OutputExistsError(
+                f"slice {run.slice!r} of dataset {dataset.name!r} holds run {old} (model {model}); "
+                f"{run.run_dir} has the same run name",
+                hint="evaluate it with --run-name NAME for a slice of its own, use another --name, or pass "
+                     "--overwrite to replace that slice (human tags stay only on identical outputs)",
+            )
 
 
 def open_dataset(fo: Any, name: str, sources: Sources) -> Any:
@@ -170,7 +195,12 @@ def write_slice(fo: Any, dataset: Any, slice_name: str, dicts: list[dict[str, An
         update_ids = [existing[s] for s in wanted if s in existing]
         if update_ids:
             for sample in view.select(update_ids).iter_samples(autosave=True):
-                _fill(fo, sample, wanted[sample["sample_id"]], keep_tags=sample.tags)
+                d = wanted[sample["sample_id"]]
+                keep = sample.tags
+                if _output_changed(sample, d):  # a human tag judged the old image, not this one
+                    keep = [t for t in keep if not t.lower().startswith(HUMAN_TAG_PREFIX)]
+                    report.tags_dropped += len(sample.tags) - len(keep)
+                _fill(fo, sample, d, keep_tags=keep)
                 report.updated += 1
                 if bar:
                     bar.advance(task)
@@ -193,6 +223,14 @@ def write_slice(fo: Any, dataset: Any, slice_name: str, dicts: list[dict[str, An
         if bar:
             bar.advance(task, len(samples))
     return report
+
+
+def _output_changed(sample: Any, d: dict[str, Any]) -> bool:
+    """Whether ``d`` carries another generated image than ``sample`` (by the runs' output keys;
+    samples written before runs had one count as unchanged)."""
+    new = d["fields"].get("output_key")
+    old = sample["output_key"] if sample.has_field("output_key") else None
+    return old is not None and old != new
 
 
 def _group_ids(dataset: Any) -> dict[str, str]:

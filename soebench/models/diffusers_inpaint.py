@@ -91,6 +91,21 @@ def decoder_weights(config: DiffusersConfig) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _check_lora_folder(lora: str | None) -> None:
+    """A LoRA folder must hold LoRA weights; a soediff run folder (checkpoints, no export) is the
+    common mistake and gets its own hint."""
+    if lora is None:
+        return
+    folder = Path(os.path.expanduser(lora))
+    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
+        return
+    if (folder / "checkpoints").is_dir():
+        raise MissingWeightsError(f"{lora} is a soediff run folder, not exported LoRA weights",
+                                  hint=f"export it first: soediff export {lora} --out DIR, then lora=DIR")
+    raise MissingWeightsError(f"{lora} holds no LoRA weights (no *.safetensors or *.bin file)",
+                              hint="pass lora=DIR with pytorch_lora_weights.safetensors, or the .safetensors file")
+
+
 def check_weights(config: DiffusersConfig) -> str:
     """Where the pipeline weights are (``"local"`` or ``"hub-cache"``), else MissingWeightsError."""
     how = (
@@ -103,6 +118,7 @@ def check_weights(config: DiffusersConfig) -> str:
             f"LoRA weights {config.lora} do not exist",
             hint="pass --model-args lora=DIR (a folder with pytorch_lora_weights.safetensors) or a .safetensors file",
         )
+    _check_lora_folder(config.lora)
     decoder = decoder_weights(config)
     if decoder is not None and not decoder.is_file():
         raise MissingWeightsError(

@@ -25,7 +25,7 @@ from soebench.run.scoring import PER_SAMPLE_METRICS
 FAILURE_LABELS = ("ok", "missing", "mismatch", "distortion")
 SAMPLE_COLUMNS = (
     "sample_id", "image_id", "category", "size_bucket", "mask_area_fraction", "prompt", "seed", "output_path",
-    "error", *PER_SAMPLE_METRICS, "failure", "failure_evidence",
+    "output_key", "error", *PER_SAMPLE_METRICS, "failure", "failure_evidence",
 )
 VERSIONED_PACKAGES = (
     "soebench", "numpy", "torch", "torchvision", "diffusers", "transformers", "peft", "accelerate",

@@ -121,3 +121,26 @@ def test_cli_ctrl_c_says_how_to_continue(tmp_path, manifest6, capsys):
                  "target=tests.evaluate.test_run_setup:interrupting", "--metrics", "bg_mse", "--out", str(out), "-q"])
     assert code == 130
     assert "the same command with --resume continues" in capsys.readouterr().err
+
+
+def test_a_run_that_failed_while_starting_does_not_block_the_corrected_one(tmp_path, manifest6):
+    out = tmp_path / "run"
+    (out / "images").mkdir(parents=True)
+    (out / "run.json").write_text("{}")  # what a run leaves when it fails before its first output
+    assert _run(manifest6, out).summary["manifest"]["num_samples"] == 6
+    with pytest.raises(Exception, match="already exists"):  # now it holds results
+        _run(manifest6, out)
+
+
+def test_lora_pointing_at_a_soediff_run_folder_says_to_export_it(tmp_path):
+    from soebench.errors import MissingWeightsError
+    from soebench.models.diffusers_inpaint import DiffusersConfig, check_weights
+
+    run = tmp_path / "soediff-run"
+    (run / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(MissingWeightsError, match="is a soediff run folder") as err:
+        check_weights(DiffusersConfig(path=str(tmp_path / "pipe"), lora=str(run)))
+    assert f"soediff export {run} --out DIR" in err.value.hint
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingWeightsError, match="holds no LoRA weights"):
+        check_weights(DiffusersConfig(path=str(tmp_path / "pipe"), lora=str(tmp_path / "empty")))

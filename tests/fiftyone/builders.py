@@ -110,7 +110,7 @@ def make_run(
                 image[mask] = image[~mask].mean(axis=0).astype(np.uint8)
             Image.fromarray(image).save(run_dir / rel)
         mse = float(rng.uniform(1e-5, 1e-2))
-        rows.append({**base, "output_path": rel, "error": None,
+        rows.append({**base, "output_path": rel, "output_key": f"{model}:{seed}:{sid}", "error": None,
                      "clip_score_local": float(rng.uniform(10, 35)), "clip_score_global": float(rng.uniform(15, 35)),
                      "bg_psnr": float(10 * np.log10(1 / mse)), "bg_ssim": float(rng.uniform(0.5, 1.0)), "bg_mse": mse,
                      "failure": label,

@@ -55,7 +55,7 @@ def test_kappa_edges():
 
 
 def test_human_labels_from_tags():
-    assert human_labels(["error", "human:missing", "human: ok", "human:missing", "human:"]) == ["missing", "ok"]
+    assert human_labels(["error", "human:missing", "human: ok", "Human:MISSING", "human:"]) == ["missing", "ok"]
 
 
 def test_agreement_command_reads_tags_and_writes_them(tmp_path, synthetic_fixture, dataset_name, capsys):
@@ -101,16 +101,19 @@ def test_agreement_command_reads_tags_and_writes_them(tmp_path, synthetic_fixtur
     write_human_labels(run, {ids[0]: "distortion"}, overwrite=True)
     assert pd.read_parquet(run / "samples.parquet").set_index("sample_id").loc[ids[0], "human_label"] == "distortion"
 
-    # a typo in a tag is reported, and counted as its own (disagreeing) label
+    # a typo in a tag is an error naming the sample (it would be counted as a label of its own)
     sample = view.match({"sample_id": ids[4]}).first()
     sample.tags = [t for t in sample.tags if not t.startswith("human:")] + ["human:mising[b]"]
     sample.save()
+    assert main(["agreement", "--name", dataset_name, "--json"]) == 2
+    err = capsys.readouterr().err
+    assert f"sample {ids[4]} is tagged human:mising[b], not a taxonomy label" in err  # as typed, not markup
+    assert "did you mean human:missing?" in err
+    # prefix and label are read case-insensitively
+    sample.tags = [t for t in sample.tags if not t.startswith("human:")] + ["Human:Missing"]
+    sample.save()
     assert main(["agreement", "--name", dataset_name, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["synth"]["n"] == 5
-    assert main(["agreement", "--name", dataset_name]) == 0
-    out = capsys.readouterr().out
-    warning = next(line for line in out.splitlines() if "outside the taxonomy" in line)
-    assert warning.endswith(": mising[b]")  # shown as typed, not read as markup
 
     # a tag set on the original slice (the App's default grid) judges no model: ignored, with a warning
     original = ds.select_group_slices("original").match({"sample_id": ids[0]}).first()

@@ -168,7 +168,7 @@ def test_a_kill_while_the_app_starts_stops_the_command_cleanly(tmp_path):
         "import os, signal, sys, time, types\n"
         "import soebench.cli.inspect as ins, soebench.fiftyone_export as fe, soebench.fo.writer as fw, soebench.fo.app as fa\n"
         "fe.resolve_sources = lambda sources, manifest=None: sources\n"
-        "fw.export = lambda resolved, name=None, progress=False: types.SimpleNamespace(name='d', views=[], slices=[], dataset=None, notes=[])\n"
+        "fw.export = lambda resolved, name=None, progress=False, overwrite=False: types.SimpleNamespace(name='d', views=[], slices=[], dataset=None, notes=[])\n"
         "ins._print_notes = lambda console, result: None\n"
         "fa.check_port_free = lambda address, port: None\n"
         "def launch(dataset, **kw):\n"

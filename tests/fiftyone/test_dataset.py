@@ -119,9 +119,9 @@ def test_reexport_updates_without_duplicates_and_keeps_human_tags(tmp_path, data
     assert len(ds.select_group_slices()) == 10
     assert _slice(ds, "m").match_tags("human:missing").values("sample_id") == [tagged]
 
-    # the run is evaluated again on fewer samples: the slice follows it
+    # the run is evaluated again, into another folder, on fewer samples: with --overwrite the slice follows it
     run2 = make_run(tmp_path / "reports" / "m2", manifest, name="m", seed=9, limit=3)
-    third = export(resolve_sources([run2]), name=dataset_name)
+    third = export(resolve_sources([run2]), name=dataset_name, overwrite=True)
     assert [(r.slice, r.added, r.updated, r.removed) for r in third.slices][1] == ("m", 0, 3, 2)
     assert len(_slice(ds, "m")) == 3 and len(_slice(ds, ORIGINAL_SLICE)) == 5
     new = pd.read_parquet(run2 / "samples.parquet")
@@ -249,3 +249,30 @@ def test_list_cells_of_a_run_become_list_fields(tmp_path, dataset_name):
     ds = export(resolve_sources([run]), name=dataset_name).dataset
     got = dict(zip(*_slice(ds, "lists").values(["sample_id", "crop_box"])))
     assert got == {frame["sample_id"][0]: [1, 2, 3, 4], frame["sample_id"][1]: [5, 6, 7, 8]}
+
+
+def test_a_run_of_the_same_name_never_takes_over_a_slice_silently(tmp_path, dataset_name, capsys):
+    from soebench.errors import OutputExistsError
+
+    manifest = make_manifest(tmp_path, 4)
+    telea = make_run(tmp_path / "A" / "telea", manifest, name="telea", model="opencv-telea", seed=1)
+    ds = export(resolve_sources([telea]), name=dataset_name).dataset
+    sids = sorted(_slice(ds, "telea").values("sample_id"))
+    for sample in _slice(ds, "telea").iter_samples(autosave=True):
+        sample.tags = sample.tags + ["human:ok"]
+    other = make_run(tmp_path / "B" / "telea", manifest, name="telea", model="mean-fill", seed=2)
+    with pytest.raises(OutputExistsError, match=r"slice 'telea' .* holds run .*A/telea \(model opencv-telea\)"):
+        export(resolve_sources([other]), name=dataset_name)
+    assert main(["inspect", str(other), "--name", dataset_name, "--no-launch", "-q"]) == 2
+    assert "--run-name" in capsys.readouterr().err
+    assert len(_slice(ds, "telea").match_tags("human:ok")) == 4  # nothing changed
+
+    # replaced on purpose: the judgements of opencv-telea's images do not move to mean-fill's
+    frame = pd.read_parquet(other / "samples.parquet")
+    frame.loc[frame["sample_id"] == sids[0], "output_key"] = f"opencv-telea:1:{sids[0]}"  # the same image
+    frame.to_parquet(other / "samples.parquet", index=False)
+    result = export(resolve_sources([other]), name=dataset_name, overwrite=True)
+    assert result.slices[1].tags_dropped == 3
+    assert _slice(ds, "telea").match_tags("human:ok").values("sample_id") == [sids[0]]
+    assert set(_slice(ds, "telea").values("model")) == {"mean-fill"}
+
