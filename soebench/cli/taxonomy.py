@@ -17,13 +17,22 @@ AllMethods = Annotated[
     bool, typer.Option("--all-methods", help="Every removal/distortion method, two recolours and the loose-mask variants per object (default: one case per label).")
 ]
 TuningSplit = Annotated[
-    str, typer.Option("--tuning-split", help="The split the rules were tuned on (reported as 'tuning', the others as 'held-out').")
+    str | None,
+    typer.Option(
+        "--tuning-split",
+        help="The split the rules were tuned on (reported as 'tuning', the others as 'held-out'); "
+        "one of the manifest's splits. Default: val2017, the shipped rules' split, when the manifest has it.",
+        show_default=False,
+    ),
 ]
 Refit = Annotated[
     bool, typer.Option("--refit", help="Re-fit the rules on the tuning split's cases of this run before labelling (the fitting protocol, end to end).")
 ]
 RulesFile = Annotated[
-    Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="A rules JSON (as written in validation.json's 'rules').")
+    Path | None, typer.Option(
+        "--rules", exists=True, dir_okay=False,
+        help="A rules JSON: the 'rules' block of a validation.json, or a whole validation.json (its 'rules' block is used).",
+    )
 ]
 Splits = Annotated[
     list[str] | None, typer.Option("--split", help="Only objects of this split (repeatable), e.g. --split train2017 for the held-out half.")
@@ -37,7 +46,7 @@ def validate_taxonomy_command(
     seed: Seed = 0,
     out: OutDir = None,
     all_methods: AllMethods = False,
-    tuning_split: TuningSplit = "val2017",
+    tuning_split: TuningSplit = None,
     refit: Refit = False,
     rules: RulesFile = None,
     split: Splits = None,
@@ -53,15 +62,15 @@ def validate_taxonomy_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from soebench.fileio import refuse_existing, sha256_file
+    from soebench.fileio import sha256_file
     from soebench.manifest.io import read_manifest
     from soebench.taxonomy.rules import RuleSet
     from soebench.taxonomy.validate import validate, write_outputs
 
     if out is not None:
-        refuse_existing(out / "validation.json", overwrite, what="validation output")
-    data = read_manifest(manifest)
+        _check_out(out, overwrite)
     rule_set = RuleSet.load(rules) if rules is not None else None
+    data = read_manifest(manifest)
     console = Console(stderr=True)
     show = not quiet and not json_out
     with Progress(
@@ -79,6 +88,20 @@ def validate_taxonomy_command(
         typer.echo(json.dumps({"manifest": manifest_info, **result.to_dict(), "written": written}, indent=2, default=str))
         return
     _print_report(result, Console(), written)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is (or lies under) a file, and any existing output without --overwrite."""
+    from soebench.errors import InputError
+    from soebench.fileio import refuse_existing
+    from soebench.taxonomy.validate import OUTPUT_FILES, output_paths
+
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = f"{out} is a file" if existing == out else f"{out}: {existing} is a file"
+        raise InputError(f"--out {what}, not a folder (validation writes {', '.join(OUTPUT_FILES.values())} into one)")
+    for path in output_paths(out).values():
+        refuse_existing(path, overwrite, what="validation output")
 
 
 def _print_report(result, console, written: dict[str, str]) -> None:

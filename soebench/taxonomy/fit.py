@@ -74,7 +74,8 @@ def fit_score(
     x = np.array([[r[f] for f in features] for r in rows], dtype=np.float64)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
+    # rules are stored to 6 decimals: a smaller spread would be saved as a scale of 0
+    scale[scale < 1e-6] = 1.0
     sample_weight = None
     if groups is not None:
         names, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)

@@ -36,6 +36,28 @@ PRESENCE_FEATURES = (
     "log_departure_spread",
     "log_energy_region",
 )
+#: Every feature :func:`derived_features` computes: the names a rules file's scores may use.
+DERIVED_FEATURES = (
+    "log_departure_ratio",
+    "novel_share",
+    "log_edge_ratio",
+    "foreground_share",
+    "log_contour_ratio",
+    "log_contour_ratio_inner",
+    "log_energy_ratio",
+    "log_noise_ratio",
+    "log_contour_texture",
+    "log_contour_texture_inner",
+    "log_novel_median",
+    "log_departure_spread",
+    "log_energy_region",
+    "excess_noise",
+    "excess_fine",
+    "excess_edges",
+    "corr_drop",
+    "coherence_drop",
+    "log_blockiness",
+)
 #: Artefact features count only in the "worse than the background" direction: a region that is
 #: smoother or cleaner than the photo around it is no evidence of damage (diffusion outputs are
 #: usually smoother than the JPEG photo they are pasted into), so those are clipped at 0.
@@ -121,28 +143,139 @@ class RuleSet:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RuleSet:
-        def score(d: dict[str, Any]) -> LogisticScore:
-            return LogisticScore(
-                tuple(d["features"]), tuple(d["mean"]), tuple(d["scale"]), tuple(d["weight"]), float(d["bias"])
-            )
-
+    def from_dict(cls, data: Any, *, where: str = "") -> RuleSet:
+        """Build from the dict :meth:`to_json` writes, checking every field (known keys and
+        features, finite numbers, positive scales, a share in [0, 1]); a problem raises
+        :class:`RulesFieldError` naming the field (prefixed with ``where``, e.g. ``"rules."``)."""
+        data = _mapping(data, where, RULES_REQUIRED, RULES_OPTIONAL, what="rules")
+        fitted_on = data.get("fitted_on", "")
+        if not isinstance(fitted_on, str):
+            raise RulesFieldError(f"field {where + 'fitted_on'!r} must be a string, got {_shown(fitted_on)}")
+        notes = data.get("notes", {})
+        if not isinstance(notes, dict):
+            raise RulesFieldError(f"field {where + 'notes'!r} must be a JSON object, got {_shown(notes)}")
+        share = _number(data["colour_share_min"], where + "colour_share_min")
+        if not 0.0 <= share <= 1.0:
+            raise RulesFieldError(f"field {where + 'colour_share_min'!r} is a share of the colour votes, between 0 and 1; got {share:g}")
         return cls(
-            presence=score(data["presence"]),
-            distortion=score(data["distortion"]),
-            colour_share_min=float(data["colour_share_min"]),
-            fitted_on=str(data.get("fitted_on", "")),
-            notes=dict(data.get("notes", {})),
+            presence=_score(data["presence"], where + "presence"),
+            distortion=_score(data["distortion"], where + "distortion"),
+            colour_share_min=share,
+            fitted_on=fitted_on,
+            notes=dict(notes),
         )
 
     @classmethod
     def load(cls, path: str | Path) -> RuleSet:
+        """Read a rules JSON: the ``rules`` block of a validation.json, or a whole validation.json
+        (its ``rules`` block is used). Any problem is an :class:`~soebench.errors.InputError`
+        naming the file and the field."""
         from soebench.errors import InputError
 
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the rules file ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not a taxonomy rules file (not UTF-8 text: {exc.reason} at byte {exc.start})") from exc
+        except ValueError as exc:
+            raise InputError(f"{path}: not a taxonomy rules file (not valid JSON: {exc})") from exc
+        where = ""
+        if isinstance(data, dict) and "rules" in data and "presence" not in data:
+            data, where = data["rules"], "rules."  # a whole validation.json
+        try:
+            return cls.from_dict(data, where=where)
+        except RulesFieldError as exc:
             raise InputError(f"{path}: not a taxonomy rules file ({exc})") from exc
+
+
+class RulesFieldError(ValueError):
+    """A rules dict's field is missing or invalid; the message names the field."""
+
+
+RULES_REQUIRED = ("presence", "distortion", "colour_share_min")
+RULES_OPTIONAL = ("fitted_on", "notes")
+SCORE_FIELDS = ("features", "mean", "scale", "weight", "bias")
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """A value for a message: its type for containers, a short repr otherwise."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'list'}"
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _mapping(data: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...] = (), *, what: str) -> dict[str, Any]:
+    """``data`` as a dict with no unknown and no missing key (named in the message)."""
+    import difflib
+
+    known = (*required, *optional)
+    if not isinstance(data, dict):
+        name = f"field {where.rstrip('.')!r} must be" if where else "expected"
+        raise RulesFieldError(f"{name} a JSON object of {what} fields {', '.join(known)}; got {_shown(data)}")
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            guess = f"did you mean {where + close[0]!r}? " if close else ""
+            raise RulesFieldError(f"unknown field {where + str(key)!r}; {guess}{what} fields: {', '.join(known)}")
+    for key in required:
+        if key not in data:
+            raise RulesFieldError(f"required field {where + key!r} is missing; required {what} fields: {', '.join(required)}")
+    return data
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RulesFieldError(f"field {name!r} must be a number, got {_shown(value)}")
+    if not math.isfinite(value):
+        raise RulesFieldError(f"field {name!r} must be a finite number, got {value}")
+    return float(value)
+
+
+def _numbers(value: Any, name: str, n: int, *, positive: bool = False) -> tuple[float, ...]:
+    """A list of ``n`` finite numbers (each > 0 when ``positive``), one per feature."""
+    if not isinstance(value, list):
+        raise RulesFieldError(f"field {name!r} must be a list of numbers, one per feature, got {_shown(value)}")
+    if len(value) != n:
+        raise RulesFieldError(f"field {name!r} has {len(value)} values for {n} features; a score needs one mean, scale and weight per feature")
+    numbers = tuple(_number(v, f"{name}[{i}]") for i, v in enumerate(value))
+    for i, v in enumerate(numbers):
+        if positive and v <= 0:
+            raise RulesFieldError(f"field {f'{name}[{i}]'!r} must be positive, as features are divided by their scale; got {v:g}")
+    return numbers
+
+
+def _features(value: Any, name: str) -> tuple[str, ...]:
+    """A non-empty list of distinct names from :data:`DERIVED_FEATURES`."""
+    import difflib
+
+    if not isinstance(value, list) or not value:
+        raise RulesFieldError(f"field {name!r} must be a non-empty list of feature names, got {_shown(value)}")
+    for i, feature in enumerate(value):
+        if feature not in DERIVED_FEATURES:
+            close = difflib.get_close_matches(str(feature), DERIVED_FEATURES, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            raise RulesFieldError(
+                f"field {f'{name}[{i}]'!r}: unknown feature {_shown(feature)}; {guess}known features: {', '.join(DERIVED_FEATURES)}"
+            )
+        if feature in value[:i]:
+            raise RulesFieldError(f"field {f'{name}[{i}]'!r}: feature {feature!r} is listed twice")
+    return tuple(value)
+
+
+def _score(data: Any, where: str) -> LogisticScore:
+    """One :class:`LogisticScore` from its dict, every field checked."""
+    data = _mapping(data, where + ".", SCORE_FIELDS, what="score")
+    features = _features(data["features"], f"{where}.features")
+    n = len(features)
+    return LogisticScore(
+        features,
+        _numbers(data["mean"], f"{where}.mean", n),
+        _numbers(data["scale"], f"{where}.scale", n, positive=True),
+        _numbers(data["weight"], f"{where}.weight", n),
+        _number(data["bias"], f"{where}.bias"),
+    )
 
 
 def decide(

@@ -22,6 +22,10 @@ import numpy as np
 from soebench.taxonomy import LABELS
 
 COLOUR_KEYS = ("colour_named", "colour_confidence", "colour_named_foreground", "colour_expected", "colour_expected_share")
+#: The split the shipped rules were tuned on: reported as "tuning" when the manifest has it.
+DEFAULT_TUNING_SPLIT = "val2017"
+#: What :func:`write_outputs` writes under its folder, by the key it returns them under.
+OUTPUT_FILES = {"json": "validation.json", "cases": "cases.csv", "plot": "confusion.png"}
 
 
 @dataclass
@@ -122,7 +126,7 @@ def validate(
     limit: int | None = None,
     seed: int = 0,
     all_methods: bool = False,
-    tuning_split: str = "val2017",
+    tuning_split: str | None = None,
     refit: bool = False,
     rules: Any = None,
     splits: Sequence[str] | None = None,
@@ -130,13 +134,26 @@ def validate(
 ) -> ValidationResult:
     """Build the cases of ``manifest``'s objects (at most ``limit`` objects, balanced over splits),
     classify them and summarise per split (only ``splits`` when given; with ``refit`` the tuning
-    split is always included). ``progress(done, total)`` is called per object."""
+    split is always included). ``tuning_split`` (default :data:`DEFAULT_TUNING_SPLIT`, which
+    the manifest may lack) and each of ``splits`` must be splits of the manifest when given.
+    ``progress(done, total)`` is called per object."""
     from soebench.errors import InputError
     from soebench.taxonomy import classify
     from soebench.taxonomy.cases import iter_cases, objects_of
     from soebench.taxonomy.rules import DEFAULT_RULES
 
     rules = rules or DEFAULT_RULES
+    have = splits_of(manifest)
+    for name in splits or ():
+        check_split(manifest, name, have, option="--split")
+    if tuning_split is not None:
+        check_split(manifest, tuning_split, have, option="--tuning-split")
+    tuning_split = tuning_split or DEFAULT_TUNING_SPLIT
+    if refit and tuning_split not in have:
+        raise InputError(
+            f"--refit: manifest {manifest.path} has no objects of the tuning split {tuning_split!r} "
+            f"(its splits: {', '.join(have) or 'none'}); name one with --tuning-split"
+        )
     wanted = None if splits is None else sorted(set(splits) | ({tuning_split} if refit else set()))
     refs = objects_of(manifest, limit=limit, seed=seed, splits=wanted)
     if not refs:
@@ -155,7 +172,7 @@ def validate(
 
         tune = [r for r in rows if r.split == tuning_split]
         if not tune:
-            raise InputError(f"--refit: the manifest has no objects of the tuning split {tuning_split!r}")
+            raise InputError(f"--refit: no object of the tuning split {tuning_split!r} in manifest {manifest.path} has a colour word")
         rules = fit_rules(
             [derived_features(r.evidence) for r in tune],
             [{k: r.evidence.get(k) for k in COLOUR_KEYS} for r in tune],
@@ -177,6 +194,28 @@ def validate(
         "cases": len(rows),
     }
     return ValidationResult(reports, rows, rules, settings)
+
+
+def splits_of(manifest: Any) -> list[str]:
+    """The distinct splits of ``manifest``'s rows, sorted."""
+    import pyarrow.compute as pc
+
+    return sorted(s for s in pc.unique(manifest.table.column("split")).to_pylist() if s is not None)
+
+
+def check_split(manifest: Any, name: str, have: Sequence[str], *, option: str) -> None:
+    """``InputError`` (naming ``option`` and the manifest's splits) unless ``name`` is in ``have``."""
+    from soebench.errors import InputError
+
+    if name not in have:
+        raise InputError(f"{option} {name}: manifest {manifest.path} has no such split (its splits: {', '.join(have) or 'none'})")
+
+
+def output_paths(out_dir: Any) -> dict[str, Any]:
+    """The files :func:`write_outputs` writes under ``out_dir``, by the key it returns them under."""
+    from pathlib import Path
+
+    return {key: Path(out_dir) / name for key, name in OUTPUT_FILES.items()}
 
 
 def plot_confusion(result: ValidationResult, path: Any) -> None:
@@ -219,16 +258,16 @@ def write_outputs(result: ValidationResult, out_dir: Any, *, extra: dict[str, An
 
     from soebench.fileio import write_text_atomic
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     payload = {**(extra or {}), **result.to_dict()}
-    write_text_atomic(out / "validation.json", json.dumps(payload, indent=2, sort_keys=True, default=str))
+    write_text_atomic(paths["json"], json.dumps(payload, indent=2, sort_keys=True, default=str))
     buf = io.StringIO()
     keys = ("presence_score", "distortion_score", "colour_agreement", "colour_named", "colour_named_foreground", "colour_expected", "colour_expected_share")
     writer = csv.writer(buf)
     writer.writerow(["case_id", "sample_id", "split", "truth", "method", "category", "predicted", *keys])
     for r in result.rows:
         writer.writerow([r.case_id, r.sample_id, r.split, r.truth, r.method, r.category, r.predicted, *(r.evidence.get(k) for k in keys)])
-    write_text_atomic(out / "cases.csv", buf.getvalue())
-    plot_confusion(result, out / "confusion.png")
-    return {"json": str(out / "validation.json"), "cases": str(out / "cases.csv"), "plot": str(out / "confusion.png")}
+    write_text_atomic(paths["cases"], buf.getvalue())
+    plot_confusion(result, paths["plot"])
+    return {key: str(path) for key, path in paths.items()}
