@@ -44,9 +44,18 @@ def train(
                       out=str(out) if out else None, max_steps=max_steps, train_batch_size=batch_size,
                       learning_rate=learning_rate, resolution=resolution, mixed_precision=mixed_precision, seed=seed)
     result = run_training(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    # soft_wrap: paths stay whole to copy; markup off: a path may hold [brackets]
+    Console(stderr=True).print(_train_summary(result, cfg.max_steps), soft_wrap=True, markup=False)
+
+
+def _train_summary(result, max_steps: int) -> str:
+    """What a train command did; a resume at or past max_steps trained nothing and has no losses."""
+    if not result.history:
+        return (f"run {result.out_dir} is already complete: its checkpoint is at step {result.step} "
+                f"(max_steps {max_steps}), nothing to train\ncheckpoint: {result.checkpoint}\n"
+                f"export it with: soediff export {result.out_dir} --out DIR (or pass a larger --max-steps)")
     losses = ", ".join(f"{k}={result.losses[k]:.4f}" for k in ("loss", "denoise", "csd", "vae") if k in result.losses)
-    Console(stderr=True).print(f"trained to step {result.step}: {losses}\ncheckpoint: {result.checkpoint}\n"
-                               f"log: {result.log_csv}")
+    return f"trained to step {result.step}: {losses}\ncheckpoint: {result.checkpoint}\nlog: {result.log_csv}"
 
 
 @app.command()
@@ -79,8 +88,10 @@ def tiny_model(
 ) -> None:
     """Write a tiny random-weight SD inpainting pipeline (for smoke tests; loads with from_pretrained)."""
     from soebench.fileio import refuse_existing
+    from soediff.outputs import check_out_folder
     from soediff.tiny import save_tiny_inpaint_pipeline
 
+    check_out_folder(out, "OUT")
     refuse_existing(out / "model_index.json", overwrite, what="pipeline")
     path = save_tiny_inpaint_pipeline(out, seed=seed)
     typer.echo(str(path))

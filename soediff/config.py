@@ -218,8 +218,11 @@ class TrainConfig:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder",
+                              hint="pass a YAML file (soediff config --out writes one)")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(_read_text(path)) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(data, dict):
@@ -231,6 +234,17 @@ class TrainConfig:
         import copy
 
         return dataclasses.replace(copy.deepcopy(self), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text; unreadable or non-UTF-8 bytes are a ConfigError naming the file and byte."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start})", hint="pass a YAML file saved as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
 
 
 def template_problem(template: str) -> str | None:
@@ -263,12 +277,27 @@ def _from_dict(cls: type, data: dict[str, Any], where: str):
                 raise ConfigError(f"{where}: field {key!r} must be a mapping")
             value = _from_dict(sub, value, f"{where}:{key}")
         else:
+            value = _yaml_bool_word(fields[key], value, where)
             _check_type(fields[key], value, where)
         kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _yaml_bool_word(f: dataclasses.Field, value: Any, where: str) -> Any:
+    """YAML 1.1 reads bare ``no``/``off`` as false and ``yes``/``on`` as true. ``mixed_precision: no``
+    means "no" and is taken as such; any other boolean where a word is expected is refused with
+    the quoting that keeps it a word."""
+    if not isinstance(value, bool) or not isinstance(f.default, str):
+        return value
+    if f.name == "mixed_precision" and value is False:
+        return "no"
+    choices = {"mixed_precision": MIXED_PRECISION}.get(f.name)
+    hint = f" (one of {', '.join(repr(c) for c in choices)})" if choices else ""
+    raise ConfigError(f"{where}: field {f.name!r} must be str{hint}, got {value!r}: YAML reads bare yes/no/on/off "
+                      f"as booleans; quote the word you meant, e.g. {f.name}: \"{'yes' if value else 'no'}\"")
 
 
 def _check_type(f: dataclasses.Field, value: Any, where: str) -> None:

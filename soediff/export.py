@@ -66,7 +66,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
     """
     from soebench.compat import ensure_torchvision_ops
 
-    run, out = Path(run), Path(out)
+    from soediff.outputs import check_out_folder, follow_umask, save_safetensors
+
+    run, out = Path(run), check_out_folder(out)
     if not run.is_dir():
         raise InputError(f"run folder {run} does not exist")
     ckpt = find_checkpoint(run, checkpoint)
@@ -82,7 +84,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
     ensure_torchvision_ops()
     from diffusers import StableDiffusionInpaintPipeline
     from peft import LoraConfig
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     lora_cfg = json.loads((ckpt / "lora_config.json").read_text())
     # PEFT key names (``...to_q.lora_A.weight``), which load_lora_weights reads natively. Not passed
@@ -98,14 +100,13 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
     tmp_dir.mkdir(exist_ok=True)
     StableDiffusionInpaintPipeline.save_lora_weights(tmp_dir, unet_lora_layers=state, safe_serialization=True,
                                                      unet_lora_adapter_metadata=metadata)
+    follow_umask([tmp_dir / LORA_WEIGHT_NAME])  # safetensors writes 0600 files (see soediff.outputs)
     os.replace(tmp_dir / LORA_WEIGHT_NAME, lora_file)
     tmp_dir.rmdir()
     decoder_out = None
     if (ckpt / "vae_decoder.safetensors").exists():
         decoder_out = out / DECODER_WEIGHT_NAME
-        tmp = out / f".{DECODER_WEIGHT_NAME}.tmp"
-        save_file(load_file(str(ckpt / "vae_decoder.safetensors")), str(tmp))
-        os.replace(tmp, decoder_out)
+        save_safetensors(load_file(str(ckpt / "vae_decoder.safetensors")), decoder_out)
     pipeline_out = write_pipeline(base, decoder_out, out / PIPELINE_DIR) if base is not None else None
     step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
     write_text_atomic(out / "export.json", json.dumps({
@@ -138,6 +139,8 @@ def write_pipeline(base: Path, decoder_file: Path, out: Path) -> Path:
     """
     from diffusers import AutoencoderKL
 
+    from soediff.outputs import follow_umask
+
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base, tmp, copy_function=_link_or_copy,
@@ -149,6 +152,9 @@ def write_pipeline(base: Path, decoder_file: Path, out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     vae.save_pretrained(tmp / "vae", safe_serialization=True)
+    # The folders (copytree gave them the base's modes) and vae/'s new files (safetensors writes
+    # 0600) get the umask's modes; the linked files are the base's own: a chmod would change the base.
+    follow_umask([tmp, *(p for p in tmp.rglob("*") if p.is_dir()), *(tmp / "vae").iterdir()])
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -10,8 +10,14 @@ from typing import Any
 
 from soebench.errors import InputError, MissingWeightsError
 
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
-                "pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors")
+# The weight file names each part's library loads: diffusers models (unet, vae) read
+# diffusion_pytorch_model.*, transformers models (text_encoder) model.* / pytorch_model.bin.
+DIFFUSERS_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+                          "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
+TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.fp16.safetensors",
+                             "pytorch_model.fp16.bin")
+PART_WEIGHT_FILES = {"unet": DIFFUSERS_WEIGHT_FILES, "vae": DIFFUSERS_WEIGHT_FILES,
+                     "text_encoder": TRANSFORMERS_WEIGHT_FILES}
 
 
 def check_pretrained(path: str | os.PathLike) -> Path:
@@ -28,11 +34,12 @@ def check_pretrained(path: str | os.PathLike) -> Path:
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (path / part).is_dir():
             raise InputError(f"pipeline {path} has no {part}/ folder")
-    for part in ("unet", "vae", "text_encoder"):
-        if not any((path / part / f).exists() for f in WEIGHT_FILES) and not list((path / part).glob("*.index.json")):
-            raise MissingWeightsError(f"missing weights: {path / part} holds no weight file ({', '.join(WEIGHT_FILES[:2])})",
+    for part, names in PART_WEIGHT_FILES.items():
+        sharded = [f"{n}.index.json" for n in names]  # large checkpoints: an index over shards
+        if not any((path / part / f).exists() for f in (*names, *sharded)):
+            raise MissingWeightsError(f"missing weights: {path / part} holds no weight file ({' or '.join(names[:2])})",
                                       hint="download or copy the full pipeline, not only its configs")
-    cfg = json.loads((path / "unet" / "config.json").read_text())
+    cfg = _read_json(path / "unet" / "config.json")
     if cfg.get("in_channels") != 9:
         raise InputError(
             f"{path} is not an inpainting pipeline: its UNet has in_channels={cfg.get('in_channels')}, "
@@ -40,6 +47,26 @@ def check_pretrained(path: str | os.PathLike) -> Path:
             hint="use a Stable Diffusion *inpainting* checkpoint, e.g. stable-diffusion-inpainting",
         )
     return path
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    """A model config: a JSON object, or an InputError naming the file and where it is broken."""
+    if not file.is_file():
+        raise InputError(f"pipeline part {file.parent} has no {file.name}",
+                         hint="download or copy the full pipeline folder")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{file} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
+                         f"(offset {exc.pos})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{file} is not valid JSON: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                         f"offset {exc.start})") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{file}: expected a JSON object of config fields, got {type(data).__name__}")
+    return data
 
 
 @dataclass

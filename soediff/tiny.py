@@ -157,4 +157,7 @@ def save_tiny_inpaint_pipeline(path: str | os.PathLike, seed: int = 0) -> Path:
     pipe = build_tiny_inpaint_pipeline(seed=seed)
     path.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(path, safe_serialization=True)
+    from soediff.outputs import follow_umask
+
+    follow_umask(path.glob("*/*.safetensors"))  # safetensors writes 0600 files (see soediff.outputs)
     return path

@@ -3,6 +3,7 @@
 Run folder layout (``config.out``)::
 
     config.yaml                     the resolved TrainConfig
+    inputs.json                     the training manifest's path and sha256 (a resume must train on the same rows)
     checkpoints/checkpoint-00000500 accelerate state: optimizers, schedulers, RNG states, the step
                                     generator, plus lora.safetensors / lora_config.json /
                                     vae_decoder.safetensors (only trained weights) and trainer_state.json
@@ -36,6 +37,7 @@ from soediff.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+INPUTS_FILE = "inputs.json"
 CSV_FIELDS = ("step", "epoch", "loss", "denoise", "csd", "vae", "lr", "vae_lr", "seconds_per_step")
 OOM_HINT = ("lower memory use: a smaller --batch-size (with gradient_accumulation_steps to keep the effective "
             "batch), gradient_checkpointing: true, mixed_precision fp16/bf16, or turn off csd.enabled / "
@@ -120,6 +122,26 @@ def check_resume_config(config: TrainConfig, saved: Path) -> None:
         log.warning("resuming with changed %s (was %s)", ", ".join(moved), ", ".join(str(before[k]) for k in moved))
 
 
+def check_resume_manifest(inputs: dict[str, str], recorded: Path) -> None:
+    """``--resume`` must train on the rows the run started with: the manifest may have moved (its path
+    is a resumable change) but its content, by sha256, may not. A run from before this record has
+    nothing to compare; it gets the record when it resumes."""
+    if not recorded.exists():
+        return
+    try:
+        held = json.loads(recorded.read_text(encoding="utf-8"))
+        held_sha = held["manifest_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{recorded}: not a readable record of the run's manifest ({exc})",
+                         hint="delete it to resume without the manifest check") from exc
+    if held_sha != inputs["manifest_sha256"]:
+        raise ConfigError(
+            f"--resume with manifest {inputs['manifest']} (sha256 {inputs['manifest_sha256'][:12]}...), but the run "
+            f"was trained on different content: {held.get('manifest')} (sha256 {held_sha[:12]}..., {recorded})",
+            hint="resume with the manifest the run started with, or start over with --overwrite (without --resume) "
+                 "or in another --out")
+
+
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -152,9 +174,10 @@ class CsvLog:
 
 def _checkpoint_hooks(accelerator, unet_cls, lora_config: dict[str, Any]):
     """Save/load only trained weights (LoRA, decoder) instead of whole models."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from soediff.lora import load_lora_state_dict, lora_state_dict
+    from soediff.outputs import save_safetensors
 
     def save_hook(models, weights, output_dir):
         out = Path(output_dir)
@@ -162,11 +185,11 @@ def _checkpoint_hooks(accelerator, unet_cls, lora_config: dict[str, Any]):
             inner = accelerator.unwrap_model(model)
             if isinstance(inner, unet_cls):
                 state = {k: v.detach().float().contiguous().cpu() for k, v in lora_state_dict(inner).items()}
-                save_file(state, str(out / "lora.safetensors"))
+                save_safetensors(state, out / "lora.safetensors")
                 (out / "lora_config.json").write_text(json.dumps(lora_config, indent=2))
             else:
                 state = {f"decoder.{k}": v.detach().float().contiguous().cpu() for k, v in inner.state_dict().items()}
-                save_file(state, str(out / "vae_decoder.safetensors"))
+                save_safetensors(state, out / "vae_decoder.safetensors")
         while weights:
             weights.pop()
 
@@ -191,20 +214,25 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     ``keep_models`` returns the trained (unwrapped) models in ``TrainResult.models`` (tests, notebooks).
     """
     config.validate()
-    out = Path(config.out)
+    from soebench.run.results import manifest_sha256
     from soediff.data import load_training_manifest
     from soediff.models import check_pretrained
+    from soediff.outputs import check_out_folder
 
+    out = check_out_folder(config.out)
     manifest = load_training_manifest(config.manifest)  # check every input before touching the run folder
     check_pretrained(config.pretrained)
     val_manifest = load_training_manifest(config.validation_manifest) if config.validation_manifest else None
     resume_from = _prepare_out_dir(out, resume, overwrite)
+    inputs = {"manifest": str(Path(config.manifest).resolve()),
+              "manifest_sha256": manifest_sha256(Path(config.manifest))}
     if resume_from is not None:
+        check_resume_manifest(inputs, out / INPUTS_FILE)
         check_resume_config(config, out / "config.yaml")
     import torch
 
     try:
-        return _train(config, out, manifest, val_manifest, resume_from, progress, keep_models)
+        return _train(config, out, manifest, val_manifest, resume_from, progress, keep_models, inputs)
     except torch.OutOfMemoryError as exc:  # while loading/preparing; the loop names the step itself
         raise SoebenchError(f"out of memory while setting up training ({str(exc).splitlines()[0]})",
                             hint=OOM_HINT) from exc
@@ -227,7 +255,7 @@ def _release_accelerator_state() -> None:
 
 
 def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: Path | None,
-           progress: bool, keep_models: bool) -> TrainResult:
+           progress: bool, keep_models: bool, inputs: dict[str, str]) -> TrainResult:
     from soebench.compat import ensure_torchvision_ops
 
     ensure_torchvision_ops()
@@ -238,6 +266,7 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", config.to_yaml())
+        write_text_atomic(out / INPUTS_FILE, json.dumps(inputs, indent=2))
     # rank 0 cleared an overwritten run before the Accelerator existed: nobody starts before it is done
     accelerator.wait_for_everyone()
 
