@@ -38,7 +38,7 @@ def reference(manifest_path: Path, nets: dict, batch_size: int, metrics) -> floa
     """Seconds for the bare metric passes on in-memory images (originals == outputs)."""
     from PIL import Image
 
-    from soebench.evaluate import _taxonomy
+    from soebench.evaluation import _taxonomy
     from soebench.manifest.io import read_manifest
     from soebench.manifest.masks import decode_mask
     from soebench.metrics import ClipSpec, background_preservation, clip_score, crop_box, extract_features, \
@@ -72,7 +72,7 @@ def reference(manifest_path: Path, nets: dict, batch_size: int, metrics) -> floa
 
 
 def run_once(manifest_path: Path, out: Path, nets: dict, batch_size: int) -> float:
-    from soebench.evaluate import evaluate
+    from soebench.evaluation import evaluate
 
     t0 = time.perf_counter()
     evaluate(manifest_path, "original", out, batch_size=batch_size, progress=False, report=False, overwrite=True, **nets)

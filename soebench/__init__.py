@@ -11,7 +11,7 @@ _LAZY = {
     "build_dataset": "soebench.mining.build",
     "read_manifest": "soebench.manifest.io",
     "write_manifest": "soebench.manifest.io",
-    "evaluate": "soebench.evaluate",
+    "evaluate": "soebench.evaluation",
     "to_fiftyone": "soebench.fiftyone_export",
     "SoebenchError": "soebench.errors",
 }
@@ -21,7 +21,8 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = globals()[name] = getattr(importlib.import_module(_LAZY[name]), name)  # looked up once
+        return value
     raise AttributeError(f"module 'soebench' has no attribute {name!r}")
 
 

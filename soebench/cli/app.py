@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -23,8 +24,17 @@ from soebench.cli import evaluate as _evaluate  # noqa: E402
 from soebench.cli import inspect as _inspect  # noqa: E402
 from soebench.cli import taxonomy as _taxonomy  # noqa: E402
 
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+) -> None:
     """Small object editing: build benchmark manifests, evaluate inpainters, inspect failures."""
 
 

@@ -1,4 +1,4 @@
-"""``soebench evaluate`` and ``soebench compare``: thin commands over :mod:`soebench.evaluate`
+"""``soebench evaluate`` and ``soebench compare``: thin commands over :mod:`soebench.evaluation`
 and :mod:`soebench.run.compare` (heavy libraries are imported inside the commands)."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def evaluate_command(
     failure taxonomy), with resume and a report."""
     import json
 
-    from soebench.evaluate import evaluate
+    from soebench.evaluation import evaluate
     from soebench.run.results import json_safe
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None

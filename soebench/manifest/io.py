@@ -162,12 +162,26 @@ def merge_parts(folder: str | os.PathLike, out: str | os.PathLike, *, overwrite:
     meta["merged_from"] = meta.pop("parts")
     meta["shard"] = {"index": 0, "count": 1}
     out = Path(out)
-    root = manifest.images_root
-    try:  # keep the images root relative to the new file when possible
-        meta["images_root"] = os.path.relpath(root, out.resolve().parent)
-    except ValueError:  # another drive (Windows)
-        meta["images_root"] = str(root)
+    new_base = out.resolve().parent
+    meta["images_root"] = _relative_to(manifest.images_root, new_base)
+    # the input files' paths were recorded relative to the parts folder: rebase them too
+    inputs = {}
+    for role, entry in (meta.get("inputs") or {}).items():
+        entry = dict(entry)
+        if entry.get("path") and not Path(entry["path"]).is_absolute():
+            entry["path"] = _relative_to((folder.resolve() / entry["path"]).resolve(), new_base)
+        inputs[role] = entry
+    if inputs:
+        meta["inputs"] = inputs
     return write_manifest(manifest.table, out, meta, overwrite=overwrite)
+
+
+def _relative_to(target: Path, base: Path) -> str:
+    """``target`` relative to ``base`` when possible (the pair moves together), else absolute."""
+    try:
+        return os.path.relpath(target, base)
+    except ValueError:  # another drive (Windows)
+        return str(target)
 
 
 def read_manifest(path: str | os.PathLike, *, validate: bool = True) -> Manifest:

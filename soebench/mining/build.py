@@ -157,7 +157,9 @@ def build_dataset(
     # -- check inputs before any work ------------------------------------------------------
     if source not in SOURCES:
         raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
+    if num_shards < 1:
+        raise ConfigError(f"--num-shards must be >= 1, got {num_shards}")
+    if not 0 <= shard_index < num_shards:
         raise ConfigError(f"shard index {shard_index} is not in [0, {num_shards})")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")

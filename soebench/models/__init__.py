@@ -61,10 +61,18 @@ def build_model(
             raw["device"] = device
         config = config_from_args(entry.config_cls, raw, adapter=model)
         return entry.factory(config), config_to_dict(config)
-    if args:
-        raise ConfigError("model arguments are only used with a registered model name, not with an adapter object")
-    adapter = from_object(model)
-    return adapter, {}
+    raw = parse_model_args(args) if args else {}
+    unknown = sorted(set(raw) - {"version", "per_sample"})
+    if unknown:
+        raise ConfigError(f"model argument(s) {', '.join(unknown)} are only used with a registered model name",
+                          hint="an adapter object or function takes version= (part of the cache key) and per_sample=")
+    per_sample = raw.get("per_sample", False)
+    if isinstance(per_sample, str):
+        if per_sample.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"per_sample must be true or false, got {per_sample!r}")
+        per_sample = per_sample.strip().lower() in ("true", "1", "yes")
+    adapter = from_object(model, per_sample=bool(per_sample), version=str(raw.get("version", "")))
+    return adapter, {k: raw[k] for k in sorted(raw)}
 
 
 __all__ = [

@@ -52,6 +52,55 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
 
 
+def _code_digest(h, code) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):  # nested functions, lambdas, comprehensions
+            _code_digest(h, const)
+        else:
+            h.update(repr(const).encode())
+
+
+def _function_digest(h, fn: Any) -> None:
+    fn = inspect.unwrap(fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a builtin or C function: its name is all there is
+        h.update(repr(fn).encode())
+        return
+    _code_digest(h, code)
+    h.update(repr((fn.__defaults__, fn.__kwdefaults__)).encode())
+    for cell in fn.__closure__ or ():
+        try:
+            h.update(repr(cell.cell_contents).encode())
+        except ValueError:  # an empty cell
+            h.update(b"<empty>")
+
+
+def fingerprint(obj: Any) -> str:
+    """A digest of what a function or object computes with: the code of the function (or of the
+    object's ``inpaint``/``__call__``), its defaults and closure values, and the object's
+    attributes (by repr). Two lambdas, or two instances with other settings, differ, so a resumed
+    run never reuses another callable's outputs. Values whose repr holds a memory address differ
+    in every process (a cache miss, never a stale hit); state that repr does not show (a torch
+    model's weights) is not seen: give such objects a ``cache_token()`` or a ``version``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if inspect.ismethod(obj):
+        _function_digest(h, obj.__func__)
+        obj = obj.__self__
+    elif inspect.isfunction(obj) or inspect.isbuiltin(obj):
+        _function_digest(h, obj)
+        return h.hexdigest()[:16]
+    method = getattr(type(obj), "inpaint", None) or getattr(type(obj), "__call__", None)
+    if method is not None:
+        _function_digest(h, method)
+    state = getattr(obj, "__dict__", None)
+    h.update(repr(sorted(state.items(), key=lambda kv: kv[0]) if state else None).encode())
+    return h.hexdigest()[:16]
+
+
 class PythonInpainter:
     """Wraps a function (batched or per sample) in the Inpainter interface."""
 
@@ -65,7 +114,8 @@ class PythonInpainter:
         self.target = _qualname(fn)
 
     def cache_token(self) -> dict[str, Any]:
-        return {"adapter": "python", "target": self.target, "per_sample": self.per_sample, "version": self.version}
+        return {"adapter": "python", "target": self.target, "code": fingerprint(self.fn), "per_sample": self.per_sample,
+                "version": self.version}
 
     def inpaint(self, requests: Sequence[InpaintRequest]) -> list[Any]:
         if self.per_sample:
@@ -85,7 +135,7 @@ class ObjectInpainter:
         own = getattr(self.obj, "cache_token", None)
         if callable(own):
             return own()
-        return {"adapter": "python", "target": _qualname(self.obj), "version": self.version}
+        return {"adapter": "python", "target": _qualname(self.obj), "code": fingerprint(self.obj), "version": self.version}
 
     def inpaint(self, requests: Sequence[InpaintRequest]) -> Sequence[Any]:
         return self.obj.inpaint(requests)

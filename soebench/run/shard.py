@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soebench.errors import InputError
+from soebench.errors import ConfigError, InputError
 from soebench.fileio import atomic_path
 
 SHARD_DIR = "shards"
@@ -30,7 +30,9 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"invalid shard rank {self.rank} of world size {self.world_size}")
+            raise ConfigError(f"invalid shard: rank {self.rank} of world size {self.world_size}",
+                              hint="the rank must lie in [0, world size) and the world size be >= 1 "
+                                   "(RANK / WORLD_SIZE set by accelerate launch or torchrun)")
 
     @property
     def is_main(self) -> bool:
@@ -40,15 +42,27 @@ class Shard:
         return list(items[self.rank :: self.world_size])
 
 
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={text!r} is not a whole number",
+                          hint="it is set by accelerate launch / torchrun; unset it for a single process") from None
+
+
 def detect_shard() -> Shard:
     """The process's shard. Under ``accelerate launch`` / torchrun (``WORLD_SIZE`` > 1) accelerate's
     ``PartialState`` sets up the process group (so :func:`barrier` really waits) and gives the
     rank; when it does not see the launch (e.g. torchrun on CPU without an accelerate config),
     the process group is initialised here from the same environment variables."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return Shard()
-    rank = int(os.environ.get("RANK", "0") or 0)
+    rank = _env_int("RANK", 0)
+    Shard(rank, world)  # a bad pair fails before any process group is set up
     from soebench.compat import ensure_torchvision_ops
 
     ensure_torchvision_ops()  # accelerate imports torchvision

@@ -10,7 +10,7 @@ import pytest
 
 from soebench.cli.app import main
 from soebench.errors import InputError
-from soebench.evaluate import evaluate
+from soebench.evaluation import evaluate
 from soebench.run.compare import compare_runs, comparison_table, comparison_values
 from soebench.run.results import write_json
 from tests.evaluate.conftest import BG

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from soebench.errors import ConfigError, MissingWeightsError, OutputExistsError
-from soebench.evaluate import evaluate
+from soebench.evaluation import evaluate
 from soebench.manifest.io import read_manifest
 from soebench.manifest.masks import decode_mask
 from soebench.metrics import background_preservation, size_bucket

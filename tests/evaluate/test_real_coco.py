@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soebench.evaluate import evaluate
+from soebench.evaluation import evaluate
 from soebench.manifest.io import read_manifest
 from tests.evaluate.conftest import BG
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soebench.evaluate import evaluate
+from soebench.evaluation import evaluate
 from soebench.run.report import fmt_ci
 from soebench.run.results import breakdown, metric_means
 from tests.evaluate.conftest import BG

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from soebench.cli.app import main
-from soebench.evaluate import evaluate
+from soebench.evaluation import evaluate
 from soebench.run.compare import compare_runs
 from tests.evaluate.conftest import BG
 

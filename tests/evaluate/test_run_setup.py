@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from soebench.errors import ConfigError, InputError
-from soebench.evaluate import evaluate
+from soebench.evaluation import evaluate
 from tests.evaluate.conftest import BG
 from tests.evaluate.test_resume_shards import Counting
 
@@ -144,3 +144,45 @@ def test_lora_pointing_at_a_soediff_run_folder_says_to_export_it(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingWeightsError, match="holds no LoRA weights"):
         check_weights(DiffusersConfig(path=str(tmp_path / "pipe"), lora=str(tmp_path / "empty")))
+
+
+class _Fill:
+    """An adapter object without a cache_token: its settings are its attributes."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def inpaint(self, requests):
+        import numpy as np
+
+        return [np.full_like(r.image, self.value) for r in requests]
+
+
+def test_resume_never_reuses_another_functions_or_objects_outputs(tmp_path, manifest6):
+    import numpy as np
+
+    out = tmp_path / "run"
+
+    def run(model, **kw):
+        return evaluate(manifest6, model, out, metrics=["bg_mse"], progress=False, report=False, limit=2, **kw)
+
+    run(lambda rs: [np.zeros_like(r.image) for r in rs])
+    white = run(lambda rs: [np.full_like(r.image, 255) for r in rs], resume=True)
+    assert white.adapter_calls == 2 and white.from_cache == 0
+    again = run(lambda rs: [np.full_like(r.image, 255) for r in rs], resume=True)  # the same code
+    assert again.adapter_calls == 0
+    assert run(_Fill(0), resume=True).adapter_calls == 2
+    assert run(_Fill(255), resume=True).adapter_calls == 2
+    assert run(_Fill(255), resume=True).adapter_calls == 0
+    assert run(_Fill(255), resume=True, model_args={"version": "2"}).adapter_calls == 2
+
+
+@pytest.mark.parametrize("env, message", [({"WORLD_SIZE": "2", "RANK": "5"}, "rank 5 of world size 2"),
+                                          ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a whole number")])
+def test_bad_shard_environment_is_a_config_error(tmp_path, manifest6, monkeypatch, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=message):
+        _run(manifest6, tmp_path / "run")
+    with pytest.raises(ConfigError, match="rank 2 of world size 2"):
+        _run(manifest6, tmp_path / "run", shard=(2, 2))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from soebench.evaluate import evaluate
+from soebench.evaluation import evaluate
 from tests.evaluate.conftest import BG
 
 
@@ -26,7 +26,7 @@ def _stand_in(original, generated, mask, *, expected_color=None, bbox=None, judg
 
 
 def test_failure_columns_and_summary(tmp_path, manifest6, monkeypatch):
-    monkeypatch.setattr("soebench.evaluate._taxonomy", lambda: (_stand_in, None))
+    monkeypatch.setattr("soebench.evaluation._taxonomy", lambda: (_stand_in, None))
     res = evaluate(manifest6, "opencv-telea", tmp_path / "telea", metrics=BG, progress=False)
     frame = res.samples
     assert set(frame["failure"]) == {"missing"}
@@ -85,7 +85,7 @@ def test_classifier_failure_on_one_sample_is_recorded_and_the_run_goes_on(tmp_pa
             raise ZeroDivisionError("empty ring")
         return _stand_in(original, generated, mask, expected_color=expected_color, bbox=bbox)
 
-    monkeypatch.setattr("soebench.evaluate._taxonomy", lambda: (fragile, None))
+    monkeypatch.setattr("soebench.evaluation._taxonomy", lambda: (fragile, None))
     res = evaluate(manifest6, "opencv-telea", tmp_path / "run", metrics=BG, progress=False, report=False)
     frame = res.samples.set_index("sample_id")
     assert frame["failure"].isna().sum() == 1 and pd.isna(frame.loc[bad, "failure"])

@@ -139,7 +139,7 @@ def test_dataset_of_another_manifest_is_refused(tmp_path, dataset_name):
 
 
 def test_real_evaluation_runs_through_the_cli(tmp_path, dataset_name, capsys):
-    from soebench.evaluate import evaluate
+    from soebench.evaluation import evaluate
 
     manifest = make_manifest(tmp_path, 4)
     runs = []

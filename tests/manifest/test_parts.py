@@ -38,13 +38,16 @@ def test_folder_reads_back_in_the_unsharded_order(built):
 
 def test_merge_writes_the_unsharded_manifest(built, tmp_path):
     _, whole, parts = built
-    out = tmp_path / "elsewhere" / "merged.parquet"
+    out = tmp_path / "elsewhere" / "deeper" / "merged.parquet"
     merge_parts(parts, out)
     merged, ref = read_manifest(out), read_manifest(whole.manifest_path)
     assert merged.table.equals(ref.table)
     assert merged.metadata["summary"] == ref.metadata["summary"]
     assert merged.images_root == ref.images_root  # re-based on the new file's folder
     assert merged.image_path(merged.table.column("image_path")[0].as_py()).is_file()
+    for role, entry in merged.metadata["inputs"].items():  # input paths re-based like the images root
+        assert (out.parent / entry["path"]).resolve() == (whole.manifest_path.parent /
+                                                         ref.metadata["inputs"][role]["path"]).resolve()
     with pytest.raises(OutputExistsError):
         merge_parts(parts, out)
 

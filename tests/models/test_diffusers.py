@@ -105,7 +105,7 @@ def test_cache_token_ignores_device_but_not_settings(tmp_path):
 def test_tiny_pipeline_end_to_end(tiny_pipeline_dir, tmp_path):
     from tests.factories import make_manifest
 
-    from soebench.evaluate import evaluate
+    from soebench.evaluation import evaluate
 
     manifest = make_manifest(tmp_path, 2)
     args = f"path={tiny_pipeline_dir},steps=2,resolution=64,guidance=1.0"

@@ -108,3 +108,33 @@ def test_diffusers_config_validation():
         MODELS.create("diffusers", "path=/nowhere,resolution=60")
     with pytest.raises(ConfigError, match="dtype"):
         MODELS.create("diffusers", "path=/nowhere,dtype=float8")
+
+
+def test_fingerprints_tell_callables_apart():
+    from soebench.models.python_adapter import fingerprint
+
+    def make(offset):
+        return lambda rs: [r + offset for r in rs]
+
+    assert fingerprint(make(1)) == fingerprint(make(1))
+    assert fingerprint(make(1)) != fingerprint(make(2))  # closure values count
+    assert fingerprint(lambda rs: rs) != fingerprint(lambda rs: list(rs))  # so does the code
+
+    class Model:
+        def __init__(self, strength):
+            self.strength = strength
+
+        def inpaint(self, requests):
+            return requests
+
+    assert fingerprint(Model(1)) == fingerprint(Model(1)) != fingerprint(Model(2))
+    assert fingerprint(Model(1).inpaint) == fingerprint(Model(1).inpaint) != fingerprint(Model(3).inpaint)
+
+
+def test_objects_take_a_version_and_nothing_else():
+    obj = OriginalBaseline()
+    with pytest.raises(ConfigError, match="a=1 .*only used with a registered model name|a are only used"):
+        build_model(obj, "a=1")
+    adapter, args = build_model(lambda rs: rs, {"version": "3", "per_sample": "true"})
+    assert args == {"per_sample": "true", "version": "3"}
+    assert adapter.cache_token()["version"] == "3" and adapter.per_sample is True

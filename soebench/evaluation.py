@@ -78,7 +78,9 @@ class EvalOptions:
 
 @dataclass
 class RunResult:
-    """What a run produced (``summary`` is None on a rank other than 0)."""
+    """What a run produced. ``summary`` and ``samples`` are None on a rank other than 0;
+    ``adapter_calls`` counts the samples the adapter generated (not its batches), ``from_cache``
+    those taken from the generation cache."""
 
     run_dir: Path
     summary: dict[str, Any] | None
