@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from soebench.errors import OutputExistsError
+from soebench.errors import InputError, OutputExistsError
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -65,3 +65,25 @@ def tree_mtime(path: str | os.PathLike) -> float:
     if path.is_file():
         return path.stat().st_mtime
     return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=path.stat().st_mtime)
+
+
+def read_json_object(path: str | os.PathLike, *, what: str = "a JSON object") -> dict:
+    """The JSON object in ``path``; an InputError naming the file and where it is broken (not
+    JSON, not UTF-8, unreadable, or JSON that is no object -- ``what`` says what was expected)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
+                         f"(offset {exc.pos})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                         f"offset {exc.start})") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected {what}, got {type(data).__name__}")
+    return data
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,19 +53,9 @@ def _read_json(file: Path) -> dict[str, Any]:
     if not file.is_file():
         raise InputError(f"pipeline part {file.parent} has no {file.name}",
                          hint="download or copy the full pipeline folder")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} "
-                         f"(offset {exc.pos})") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{file} is not valid JSON: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
-                         f"offset {exc.start})") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {file}: {exc.strerror or exc}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{file}: expected a JSON object of config fields, got {type(data).__name__}")
-    return data
+    from soebench.fileio import read_json_object
+
+    return read_json_object(file, what="a JSON object of config fields")
 
 
 @dataclass

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from soebench.errors import InputError
 from soebench.image_io import rgb_array
 from soebench.models.base import InpaintRequest, InpaintResult

@@ -6,13 +6,12 @@ says so: their numbers are not measured on the same samples.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from soebench.errors import InputError
-from soebench.fileio import refuse_existing, write_text_atomic
+from soebench.fileio import read_json_object, refuse_existing, write_text_atomic
 from soebench.run.report import fmt, fmt_ci, render_html
 from soebench.run.results import json_safe
 
@@ -27,12 +26,7 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{run_dir} is not a finished soebench run (no summary.json)",
                          hint="run soebench evaluate --out RUN first (or --resume an interrupted one)")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(summary, dict):
-        raise InputError(f"{path} is not a soebench summary: a JSON object expected, got {type(summary).__name__}")
+    summary = read_json_object(path, what="a soebench summary (a JSON object)")
     if missing := missing_keys(summary):
         raise InputError(f"{path} is not a soebench summary: missing key(s) {', '.join(missing)}")
     return summary

@@ -137,8 +137,6 @@ def worst_samples(
     run_dir: Path, frame, manifest, path: Path, *, metric: str, higher_is_better: bool, n: int = 8
 ) -> Path | None:
     """Original / mask / output of the ``n`` samples worst on ``metric`` (errors excluded)."""
-    from PIL import Image
-
     from soebench.manifest.masks import decode_mask
 
     ok = frame[frame["error"].isna() & ~np.isnan(frame[metric].to_numpy(dtype=float))].copy()

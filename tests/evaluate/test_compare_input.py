@@ -61,7 +61,7 @@ def test_summary_without_the_keys_compare_reads(two_runs, content, missing):
 def test_summary_that_is_not_an_object(two_runs):
     a, b = two_runs
     (b / "summary.json").write_text("[]")
-    with pytest.raises(InputError, match="a JSON object expected, got list"):
+    with pytest.raises(InputError, match=r"expected a soebench summary \(a JSON object\), got list"):
         compare_runs([a, b])
 
 
