@@ -282,7 +282,10 @@ def dilation_radii(height: int, width: int, radius_at_512: float = DEFAULT_DILAT
 
 
 def dilate_mask(mask: np.ndarray, radius_y: int, radius_x: int | None = None) -> np.ndarray:
-    """Binary dilation of ``mask`` with an elliptical structuring element of radii (ry, rx)."""
+    """Binary dilation of ``mask`` with OpenCV's elliptical structuring element
+    (``cv2.MORPH_ELLIPSE``) of size ``(2*rx + 1, 2*ry + 1)``. That kernel is the digital ellipse
+    OpenCV draws, a few pixels larger than the set ``(x/rx)^2 + (y/ry)^2 <= 1`` (e.g. 231 vs 219
+    pixels for radii 7 x 10): a reference computation must use the same kernel."""
     radius_x = radius_y if radius_x is None else radius_x
     mask = np.asarray(mask, dtype=bool)
     if radius_y <= 0 and radius_x <= 0:

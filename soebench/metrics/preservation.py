@@ -1,7 +1,8 @@
 """Background preservation: how much an edit changed the image *outside* the edited object.
 
-Per sample, the object mask is dilated (an ellipse of ``radius_at_512`` px at the protocol's
-512x512 frame, i.e. ``r*H/512`` by ``r*W/512`` in image pixels) and PSNR, SSIM and MSE are
+Per sample, the object mask is dilated (OpenCV's elliptical kernel of ``radius_at_512`` px at the
+protocol's 512x512 frame, i.e. radii ``r*H/512`` by ``r*W/512`` in image pixels; see
+:func:`~soebench.metrics.functional.dilate_mask`) and PSNR, SSIM and MSE are
 measured on the remaining pixels (:mod:`soebench.metrics.functional`). The state is per-metric
 sums and counts of finite values, so shards merge by adding.
 """
