@@ -105,6 +105,7 @@ class _Run:
     shard: Any
     metrics_info: dict[str, Any] = field(default_factory=dict)
     config_hash: str = ""
+    manifest_sha256: str | None = None  # hashed once: the resume key and the summary both record it
 
 
 def evaluate(
@@ -164,7 +165,8 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
         row["_index"] = i
     if shard.is_main:
         _claim_run_dir(run_dir, opts)
-    return _Run(run_dir, man, rows, adapter, model_name, args_dict, scorer, opts, shard, info)
+    return _Run(run_dir, man, rows, adapter, model_name, args_dict, scorer, opts, shard, info,
+                manifest_sha256=_manifest_sha256(man))
 
 
 def check_device(device: str) -> None:
@@ -195,7 +197,9 @@ def _check_images_root(man) -> None:
     """A moved manifest (its images root is stored relative to its folder) or one without its
     metadata would make every sample an error: say so once, before any work."""
     root = man.images_root
-    paths = list(dict.fromkeys(man.table.column("image_path").to_pylist()))[:_IMAGES_PROBED]
+    # the first rows are enough (an image's rows are adjacent): no Python list of a whole column
+    head = man.table.column("image_path").slice(0, 64 * _IMAGES_PROBED).to_pylist()
+    paths = list(dict.fromkeys(head))[:_IMAGES_PROBED]
     if any((root / p).is_file() for p in paths):
         return
     recorded = man.metadata.get("images_root")
@@ -211,11 +215,11 @@ def _check_run_dir_path(run_dir: Path) -> None:
     """--out must be (or become) a folder we can write, checked before the models load."""
     import os
 
+    from soebench.fileio import nearest_existing
+
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file; a run is written into a folder")
-    existing = run_dir.absolute()
-    while not existing.exists():
-        existing = existing.parent
+    existing = nearest_existing(run_dir)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot create the run folder {run_dir}: {existing} is not a writable folder")
 
@@ -304,7 +308,7 @@ def _config(run: _Run) -> dict[str, Any]:
         "prompt_key": opts.prompt_key,
         "metrics": list(run.scorer.names),
         # content, not only names: a manifest or weights file replaced in place must not reuse old scores
-        "manifest_sha256": _manifest_sha256(run.manifest),
+        "manifest_sha256": run.manifest_sha256,
         "clip": {"model": opts.clip_model, "pretrained": opts.clip_pretrained, "weights": opts.clip_weights,
                  "stamp": _stamp(opts.clip_weights), "pretrained_stamp": _stamp(opts.clip_pretrained)},
         "inception_weights": opts.inception_weights,

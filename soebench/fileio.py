@@ -25,10 +25,20 @@ def refuse_existing(path: str | os.PathLike, overwrite: bool, *, what: str = "ou
         raise OutputExistsError(f"{what} {path} already exists", hint="pass --overwrite to replace it")
 
 
-def _umask() -> int:
+def umask_mode(*, folder: bool = False) -> int:
+    """The mode a plain ``open`` (or ``mkdir`` for a folder) gives under the current umask."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return (0o777 if folder else 0o666) & ~mask
+
+
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` itself or its closest ancestor that exists: what decides whether an output
+    folder can be made there (a file at or above it cannot hold one)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 @contextlib.contextmanager
@@ -39,7 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+    os.chmod(tmp_path, umask_mode())  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)

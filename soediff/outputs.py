@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from soebench.errors import InputError
-from soebench.fileio import atomic_path
-
-
-def umask_mode(*, folder: bool = False) -> int:
-    """The mode a plain ``open`` (or ``mkdir`` for a folder) gives under the current umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if folder else 0o666) & ~mask
+from soebench.fileio import atomic_path, nearest_existing, umask_mode
 
 
 def follow_umask(paths: Iterable[str | os.PathLike]) -> None:
@@ -45,11 +38,8 @@ def check_out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     """``path`` must be a folder or not exist yet; a file there (or above it) is refused before any
     work, where ``mkdir`` would otherwise fail late with a traceback."""
     path = Path(path)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = f"{option} {path} is a file" if p == path else f"{option} {path}: {p} is a file"
-                raise InputError(f"{where}; {option} must be a folder",
-                                 hint=f"pass a folder (new or existing) as {option}")
-            break
+    existing = nearest_existing(path)
+    if not existing.is_dir():
+        where = f"{option} {path} is a file" if existing == path.absolute() else f"{option} {path}: {existing} is a file"
+        raise InputError(f"{where}; {option} must be a folder", hint=f"pass a folder (new or existing) as {option}")
     return path

@@ -93,12 +93,12 @@ def validate_taxonomy_command(
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse an --out that is (or lies under) a file, and any existing output without --overwrite."""
     from soebench.errors import InputError
-    from soebench.fileio import refuse_existing
+    from soebench.fileio import nearest_existing, refuse_existing
     from soebench.taxonomy.validate import OUTPUT_FILES, output_paths
 
-    existing = next((p for p in (out, *out.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        what = f"{out} is a file" if existing == out else f"{out}: {existing} is a file"
+    existing = nearest_existing(out)
+    if not existing.is_dir():
+        what = f"{out} is a file" if existing == out.absolute() else f"{out}: {existing} is a file"
         raise InputError(f"--out {what}, not a folder (validation writes {', '.join(OUTPUT_FILES.values())} into one)")
     for path in output_paths(out).values():
         refuse_existing(path, overwrite, what="validation output")

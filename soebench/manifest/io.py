@@ -49,12 +49,16 @@ def _encode_metadata(metadata: dict[str, Any]) -> dict[bytes, bytes]:
 
 
 def write_manifest(
-    table: pa.Table, path: str | os.PathLike, metadata: dict[str, Any] | None = None, *, overwrite: bool = False
+    table: pa.Table, path: str | os.PathLike, metadata: dict[str, Any] | None = None, *, overwrite: bool = False,
+    validated: bool = False,
 ) -> Path:
-    """Validate and write ``table`` to ``path`` atomically; byte-identical for identical inputs."""
+    """Validate and write ``table`` to ``path`` atomically; byte-identical for identical inputs.
+    ``validated``: the caller already has the table :func:`validate_table` returned (checked
+    before anything else was written), so it is not checked twice."""
     path = Path(path)
     refuse_existing(path, overwrite, what="manifest")
-    table = validate_table(table, where=f"table for {path}")
+    if not validated:
+        table = validate_table(table, where=f"table for {path}")
     table = table.replace_schema_metadata(_encode_metadata(metadata or {}))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)

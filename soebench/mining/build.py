@@ -235,7 +235,7 @@ def build_dataset(
         plot_paths = write_plots(table, sizes_path, cats_path, title=f"{source} {src.split} ({preset or 'custom'})")
     summary["plots"] = [p.name for p in plot_paths]
     write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    write_manifest(table, manifest_path, metadata, overwrite=overwrite)
+    write_manifest(table, manifest_path, metadata, overwrite=overwrite, validated=True)
     store.discard()
     return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
 

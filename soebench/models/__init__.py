@@ -34,7 +34,7 @@ from soebench.models.baselines import (
 from soebench.models.command import CommandConfig, CommandInpainter
 from soebench.models.diffusers_inpaint import DiffusersConfig, DiffusersInpainter
 from soebench.models.folder import FolderConfig, FolderInpainter
-from soebench.models.python_adapter import PythonConfig, build_python, from_object
+from soebench.models.python_adapter import ObjectConfig, PythonConfig, build_python, from_object
 
 MODELS = Registry(kind="model")
 MODELS.register("diffusers", DiffusersConfig, DiffusersInpainter, "diffusers inpainting pipeline (+ optional LoRA)")
@@ -66,12 +66,8 @@ def build_model(
     if unknown:
         raise ConfigError(f"model argument(s) {', '.join(unknown)} are only used with a registered model name",
                           hint="an adapter object or function takes version= (part of the cache key) and per_sample=")
-    per_sample = raw.get("per_sample", False)
-    if isinstance(per_sample, str):
-        if per_sample.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"per_sample must be true or false, got {per_sample!r}")
-        per_sample = per_sample.strip().lower() in ("true", "1", "yes")
-    adapter = from_object(model, per_sample=bool(per_sample), version=str(raw.get("version", "")))
+    config = config_from_args(ObjectConfig, raw, adapter="python")
+    adapter = from_object(model, per_sample=config.per_sample, version=config.version)
     return adapter, {k: raw[k] for k in sorted(raw)}
 
 

@@ -30,6 +30,15 @@ class PythonConfig:
     version: str = ""
 
 
+@dataclass(frozen=True)
+class ObjectConfig:
+    """The arguments an adapter object or function passed to the API takes: ``version`` (part
+    of the cache key) and, for a function, ``per_sample``."""
+
+    per_sample: bool = False
+    version: str = ""
+
+
 def import_target(target: str) -> Any:
     """``"package.module:attr.sub"`` -> the object."""
     if ":" not in target:

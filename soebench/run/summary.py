@@ -11,7 +11,7 @@ from typing import Any
 def build_summary(run: Any, config: dict[str, Any], frame: Any, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     from soebench import __version__
     from soebench.metrics import CLIP_PREPROCESS_MODE, FID_RESIZE_DESCRIPTION, FID_RESIZE_MODE, SIZE_BUCKET_NAMES
-    from soebench.run.results import breakdown, errors_summary, git_commit, manifest_sha256, metric_means, \
+    from soebench.run.results import breakdown, errors_summary, git_commit, metric_means, \
         package_versions, taxonomy_summary
     from soebench.run.scoring import PER_SAMPLE_METRICS
 
@@ -25,7 +25,7 @@ def build_summary(run: Any, config: dict[str, Any], frame: Any, parts: Sequence[
         "soebench_version": __version__,
         "model": {"name": run.model_name, "args": run.model_args,
                   "cache_token": run.adapter.cache_token() if callable(getattr(run.adapter, "cache_token", None)) else None},
-        "manifest": {"path": str(run.manifest.path), "sha256": manifest_sha256(run.manifest.path),
+        "manifest": {"path": str(run.manifest.path), "sha256": run.manifest_sha256,
                      "num_samples": int(len(frame)), "num_rows": int(len(run.manifest)), "limit": run.opts.limit,
                      "metadata": {k: v for k, v in run.manifest.metadata.items() if k in ("preset", "images_root", "schema_version")}},
         "prompt_key": run.opts.prompt_key,
