@@ -321,6 +321,7 @@ class OpenImagesSource:
         self._cols: dict[str, np.ndarray] = {}
         self._image_ids: list[str] = []
         self._box = np.zeros((0, 4))
+        self._classes: dict[str, str] | None = None  # MID -> display name, read with the candidates
 
     # -- candidate table ------------------------------------------------------------------
     def candidates(self) -> Candidates:
@@ -442,7 +443,7 @@ class OpenImagesSource:
 
     def vocabulary(self) -> dict[str, str]:
         """Every class a filter may name, lower-cased -> as written: display names and MIDs."""
-        classes = getattr(self, "_classes", None) or read_classes(self.classes_path)
+        classes = self._classes or read_classes(self.classes_path)
         return {**{mid.lower(): mid for mid in classes}, **{n.lower(): n for n in classes.values()}}
 
     def annotation_keys(self, ann_keys: np.ndarray):
