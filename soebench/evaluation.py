@@ -130,6 +130,10 @@ def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOpti
     if unknown:
         raise ConfigError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
     values = {**base, **overrides}
+    if isinstance(values.get("metrics"), str):  # "clip_score_local,bg_psnr", as the CLI takes it
+        values["metrics"] = [m.strip() for m in values["metrics"].split(",") if m.strip()]
+        if not values["metrics"]:
+            raise ConfigError("metrics: no metric named; give names such as 'bg_psnr,bg_ssim' or None for all available")
     if values.get("metrics") is not None:
         values["metrics"] = tuple(dict.fromkeys(values["metrics"]))  # each once, in the order given
     if values.get("shard") is not None:

@@ -20,6 +20,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(path: str | os.PathLike | None) -> str | None:
+    """sha256 of a weights file (None for no path or a folder): recorded with every score, since
+    the file's identity, not its path, says whether two runs' scores are comparable."""
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
+
+
 def refuse_existing(path: str | os.PathLike, overwrite: bool, *, what: str = "output") -> None:
     if Path(path).exists() and not overwrite:
         raise OutputExistsError(f"{what} {path} already exists", hint="pass --overwrite to replace it")
@@ -41,10 +47,26 @@ def nearest_existing(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike, *, what: str = "output") -> None:
+    """Refuse, before any work, an output file that cannot be written: ``path`` is a folder, or
+    a file sits where one of its folders would be, or that folder is not writable. Raises
+    :class:`~soebench.errors.InputError` naming the path (an existing *file* is for
+    :func:`refuse_existing` to judge)."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{what} {target} is a folder; expected a file path")
+    existing = nearest_existing(target.parent)
+    if not existing.is_dir():
+        raise InputError(f"cannot write {what} {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {target}: folder {existing} is not writable")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it into place, else delete it."""
     target = Path(path)
+    check_output_file(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -79,6 +79,10 @@ def _read_config(path: Path | None) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path} ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -223,7 +227,7 @@ def build_dataset_command(
         return
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console()  # the result, like evaluate's table: stdout (progress and warnings go to stderr)
     s = result.summary
     console.print(f"[bold]{result.manifest_path}[/]: {s['kept']} objects on {s['images']} images from {s['candidates']} candidates")
     for title, key in (("invalid input (dropped)", "invalid"), ("rejected by filter", "rejected")):

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from soebench.errors import InputError
-from soebench.fileio import atomic_path, refuse_existing
+from soebench.fileio import atomic_path, check_output_file, refuse_existing
 from soebench.manifest.schema import METADATA_KEY, SCHEMA_VERSION, validate_table
 
 
@@ -160,6 +160,11 @@ def merge_parts(folder: str | os.PathLike, out: str | os.PathLike, *, overwrite:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of manifest parts")
+    if Path(out).resolve().parent == folder.resolve():
+        # the folder is read as every *.parquet in it: the merged file would join its parts
+        raise InputError(f"--out {out} is inside the parts folder {folder}; the merged manifest must be written elsewhere",
+                         hint=f"e.g. --out {folder.resolve().parent / (folder.resolve().name + '.parquet')}")
+    check_output_file(out, what="--out")
     refuse_existing(out, overwrite, what="manifest")
     manifest = read_manifest(folder)
     meta = {k: v for k, v in manifest.metadata.items() if k != "schema_version"}

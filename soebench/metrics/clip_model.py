@@ -12,6 +12,7 @@ setting are applied to an explicit weights file too (OpenAI's ViT-B-32 needs Qui
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import ConfigError, MissingDependencyError, MissingWeightsError
+from soebench.fileio import weights_sha256
 from soebench.metrics.preprocess import CLIP_PREPROCESS_MODE, clip_pixels
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
@@ -273,7 +275,8 @@ def load_clip(
             pretrained_text=False,
             require_pretrained=True,
         )
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        # torch.load of a file that is no checkpoint at all fails in the unpickler
         raise MissingWeightsError(
             f"could not load CLIP {resolved.model_name} from {resolved.checkpoint}: {exc}",
             hint="check that the checkpoint matches the model architecture (--clip-model)",
@@ -286,6 +289,7 @@ def load_clip(
         **spec.describe(),
         "resolved_model": resolved.model_name,
         "checkpoint": str(resolved.checkpoint) if resolved.checkpoint else None,
+        "sha256": weights_sha256(resolved.checkpoint),
         "preprocess": CLIP_PREPROCESS_MODE,
         "image_size": int(size),
     }

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import MissingWeightsError
+from soebench.fileio import weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +136,13 @@ class InceptionExtractor:
         self.path = path
         self.label = label
         self.batch_size = int(batch_size)
+        # the file's identity, not its path, says whether two runs' FID/KID are comparable
+        self.sha256 = weights_sha256(path)
 
     @property
     def source(self) -> dict[str, Any]:
         name = self.path.name if self.path else ""
-        return {"path": str(self.path) if self.path else None, "found_via": self.label,
+        return {"path": str(self.path) if self.path else None, "sha256": self.sha256, "found_via": self.label,
                 "agreement": AGREEMENT.get(name, UNKNOWN_AGREEMENT)}
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -73,8 +73,15 @@ def _require(need: str, clip_spec: ClipSpec, inception_path) -> None:
 
 
 def available_metrics(clip_spec: ClipSpec | None = None, inception_path=None) -> MetricAvailability:
-    """Every registered metric whose weights are present (no model is loaded)."""
+    """Every registered metric whose weights are present (no model is loaded). Weights the user
+    named (an Inception path, a CLIP weights path) must be there: a typo in a path is an error,
+    not a metric quietly skipped."""
     status, found = _weights_status(clip_spec, inception_path)
+    named = {"inception": inception_path is not None, "clip": clip_spec is not None and clip_spec.weights is not None}
+    for need, given in named.items():
+        if given and not status[need][0]:
+            _require(need, clip_spec or ClipSpec(), inception_path)
+            raise MissingWeightsError(f"{need} weights: {status[need][1]}")
     available, skipped = [], {}
     for name, info in METRICS.items():
         if info.needs is None or status[info.needs][0]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import ConfigError, InputError
-from soebench.fileio import refuse_existing, sha256_file, write_text_atomic
+from soebench.fileio import check_output_file, refuse_existing, sha256_file, write_text_atomic
 from soebench.mining.checkpoint import Progress, run_key, snapshot
 from soebench.mining.filters import FilterConfig, FilterRun
 from soebench.mining.per_image import Stage, Tally, group_results
@@ -63,6 +63,10 @@ def _relative_or_absolute(target: Path, base: Path) -> str:
         return str(target)
 
 
+COCO_INPUTS = ("annotations", "captions")
+OPENIMAGES_INPUTS = ("segmentation_csv", "masks", "classes", "bbox_csv")
+
+
 def _make_source(source: str, split: str | None, inputs: Mapping[str, Any]):
     def path(key: str, required: bool = True) -> Path | None:
         value = inputs.get(key)
@@ -74,13 +78,20 @@ def _make_source(source: str, split: str | None, inputs: Mapping[str, Any]):
 
     images = path("images")
     if not images.is_dir():
-        raise InputError(f"images folder {images} does not exist")
+        raise InputError(f"images folder {images} " + ("is a file, not a folder" if images.exists() else "does not exist"))
+    # an input of the other source would be silently unused: the user believes it was read
+    other = OPENIMAGES_INPUTS if source == "coco" else COCO_INPUTS
+    given = [f"--{k.replace('_', '-')}" for k in other if inputs.get(k) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --source "
+                         f"{'openimages' if source == 'coco' else 'coco'} only, not to --source {source}")
     if source == "coco":
         from soebench.mining.sources import CocoSource
 
         ann = path("annotations")
         if not ann.is_file():
-            raise InputError(f"COCO annotation file {ann} does not exist")
+            raise InputError(f"COCO annotation file {ann} " + ("is a folder; expected the instances JSON file"
+                                                                if ann.is_dir() else "does not exist"))
         caps = path("captions", required=False)
         if caps is not None and not caps.is_file():
             raise InputError(f"COCO captions file {caps} does not exist")
@@ -176,6 +187,7 @@ def build_dataset(
         raise ConfigError(f"--out {out} is a file; with --num-shards it must be a folder of parts")
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
     for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
+        check_output_file(p, what="--out")  # before the mining, not after it
         refuse_existing(p, overwrite, what="output")
     store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
     inputs = {

@@ -184,13 +184,20 @@ def _area_fraction(cols: Columns, cfg: FilterConfig) -> np.ndarray:
     return cols["mask_frac"] if cfg.area_by == "mask" else cols["box_frac"]
 
 
+#: Relative tolerance of the inclusive area band's edges. A box exactly on an edge computes to a
+#: hair below or above it in floating point: an 80x60 px OpenImages box on a 640x480 image is
+#: (1/8)^2 exactly, but from normalised coordinates 0.015624999999999993. Far below any real
+#: difference between two annotations (a pixel of a 1-megapixel image is 1e-6).
+BAND_RTOL = 1e-9
+
+
 def _reject_area_band(cols: Columns, cfg: FilterConfig) -> np.ndarray:
     frac = _area_fraction(cols, cfg)
     out = np.zeros(len(frac), dtype=bool)
     if cfg.min_area_fraction is not None:
-        out |= ~(frac >= cfg.min_area_fraction)
+        out |= ~(frac >= cfg.min_area_fraction * (1.0 - BAND_RTOL))
     if cfg.max_area_fraction is not None:
-        out |= ~(frac <= cfg.max_area_fraction)
+        out |= ~(frac <= cfg.max_area_fraction * (1.0 + BAND_RTOL))
     return out
 
 

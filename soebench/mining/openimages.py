@@ -79,6 +79,11 @@ def read_classes(path: str | os.PathLike) -> dict[str, str]:
                 raise InputError(f"{path}: line {lineno} has {len(row)} field(s), expected 'MID,Display name'")
             if lineno == 1 and not _MID.match(row[0].strip()):
                 continue  # header row
+            if not _MID.match(row[0].strip()):
+                # e.g. a bbox or segmentation CSV given as --classes: its rows start with an ImageID
+                raise InputError(f"{path}: line {lineno} starts with {row[0].strip()[:40]!r}, not a class MID such as "
+                                 "'/m/011k07'; expected the class list 'MID,Display name' "
+                                 "(class-descriptions-boxable.csv)")
             name = " ".join(row[1].split())
             if not name:
                 raise InputError(f"{path}: line {lineno}: class {row[0].strip()!r} has an empty display name")

@@ -210,7 +210,7 @@ class CocoSource:
             category_id=category_id,
             cols=cols,
             invalid=invalid,
-            provides=set(cols),
+            provides=set(cols) - {"predicted_iou"},  # the column exists (NaN) so rows share one layout
             image_order=d.image_id,
             ann_order=d.ann_id,
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from soebench.errors import InputError
-from soebench.fileio import read_json_object, refuse_existing, write_text_atomic
+from soebench.fileio import check_output_file, read_json_object, refuse_existing, write_text_atomic
 from soebench.run.report import fmt, fmt_ci, render_html
 from soebench.run.results import json_safe
 
@@ -105,7 +105,51 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], l
     counts = {summaries[n]["manifest"]["num_samples"] for n in names}
     if len(counts) > 1:
         warnings.append("runs cover different numbers of samples")
+    warnings += setup_warnings(summaries)
     return ["metric"] + names, rows, warnings
+
+
+def metric_setup(summary: dict[str, Any]) -> dict[str, str]:
+    """What each score family was measured with, as comparable text: the FID Inception (file
+    sha256, else its path), the CLIP model (architecture, pretrained tag, checkpoint sha256 or path)
+    and the preprocessing modes. A family the run did not score is absent."""
+    metrics = summary.get("metrics", {})
+    setup: dict[str, str] = {}
+    inception = metrics.get("inception")
+    if isinstance(inception, dict) and metrics.get("distances"):
+        setup["FID/KID Inception"] = inception.get("sha256") or str(inception.get("path"))
+    clip = metrics.get("clip")
+    if isinstance(clip, dict):
+        weights = clip.get("sha256") or clip.get("checkpoint") or clip.get("pretrained")
+        setup["CLIP model"] = f"{clip.get('resolved_model') or clip.get('model')} ({weights})"
+    modes = metrics.get("modes", {})
+    for key in ("fid_resize", "clip_preprocess", "bg_dilation_radius_at_512"):
+        if key in modes:
+            setup[f"mode {key}"] = str(modes[key])
+    return setup
+
+
+def setup_warnings(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """One warning per score family that the runs measured with different networks or modes:
+    those numbers differ by the measuring, not only by the model."""
+    setups = {name: metric_setup(s) for name, s in summaries.items()}
+    warnings = []
+    for family in dict.fromkeys(k for setup in setups.values() for k in setup):
+        seen = {name: setup[family] for name, setup in setups.items() if family in setup}
+        if len(set(seen.values())) > 1:
+            groups: dict[str, list[str]] = {}
+            for name, value in seen.items():
+                groups.setdefault(value, []).append(name)
+            shown = "; ".join(f"{', '.join(runs)}: {_short(value)}" for value, runs in groups.items())
+            warnings.append(f"runs were scored with different {family} ({shown}): those scores are not comparable")
+    return warnings
+
+
+def _short(value: str) -> str:
+    # a sha256 is recognisable by its first 12 hex digits
+    import re
+
+    return re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1...", value)
 
 
 def compare_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, overwrite: bool = False) -> dict[str, Any]:
@@ -129,6 +173,9 @@ def _write(out: Path, summaries, header, rows, warnings, overwrite: bool) -> lis
     from soebench.run import plots
     from soebench.run.report import _md_table
 
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; a comparison is written into a folder")
+    check_output_file(out / "compare.md", what="comparison")
     refuse_existing(out / "compare.md", overwrite, what="comparison")
     (out / "plots").mkdir(parents=True, exist_ok=True)
     figures = {}

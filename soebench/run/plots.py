@@ -35,6 +35,14 @@ def _num(v: Any) -> float:
     return float(v)
 
 
+def _scored(group: dict[str, Any]) -> int:
+    """Samples scored in one bucket. A finite mean is over the finite values (``n``) and the
+    infinities are counted apart (``n_inf``, bg_psnr of untouched backgrounds); an infinite
+    mean already counts them in ``n``."""
+    n = int(group.get("n", 0) or 0)
+    return n + int(group.get("n_inf", 0) or 0) if math.isfinite(_num(group.get("mean"))) else n
+
+
 def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequence[str]) -> Path | None:
     """One panel per per-sample metric: mean and 95 % interval per size bucket, one line per run."""
     metrics = sorted({m for s in runs.values() for m in s["metrics"].get("by_size_bucket", {})},
@@ -60,6 +68,9 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
                 if np.isinf(mean).any():
                     infinite.append(name)
                 continue
+            for i in np.flatnonzero(np.isinf(mean)):  # a bucket of untouched backgrounds only: say so at its place
+                ax.annotate("inf", (x[i] + offset, 0.97), xycoords=ax.get_xaxis_transform(), ha="center", va="top",
+                            fontsize=8, color=f"C{k % 10}")
             with np.errstate(invalid="ignore"):  # inf - inf in a bucket of untouched backgrounds
                 err = np.vstack([np.where(finite, mean - lo, 0), np.where(finite, hi - mean, 0)])
             err = np.nan_to_num(err, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
@@ -71,7 +82,7 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
                 note += "\n(background left untouched)"
             ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#aa3333")
         ax.set_title(metric)
-        counts = [max((s["metrics"]["by_size_bucket"].get(metric, {}).get(b, {}).get("n", 0) for s in runs.values()),
+        counts = [max((_scored(s["metrics"]["by_size_bucket"].get(metric, {}).get(b, {})) for s in runs.values()),
                       default=0) for b in buckets]
         ax.set_xticks(x, [f"{b}\nn={c}" for b, c in zip(buckets, counts)] if len(runs) == 1 else buckets, rotation=30)
         ax.set_xlabel("object size (mask area fraction bucket)")
@@ -134,17 +145,23 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def worst_samples(
-    run_dir: Path, frame, manifest, path: Path, *, metric: str, higher_is_better: bool, n: int = 8
+    run_dir: Path, frame, manifest, path: Path, *, metric: str | None, higher_is_better: bool = True, n: int = 8
 ) -> Path | None:
-    """Original / mask / output of the ``n`` samples worst on ``metric`` (errors excluded)."""
+    """Original / mask / output of the ``n`` samples worst on ``metric`` (errors excluded), worst
+    first; ``metric=None``: the samples the taxonomy labelled as failures, by label."""
     from soebench.manifest.masks import decode_mask
 
-    ok = frame[frame["error"].isna() & ~np.isnan(frame[metric].to_numpy(dtype=float))].copy()
-    if ok.empty:
+    scored = frame[frame["error"].isna()]
+    if metric is None:
+        order = {label: i for i, label in enumerate(FAILURE_ORDER)}
+        failed = scored[scored["failure"].fillna("ok") != "ok"]
+        worst = failed.assign(_rank=failed["failure"].map(order).fillna(len(order))).sort_values("_rank", kind="stable")
+    else:
+        values = scored[metric].to_numpy(dtype=float)
+        worst = scored[~np.isnan(values)].sort_values(metric, ascending=higher_is_better, kind="stable")
+    worst = worst.head(n)
+    if worst.empty:
         return None
-    # taxonomy failures first (when labelled), then the lowest (or highest, if lower is better) score
-    ok["_is_ok"] = ok["failure"].fillna("ok") == "ok"
-    worst = ok.sort_values(["_is_ok", metric], ascending=[True, higher_is_better], kind="stable").head(n)
     table = manifest.table
     ids = table.column("sample_id").to_pylist()
     where = {sid: i for i, sid in enumerate(ids)}
@@ -163,12 +180,17 @@ def worst_samples(
             ax.set_yticks([])
             ax.set_title(title, fontsize=8)
         failure = sample.get("failure")
-        row_axes[2].set_title(f"output: {metric}={sample[metric]:.3g}" + (f", {failure}" if failure else ""), fontsize=8)
+        score = f"{metric}={sample[metric]:.3g}" if metric is not None else ""
+        row_axes[2].set_title("output: " + ", ".join(t for t in (score, failure) if t), fontsize=8)
         row_axes[0].set_ylabel(f"{sample['sample_id'][:10]}\n{sample['prompt']}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+#: the order failure labels are shown in when no score ranks the samples
+FAILURE_ORDER = ("missing", "distortion", "mismatch")
 
 
 def zoom_window(bbox, width: int, height: int, *, factor: float = 3.0, minimum: int = 64) -> tuple[slice, slice]:
@@ -184,7 +206,7 @@ def zoom_window(bbox, width: int, height: int, *, factor: float = 3.0, minimum: 
 
 def metric_bars(runs: Mapping[str, dict[str, Any]], path: Path) -> Path | None:
     """Per-sample metric means with 95 % intervals and FID/KID values, one bar per run."""
-    metrics = [m for m in next(iter(runs.values()))["metrics"].get("means", {})]
+    metrics = list(dict.fromkeys(m for s in runs.values() for m in s["metrics"].get("means", {})))
     distances = sorted({d for s in runs.values() for d in s["metrics"].get("distances", {})})
     panels = metrics + distances
     if not panels:

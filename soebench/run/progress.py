@@ -15,10 +15,12 @@ class progress_bar:
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+                             TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+                             console=Console(stderr=True))  # stdout is for results
         self._bar.__enter__()
         task = self._bar.add_task(f"evaluate {self.label}", total=self.total)
         return lambda n: self._bar.advance(task, n)

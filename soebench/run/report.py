@@ -95,10 +95,26 @@ def _header(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("manifest", f"{man['path']} (sha256 {man['sha256'][:12]}..., {man['num_samples']} samples)"),
         ("prompt", summary["prompt_key"]),
         ("metric modes", ", ".join(f"{k}={v}" for k, v in summary["metrics"].get("modes", {}).items() if k != "bg_psnr_mean")),
+        *_networks(summary["metrics"]),
         ("errors", str(summary["errors"]["count"])),
         ("git commit", f"{summary.get('git_commit')}" + (" (dirty)" if summary.get("git_dirty") else "")),
         ("created", summary.get("created", "")),
     ]
+
+
+def _networks(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Header lines naming the feature networks the scores were measured with."""
+    lines = []
+    clip = metrics.get("clip")
+    if isinstance(clip, dict):
+        where = clip.get("checkpoint") or clip.get("pretrained") or ""
+        sha = f", sha256 {clip['sha256'][:12]}..." if clip.get("sha256") else ""
+        lines.append(("CLIP", f"{clip.get('resolved_model') or clip.get('model')} ({where}{sha})"))
+    inception = metrics.get("inception")
+    if isinstance(inception, dict) and metrics.get("distances"):
+        sha = f", sha256 {inception['sha256'][:12]}..." if inception.get("sha256") else ""
+        lines.append(("FID Inception", f"{inception.get('path')} ({inception.get('found_via')}{sha})"))
+    return lines
 
 
 def write_plots(run_dir: Path, summary: dict[str, Any], frame, manifest) -> dict[str, Path]:
@@ -113,13 +129,28 @@ def write_plots(run_dir: Path, summary: dict[str, Any], frame, manifest) -> dict
         out["Metrics by object size"] = p
     if p := plots.taxonomy_bars(runs, folder / "taxonomy.png", SIZE_BUCKET_NAMES):
         out["Failure taxonomy by object size"] = p
-    means = summary["metrics"].get("means", {})
-    key = next((k for k in ("clip_score_local", "bg_ssim", "bg_psnr") if k in means), None)
-    if key is not None and manifest is not None:
-        if p := plots.worst_samples(run_dir, frame, manifest, folder / "worst_samples.png", metric=key,
-                                    higher_is_better=METRICS[key].higher_is_better):
-            out[f"Worst samples by {key}"] = p
+    if manifest is not None:
+        key = worst_samples_metric(frame, summary["metrics"].get("means", {}))
+        higher = METRICS[key].higher_is_better if key else True
+        if p := plots.worst_samples(run_dir, frame, manifest, folder / "worst_samples.png", metric=key, higher_is_better=higher):
+            out[f"Worst samples by {key}" if key else "Samples labelled as failures"] = p
     return out
+
+
+def worst_samples_metric(frame, means: dict[str, Any]) -> str | None:
+    """The score that ranks the worst-samples grid: the first of local CLIP-Score, background
+    SSIM and PSNR that the run has and that differs between its samples (a baseline that leaves
+    every background untouched has SSIM 1 everywhere, which ranks nothing); None when none does,
+    and the grid shows the taxonomy's failures instead."""
+    import numpy as np
+
+    for key in ("clip_score_local", "bg_ssim", "bg_psnr"):
+        if key in means and key in frame:
+            values = frame.loc[frame["error"].isna(), key].to_numpy(dtype=float)
+            values = values[~np.isnan(values)]
+            if values.size and values.min() != values.max():
+                return key
+    return None
 
 
 def write_report(run_dir: Path, summary: dict[str, Any], frame, manifest=None) -> tuple[Path, Path]:

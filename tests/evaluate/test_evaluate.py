@@ -146,8 +146,10 @@ def test_option_errors(tmp_path, manifest6):
 
 def test_default_metrics_skip_those_without_weights(tmp_path, manifest6, tiny_nets, monkeypatch):
     monkeypatch.setenv("SOEBENCH_INCEPTION_WEIGHTS", tiny_nets["inception_weights"])
+    for cache in ("XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):  # no cached CLIP
+        monkeypatch.setenv(cache, str(tmp_path / "empty-cache"))
     res = evaluate(manifest6, "original", tmp_path / "run", clip_model="ViT-B-32", clip_pretrained="openai",
-                   clip_weights=str(tmp_path / "nowhere"), progress=False, limit=4, report=False)
+                   progress=False, limit=4, report=False)
     m = res.summary["metrics"]
     assert set(m["skipped"]) == {"clip_score_local", "clip_score_global"}
     assert "--clip-weights" in m["skipped"]["clip_score_local"]

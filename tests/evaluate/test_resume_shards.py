@@ -176,7 +176,7 @@ def test_cli_evaluate_and_compare(tmp_path, manifest6, capsys):
             "--metrics", ",".join(BG), "--limit", "3", "--quiet", "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["model"]["args"] == {"ring": 3} and summary["manifest"]["num_samples"] == 3
+    assert summary["model"]["args"] == {"ring": 3, "dilate": 2} and summary["manifest"]["num_samples"] == 3
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(args[:-2] + ["--resume", "--quiet"]) == 0

@@ -183,3 +183,27 @@ def test_one_object_plots(tmp_path):
     fx = write_openimages(tmp_path / "oi", {"eeee000000000005": [OiObj((0.1, 0.1, 0.25, 0.25))]})
     res = _build(fx, tmp_path / "oi.parquet", preset="soe-eval", plots=True)
     assert res.num_rows == 1 and all(p.stat().st_size > 1000 for p in res.plot_paths)
+
+
+def _edge_box(side: float) -> tuple[float, float, float, float]:
+    """A box of exactly ``side`` x ``side`` (normalised) whose float area lands below side**2,
+    as real OpenImages coordinates do."""
+    for k in range(1, 200):
+        x0 = y0 = k / 1000
+        x1, y1 = float(f"{x0 + side:.6f}"), float(f"{y0 + side:.6f}")
+        if (x1 - x0) * (y1 - y0) < side * side:
+            return x0, y0, x1, y1
+    raise AssertionError("no box below the edge found")
+
+
+def test_area_band_is_inclusive_despite_rounding(tmp_path):
+    """soe-eval's band is [(1/8)^2, (1/6)^2] inclusive: a box of exactly 1/8 x 1/8 is kept even
+    when its area computes a hair below (1/8)^2 from the CSV's decimal coordinates; one a
+    pixel-scale step smaller is still rejected."""
+    side = 1 / 8
+    box = _edge_box(side)
+    outside = (0.5, 0.5, 0.5 + side * 0.99, 0.5 + side)
+    fx = write_openimages(tmp_path / "oi", {"eeee000000000005": [OiObj(box, "Cup"), OiObj(outside, "Cup")]})
+    res = _build(fx, tmp_path / "band.parquet", preset="soe-eval")
+    rejected = {k: v for k, v in res.summary["rejected"].items() if v}
+    assert res.summary["kept"] == 1 and rejected == {"area_fraction": 1}

@@ -64,20 +64,43 @@ def test_opencv_removes_the_object(name, requests3):
         assert np.array_equal(res.image[far], r.image[far])  # pixels far from the mask are untouched
 
 
-def test_mean_fill_uses_the_ring_colour(requests3):
+def _disc_dilate(mask, radius):
     from scipy import ndimage
 
+    if radius == 0:
+        return mask.copy()
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return ndimage.binary_dilation(mask, structure=(yy**2 + xx**2) <= radius**2)
+
+
+@pytest.mark.parametrize("dilate", [0, 2, 3])
+def test_mean_fill_uses_the_ring_colour(requests3, dilate):
     ring = 4
-    out = MODELS.create("mean-fill", f"ring={ring}").inpaint(requests3)
+    args = f"ring={ring}" if dilate == 2 else f"ring={ring},dilate={dilate}"  # 2 is the default
+    out = MODELS.create("mean-fill", args).inpaint(requests3)
     for r, res in zip(requests3, out):
-        filled = res.image[r.mask]
+        # independent reference: discs of radius `dilate`, then `ring` (edges may differ by a pixel)
+        hole = _disc_dilate(r.mask, dilate)
+        core = hole if dilate == 0 else _disc_dilate(r.mask, dilate - 1)
+        filled = res.image[core]
         assert (filled == filled[0]).all()  # one colour
-        assert np.array_equal(res.image[~r.mask], r.image[~r.mask])
-        # independent reference: a disc of radius `ring` around the mask (edges may differ by a pixel)
-        yy, xx = np.mgrid[-ring:ring + 1, -ring:ring + 1]
-        band = ndimage.binary_dilation(r.mask, structure=(yy**2 + xx**2) <= ring**2) & ~r.mask
+        outside = ~_disc_dilate(hole, 1)
+        assert np.array_equal(res.image[outside], r.image[outside])
+        band = _disc_dilate(hole, ring) & ~hole
         expected = r.image[band].astype(float).mean(axis=0)
         assert np.abs(filled[0].astype(float) - expected).max() <= 3.0
+
+
+def test_mean_fill_covers_the_objects_rim(requests3):
+    """The default dilation fills the pixels just outside the polygon too (the object's rim),
+    so the removed object leaves no outline; ``dilate=0`` keeps the exact mask."""
+    exact = MODELS.create("mean-fill", "dilate=0").inpaint(requests3)
+    default = MODELS.create("mean-fill").inpaint(requests3)
+    for r, a, b in zip(requests3, exact, default):
+        rim = _disc_dilate(r.mask, 1) & ~r.mask
+        assert np.array_equal(a.image[rim], r.image[rim])
+        assert (b.image[rim] == b.image[r.mask][0]).all()
+    assert MODELS.create("mean-fill").cache_token() != MODELS.create("mean-fill", "dilate=0").cache_token()
 
 
 # -- python ------------------------------------------------------------------------------------
