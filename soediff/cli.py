@@ -100,6 +100,7 @@ def tiny_model(
 @app.command("config")
 def show_config(
     out: Annotated[Optional[Path], typer.Option(help="Write the default config YAML here instead of listing.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """List every training config field with its default and meaning (or write the default YAML)."""
     from soediff.config import TrainConfig, describe_fields
@@ -107,6 +108,7 @@ def show_config(
     if out is not None:
         from soebench.fileio import write_text_atomic
 
+        _check_out_file(out, overwrite)
         write_text_atomic(out, TrainConfig().to_yaml())
         typer.echo(str(out))
         return
@@ -117,6 +119,21 @@ def show_config(
     for name, default, doc in describe_fields():
         table.add_row(name, repr(default), doc)
     Console().print(table)
+
+
+def _check_out_file(out: Path, overwrite: bool) -> None:
+    """``--out`` of a file: not a folder, not below a file, and an existing file only with --overwrite
+    (a config someone edited is not silently replaced by the defaults)."""
+    from soebench.errors import InputError
+    from soebench.fileio import nearest_existing, refuse_existing
+
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; --out must be a file",
+                         hint=f"pass a file name, e.g. {out / 'train.yaml'}")
+    above = nearest_existing(out.parent)
+    if not above.is_dir():
+        raise InputError(f"--out {out}: {above} is a file", hint="pass a path in a folder")
+    refuse_existing(out, overwrite, what="config file")
 
 
 def run() -> None:

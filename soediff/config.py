@@ -10,6 +10,7 @@ of this implementation.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,9 @@ class TrainConfig:
             if not cond:
                 p.append(msg)
 
+        def finite(value: Any) -> bool:
+            return isinstance(value, (int, float)) and math.isfinite(value)
+
         need(bool(self.manifest), "manifest is required")
         need(bool(self.pretrained), "pretrained is required")
         need(bool(self.out), "out is required")
@@ -172,26 +176,38 @@ class TrainConfig:
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("validation_rows", "validation_steps", "num_workers", "lr_warmup_steps"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        need(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        # finite() first: NaN fails every comparison, but inf passes "> 0" and would train to NaN
+        need(finite(self.learning_rate) and self.learning_rate > 0,
+             f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        for name in ("adam_beta1", "adam_beta2"):  # torch's AdamW raises a bare ValueError otherwise
+            need(finite(getattr(self, name)) and 0 <= getattr(self, name) < 1,
+                 f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("adam_epsilon", "adam_weight_decay", "max_grad_norm"):
+            need(finite(getattr(self, name)) and getattr(self, name) >= 0,
+                 f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         need(self.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler {self.lr_scheduler!r} is not one of {LR_SCHEDULERS}")
         need(self.loss in LOSS_KINDS, f"loss {self.loss!r} is not one of {LOSS_KINDS}")
-        need(self.huber_delta > 0, f"huber_delta must be > 0, got {self.huber_delta}")
+        need(finite(self.huber_delta) and self.huber_delta > 0,
+             f"huber_delta must be a finite number > 0, got {self.huber_delta}")
         need(self.mixed_precision in MIXED_PRECISION,
              f"mixed_precision {self.mixed_precision!r} is not one of {MIXED_PRECISION}")
         need(self.report_to in ("tensorboard", "none"), f"report_to {self.report_to!r} is not 'tensorboard' or 'none'")
         need(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
              f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}")
         need(self.lora.rank >= 1, f"lora.rank must be >= 1, got {self.lora.rank}")
-        need(self.lora.alpha > 0, f"lora.alpha must be > 0, got {self.lora.alpha}")
+        need(finite(self.lora.alpha) and self.lora.alpha > 0,
+             f"lora.alpha must be a finite number > 0, got {self.lora.alpha}")
         need(0 <= self.lora.dropout < 1, f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
         need(bool(self.lora.target_modules), "lora.target_modules must not be empty")
         need(self.lora.blocks is None or bool(self.lora.blocks), "lora.blocks must be null or a non-empty list")
-        need(self.csd.weight >= 0, f"csd.weight must be >= 0, got {self.csd.weight}")
+        need(finite(self.csd.weight) and self.csd.weight >= 0,
+             f"csd.weight must be a finite number >= 0, got {self.csd.weight}")
         need(self.csd.noise_resampling in NOISE_RESAMPLING,
              f"csd.noise_resampling {self.csd.noise_resampling!r} is not one of {NOISE_RESAMPLING}")
-        need(self.vae.learning_rate > 0, f"vae.learning_rate must be > 0, got {self.vae.learning_rate}")
-        need(self.vae.mask_weight >= 1, f"vae.mask_weight must be >= 1, got {self.vae.mask_weight}")
+        need(finite(self.vae.learning_rate) and self.vae.learning_rate > 0,
+             f"vae.learning_rate must be a finite number > 0, got {self.vae.learning_rate}")
+        need(finite(self.vae.mask_weight) and self.vae.mask_weight >= 1,
+             f"vae.mask_weight must be a finite number >= 1, got {self.vae.mask_weight}")
         need(self.vae.loss in ("l1", "l2"), f"vae.loss {self.vae.loss!r} is not 'l1' or 'l2'")
         if p:
             raise ConfigError("invalid training config: " + "; ".join(p))
@@ -278,7 +294,7 @@ def _from_dict(cls: type, data: dict[str, Any], where: str):
             value = _from_dict(sub, value, f"{where}:{key}")
         else:
             value = _yaml_bool_word(fields[key], value, where)
-            _check_type(fields[key], value, where)
+            value = _check_type(fields[key], value, where)
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -300,16 +316,30 @@ def _yaml_bool_word(f: dataclasses.Field, value: Any, where: str) -> Any:
                       f"as booleans; quote the word you meant, e.g. {f.name}: \"{'yes' if value else 'no'}\"")
 
 
-def _check_type(f: dataclasses.Field, value: Any, where: str) -> None:
+def _check_type(f: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` if it has the field's type, else a ConfigError naming the field. A float field also
+    takes a numeric string, returned as a float: PyYAML (YAML 1.1) reads ``1e-4`` -- no dot -- as a
+    string. Whether the number is finite and in range is ``validate``'s to say."""
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     if value is None or default is None:
-        return
+        return value
+    if isinstance(default, float) and isinstance(value, str):
+        value = _float_or_str(value)
     expected: tuple[type, ...] = (int, float) if isinstance(default, float) else (type(default),)
     ok = isinstance(value, expected) and not (isinstance(value, bool) and not isinstance(default, bool))
     if isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     if not ok:
         raise ConfigError(f"{where}: field {f.name!r} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _float_or_str(text: str) -> float | str:
+    """``text`` as a float when it spells one (``1e-4``), else unchanged (and refused by the caller)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 _SECTIONS: dict[str, type] = {"lora": LoraSettings, "csd": CSDSettings, "vae": VaeSettings}

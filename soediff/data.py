@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from soebench.errors import InputError
+from soebench.errors import InputError, SoebenchError
 from soebench.image_io import rgb_array
 from soebench.manifest.io import Manifest, read_manifest
 from soebench.manifest.masks import decode_mask
@@ -113,6 +114,20 @@ class ManifestDataset(torch.utils.data.Dataset):
         for rec in columns.take(self.indices).to_pylist():
             self._prompt(rec)
 
+    def check_images(self, shown: int = 3) -> None:
+        """Every row's image file exists (one stat each, no decode), else one InputError naming the
+        first ``shown`` missing files and how many there are -- before training, not when a worker
+        first opens the row hours in."""
+        root = self.manifest.images_root
+        names = self._table.column("image_path").take(self.indices).to_pylist()
+        missing = [root / n for n in names if not (root / n).is_file()]
+        if missing:
+            more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+            raise InputError(f"manifest {self.manifest.path}: {len(missing)} of {len(names)} image files are missing: "
+                             f"{', '.join(str(m) for m in missing[:shown])}{more}",
+                             hint=f"image paths are relative to {root} (the manifest's images_root); restore the "
+                                  "files or rebuild the manifest with soebench build-dataset")
+
     def _prompt(self, rec: dict) -> str:
         if self.prompt_template is not None:
             prompt = render_prompt(self.prompt_template, rec)
@@ -185,3 +200,27 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.n
+
+
+_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def unwrap_worker_error(exc: BaseException) -> SoebenchError | None:
+    """The user-facing error a DataLoader worker raised, as it was raised there; None when ``exc``
+    did not come from a worker.
+
+    torch sends a worker's exception back as its type and traceback text only and re-raises
+    ``type(text)``: an InputError whose message is "Caught InputError in DataLoader worker process
+    0. Original Traceback ..." and whose hint is lost. The traceback ends with the original
+    ``module.Type: message`` line(s), ``str()`` of the error: its message and, after ``Hint:``,
+    its hint."""
+    if not isinstance(exc, SoebenchError) or not _WORKER_ERROR.match(exc.message):
+        return None
+    kind = type(exc)
+    tail = f"{kind.__module__}.{kind.__qualname__}: "
+    at = exc.message.rfind(tail)
+    if at < 0:
+        return None
+    text = exc.message[at + len(tail):].rstrip("\n")
+    message, _, hint = text.partition("\nHint: ")
+    return kind(message, hint=hint or None)

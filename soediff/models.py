@@ -17,10 +17,15 @@ TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.fp
                              "pytorch_model.fp16.bin")
 PART_WEIGHT_FILES = {"unet": DIFFUSERS_WEIGHT_FILES, "vae": DIFFUSERS_WEIGHT_FILES,
                      "text_encoder": TRANSFORMERS_WEIGHT_FILES}
+# The CLIP tokenizer's vocabulary: the fast tokenizer's one file, or the BPE pair. Without them
+# transformers still builds a tokenizer -- of the special tokens alone, every word unknown.
+TOKENIZER_FILE = "tokenizer.json"
+BPE_FILES = ("vocab.json", "merges.txt")
 
 
 def check_pretrained(path: str | os.PathLike) -> Path:
-    """A diffusers inpainting pipeline folder: model_index.json, weights, and a 9-channel UNet."""
+    """A diffusers inpainting pipeline folder: model_index.json, weights, a tokenizer vocabulary and a
+    9-channel UNet."""
     path = Path(os.path.expanduser(str(path)))
     if not path.exists():
         raise MissingWeightsError(
@@ -38,6 +43,7 @@ def check_pretrained(path: str | os.PathLike) -> Path:
         if not any((path / part / f).exists() for f in (*names, *sharded)):
             raise MissingWeightsError(f"missing weights: {path / part} holds no weight file ({' or '.join(names[:2])})",
                                       hint="download or copy the full pipeline, not only its configs")
+    _check_vocabulary(path / "tokenizer")
     cfg = _read_json(path / "unet" / "config.json")
     if cfg.get("in_channels") != 9:
         raise InputError(
@@ -46,6 +52,26 @@ def check_pretrained(path: str | os.PathLike) -> Path:
             hint="use a Stable Diffusion *inpainting* checkpoint, e.g. stable-diffusion-inpainting",
         )
     return path
+
+
+def _check_vocabulary(folder: Path) -> None:
+    """The tokenizer folder holds a vocabulary; else a MissingWeightsError naming the missing files."""
+    if (folder / TOKENIZER_FILE).is_file():
+        return
+    missing = [n for n in BPE_FILES if not (folder / n).is_file()]
+    if missing:
+        raise MissingWeightsError(
+            f"missing vocabulary: {folder} has no {TOKENIZER_FILE} and no {' or '.join(missing)} "
+            f"(the tokenizer needs {TOKENIZER_FILE}, or {' and '.join(BPE_FILES)})",
+            hint="download or copy the full pipeline, tokenizer files included")
+
+
+def vae_scale_factor(path: str | os.PathLike) -> int:
+    """Pixels per latent of a checked pipeline's VAE, from its config (no weights loaded), as
+    :attr:`SDParts.vae_scale_factor` computes it from the loaded VAE."""
+    config = _read_json(Path(os.path.expanduser(str(path))) / "vae" / "config.json")
+    channels = config.get("block_out_channels") or [64]  # diffusers' AutoencoderKL default
+    return 2 ** (len(channels) - 1)
 
 
 def _read_json(file: Path) -> dict[str, Any]:

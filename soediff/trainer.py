@@ -24,6 +24,7 @@ import csv
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -79,21 +80,39 @@ def list_checkpoints(out: Path) -> list[Path]:
                   key=lambda p: int(p.name.split("-")[1]))
 
 
-def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Refuse to clobber a run; return the checkpoint to resume from (or None)."""
+RUN_DIRS = ("checkpoints", "logs", "validation")
+
+
+def _claim_out_dir(out: Path, resume: bool, overwrite: bool) -> tuple[Path | None, bool]:
+    """Refuse to clobber a run; return the checkpoint to resume from (or None) and whether the old
+    run's folders must be cleared before this one writes. Nothing is removed here: clearing waits
+    until every check of the new run has passed (:func:`_clear_run`).
+
+    A folder without a checkpoint (a run that failed before its first one) holds nothing to
+    resume or lose, so a plain rerun reuses it; otherwise the rerun would be told to --resume and
+    the resume that there is nothing to resume from."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other",
+                          hint="--resume continues the run in --out; --overwrite discards it and starts over")
     existing = list_checkpoints(out)
     if resume:
         if not existing:
-            raise InputError(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
-        return existing[-1]
-    if (out / "checkpoints").exists() or (out / "logs").exists():
-        if not overwrite:
-            raise OutputExistsError(f"run folder {out} already holds a run",
-                                    hint="pass --resume to continue it or --overwrite to start over")
-        if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch only the first process deletes
-            for sub in ("checkpoints", "logs", "validation"):
-                shutil.rmtree(out / sub, ignore_errors=True)
-    return None
+            raise InputError(f"--resume: no checkpoint in {out / 'checkpoints'}",
+                             hint="start without --resume (a run folder without a checkpoint is reused)")
+        return existing[-1], False
+    if not any((out / sub).exists() for sub in RUN_DIRS):
+        return None, False
+    if existing and not overwrite:
+        raise OutputExistsError(f"run folder {out} already holds a run (latest checkpoint {existing[-1].name})",
+                                hint="pass --resume to continue it or --overwrite to start over")
+    return None, True
+
+
+def _clear_run(out: Path) -> None:
+    """Remove an old run's checkpoints, logs and validation images (its config.yaml and inputs.json
+    are rewritten by the new run)."""
+    for sub in RUN_DIRS:
+        shutil.rmtree(out / sub, ignore_errors=True)
 
 
 # Fields a resumed run may change: they do not alter the trained state or the random draws.
@@ -220,10 +239,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     from soediff.outputs import check_out_folder
 
     out = check_out_folder(config.out)
+    resume_from, clear = _claim_out_dir(out, resume, overwrite)
     manifest = load_training_manifest(config.manifest)  # check every input before touching the run folder
     check_pretrained(config.pretrained)
     val_manifest = load_training_manifest(config.validation_manifest) if config.validation_manifest else None
-    resume_from = _prepare_out_dir(out, resume, overwrite)
     inputs = {"manifest": str(Path(config.manifest).resolve()),
               "manifest_sha256": manifest_sha256(Path(config.manifest))}
     if resume_from is not None:
@@ -232,7 +251,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     import torch
 
     try:
-        return _train(config, out, manifest, val_manifest, resume_from, progress, keep_models, inputs)
+        return _train(config, out, manifest, val_manifest, resume_from, clear, progress, keep_models, inputs)
     except torch.OutOfMemoryError as exc:  # while loading/preparing; the loop names the step itself
         raise SoebenchError(f"out of memory while setting up training ({str(exc).splitlines()[0]})",
                             hint=OOM_HINT) from exc
@@ -254,24 +273,28 @@ def _release_accelerator_state() -> None:
     GradientState._reset_state()
 
 
-def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: Path | None,
+def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: Path | None, clear: bool,
            progress: bool, keep_models: bool, inputs: dict[str, str]) -> TrainResult:
     from soebench.compat import ensure_torchvision_ops
 
     ensure_torchvision_ops()
+    from soediff.models import vae_scale_factor
     from soediff.step import StepModels
 
+    # Every check that can fail comes before the old run is cleared: precision and launch, then the
+    # data (cheap: prompts, image files, batch), then the models (slow: loading, LoRA blocks).
     accelerator = _make_accelerator(config, out)
     main = accelerator.is_main_process
+    val_ds, loader = _setup_data(config, manifest, val_manifest, vae_scale_factor(config.pretrained),
+                                 accelerator.num_processes)
+    parts, targets, decoder, weight_dtype = _setup_models(config, accelerator)
     if main:
+        if clear:
+            _clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", config.to_yaml())
         write_text_atomic(out / INPUTS_FILE, json.dumps(inputs, indent=2))
-    # rank 0 cleared an overwritten run before the Accelerator existed: nobody starts before it is done
-    accelerator.wait_for_everyone()
-
-    parts, targets, decoder, weight_dtype = _setup_models(config, accelerator)
-    val_ds, loader = _setup_data(config, manifest, val_manifest, parts.vae_scale_factor, accelerator.num_processes)
+    accelerator.wait_for_everyone()  # the first process clears an overwritten run: nobody writes before it is done
     unet, decoder, optimizer, loader, scheduler = _setup_optimisation(config, accelerator, parts.unet, decoder, loader)
     step_gen = StepGenerator(accelerator.device, config.seed + 7919 * accelerator.process_index)
     accelerator.register_for_checkpointing(step_gen)
@@ -364,7 +387,7 @@ class _Loop:
                 for batch in self._epoch_batches(epoch, skip):
                     micro += 1
                     with accelerator.accumulate(*trained):
-                        logs = self._micro_step(batch)
+                        logs = self._micro_step(batch, step + 1)
                     for k, v in logs.items():
                         acc[k] = acc.get(k, 0.0) + v
                     acc_n += 1
@@ -380,6 +403,13 @@ class _Loop:
                         break
         except torch.OutOfMemoryError as exc:
             raise SoebenchError(f"out of memory at step {step + 1} ({str(exc).splitlines()[0]})", hint=OOM_HINT) from exc
+        except SoebenchError as exc:
+            from soediff.data import unwrap_worker_error
+
+            original = unwrap_worker_error(exc)  # a data error from a DataLoader worker, as the worker raised it
+            if original is None:
+                raise
+            raise original from exc
         finally:
             if bar is not None:
                 bar[0].stop()
@@ -394,14 +424,16 @@ class _Loop:
         batches.set_epoch(epoch)
         return batches
 
-    def _micro_step(self, batch) -> dict[str, float]:
-        """Forward, backward and (on the last micro-batch of a step) the clipped optimizer step."""
+    def _micro_step(self, batch, step: int) -> dict[str, float]:
+        """Forward, backward and (on the last micro-batch of a step) the clipped optimizer step;
+        a non-finite loss stops training before it reaches the weights."""
         import torch
 
         from soediff.step import compute_losses
 
         config, accelerator = self.config, self.accelerator
         loss, logs = compute_losses(self.models, batch, self.step_gen.generator, config, accelerator.autocast)
+        self._check_finite_loss(logs, step)
         accelerator.backward(loss)
         if accelerator.sync_gradients and config.max_grad_norm > 0:
             accelerator.unscale_gradients()  # once; then each group is clipped on its own
@@ -411,6 +443,41 @@ class _Loop:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return logs
+
+    def _check_finite_loss(self, logs: dict[str, float], step: int) -> None:
+        """Stop at the first NaN/inf loss: every later step would be NaN too and each checkpoint
+        would rotate a good one away. Decided over all processes (one small all-reduce), so that
+        every process stops here rather than one leaving the others waiting in backward."""
+        bad = not all(math.isfinite(v) for v in logs.values())
+        if self.accelerator.num_processes > 1:
+            import torch
+
+            flag = torch.tensor([float(bad)], device=self.accelerator.device)
+            bad = bool(self.accelerator.reduce(flag, reduction="sum").item())
+        if bad:
+            parts = ", ".join(f"{k}={logs[k]:.4g}" for k in ("loss", "denoise", "csd", "vae") if k in logs)
+            raise SoebenchError(f"training diverged at step {step}: the loss is not finite ({parts})",
+                                hint=self._divergence_hint())
+
+    def _check_finite_weights(self, step: int) -> None:
+        """A checkpoint holds only finite weights: an update can overflow them even when the loss
+        that made it was finite (the next loss would be NaN, but the checkpoint is written first)."""
+        import torch
+
+        trained = [self.models.base_unet] + ([self.models.decoder] if self.models.decoder is not None else [])
+        if all(torch.isfinite(p).all() for m in trained for p in m.parameters() if p.requires_grad):
+            return
+        raise SoebenchError(f"training diverged at step {step}: the trained weights are no longer finite, "
+                            "so no checkpoint was written for this step", hint=self._divergence_hint())
+
+    def _divergence_hint(self) -> str:
+        lower = (f"lower learning_rate (now {self.config.learning_rate:g}) or vae.learning_rate "
+                 f"(now {self.config.vae.learning_rate:g})")
+        if self.last_checkpoint is None:
+            return f"{lower}; no checkpoint was written yet, so a plain rerun reuses the run folder"
+        return (f"{lower}, and start over (--overwrite or another --out: a resume keeps the run's learning rates); "
+                f"the last good checkpoint, {self.last_checkpoint.name}, is kept: --resume continues from it and "
+                "soediff export exports it")
 
     def _end_of_step(self, row: dict[str, float], step: int, epoch: int, seconds: float, bar) -> None:
         """Log the step's row; checkpoint and validate when their period comes (and at the end)."""
@@ -430,6 +497,7 @@ class _Loop:
         if bar is not None:
             bar[0].update(bar[1], completed=step, description=f"loss {row['loss']:.4f}")
         if step % config.checkpointing_steps == 0 or last:
+            self._check_finite_weights(step)
             self.last_checkpoint = _save_checkpoint(accelerator, self.out, step, epoch, config.checkpoints_total_limit)
         if main and self.val_ds is not None and config.validation_steps and (step % config.validation_steps == 0 or last):
             self.validation_images.append(
@@ -537,9 +605,10 @@ def _setup_data(config: TrainConfig, manifest, val_manifest, vae_scale_factor: i
                    prompt_template=config.prompt_template)
     train_ds = ManifestDataset(manifest, indices=train_idx, **ds_args)
     val_ds = ManifestDataset(val_manifest or manifest, indices=val_idx, **ds_args) if val_idx else None
-    for ds in (train_ds, val_ds):
+    for ds in (train_ds, val_ds):  # every row, before training: not when a worker first meets it
         if ds is not None:
             ds.check_prompts()
+            ds.check_images()
     if len(train_ds) < config.train_batch_size * num_processes:
         raise InputError(f"manifest {config.manifest} has {len(train_ds)} training rows, fewer than one batch "
                          f"({config.train_batch_size} x {num_processes} processes)")
@@ -559,10 +628,12 @@ def _unwrapped(models, accelerator):
 def _progress(enabled: bool, total: int, start: int):
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    # stderr, like the summary and the errors: stdout stays clean for whatever reads it
     bar = Progress(TextColumn("[bold]soediff[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
     task = bar.add_task("training", total=total, completed=start)
     bar.start()
     return bar, task

@@ -58,11 +58,15 @@ def test_out_of_memory_suggests_options(make_config, monkeypatch):
 
 
 def test_existing_run_is_not_overwritten(make_config, tmp_path):
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(OutputExistsError, match="--resume"):
+    checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-00000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"step": 1, "epoch": 0}')
+    with pytest.raises(OutputExistsError, match="already holds a run \\(latest checkpoint checkpoint-00000001\\)"):
         train(make_config(), progress=False)
-    with pytest.raises(InputError, match="no checkpoint"):
+    shutil.rmtree(checkpoint)  # a folder without a checkpoint has nothing to resume (and a rerun reuses it)
+    with pytest.raises(InputError, match="no checkpoint") as err:
         train(make_config(), resume=True, progress=False)
+    assert "reused" in err.value.hint
 
 
 def test_fp16_on_cpu_and_invalid_config(make_config):
