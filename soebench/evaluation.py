@@ -11,6 +11,7 @@ unless ``overwrite`` (start again) or ``resume`` (reuse every cached output) is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from soebench.errors import ConfigError, InputError, OutputExistsError
+from soebench.fileio import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,9 @@ def evaluate(
     """Evaluate ``model`` on ``manifest`` into the run folder ``out`` (see module docstring).
     Keyword ``overrides`` set :class:`EvalOptions` fields."""
     opts = _options(options, overrides)
-    run = _prepare(manifest, model, Path(out), model_args, opts)
-    return _execute(run)
+    with contextlib.ExitStack() as held:
+        run = _prepare(manifest, model, Path(out), model_args, opts, held)
+        return _execute(run)
 
 
 def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOptions:
@@ -143,7 +146,9 @@ def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOpti
     return opts
 
 
-def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: EvalOptions) -> _Run:
+def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: EvalOptions,
+             held: contextlib.ExitStack) -> _Run:
+    """Check everything and claim the run folder (its lock goes on ``held`` for the run)."""
     from soebench.manifest.io import Manifest, read_manifest
     from soebench.models import build_model
     from soebench.run.generate import ROW_COLUMNS
@@ -159,6 +164,8 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     if shard.is_main:
         _check_run_dir_path(run_dir)
     adapter, args_dict = build_model(model, model_args, device=opts.device)
+    if isinstance(args_dict.get("device"), str) and args_dict["device"] != opts.device:
+        check_device(args_dict["device"], "--model-args device=")  # the adapter's own, checked the same way
     model_name = model if isinstance(model, str) else str(getattr(adapter, "name", type(adapter).__name__))
     scorer, info = _build_scorer(opts)
     table = man.table.select(list(ROW_COLUMNS))
@@ -167,14 +174,18 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     rows = table.to_pylist()
     for i, row in enumerate(rows):
         row["_index"] = i
+    # one process per run folder and shard: a second `evaluate --out` on it would mix its files with ours
+    suffix = "" if shard.world_size == 1 else f".rank{shard.rank}"
+    held.enter_context(exclusive_lock(run_dir.parent / f".{run_dir.name}{suffix}.lock", what=f"run folder {run_dir}"))
     if shard.is_main:
         _claim_run_dir(run_dir, opts)
     return _Run(run_dir, man, rows, adapter, model_name, args_dict, scorer, opts, shard, info,
                 manifest_sha256=_manifest_sha256(man))
 
 
-def check_device(device: str) -> None:
-    """A device this machine cannot use fails the run here, once, not on every sample."""
+def check_device(device: str, option: str = "--device") -> None:
+    """A device this machine cannot use fails the run here, once, not on every sample (``option``
+    names where it was given)."""
     if device == "cpu":
         return
     import torch
@@ -182,15 +193,17 @@ def check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {device!r} is not a torch device", hint="e.g. cpu, cuda, cuda:1, mps") from None
+        raise ConfigError(f"{option} {device!r} is not a torch device", hint="e.g. cpu, cuda, cuda:1, mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available here (torch {torch.__version__})",
-                              hint="use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+            raise ConfigError(f"{option} {device}: CUDA is not available here (torch {torch.__version__})",
+                              hint="use cpu, or install a CUDA build of torch on a machine with a GPU")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ConfigError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {device}: MPS is not available here", hint="use --device cpu")
+        raise ConfigError(f"{option} {device}: MPS is not available here", hint="use cpu")
+    elif dev.type == "meta":  # tensors without data: a model "runs" there but produces nothing
+        raise ConfigError(f"{option} {device}: the meta device holds no data and cannot run a model", hint="use cpu or cuda")
 
 
 #: images looked for before a run: when none exists, the manifest's images root is wrong

@@ -63,6 +63,32 @@ def check_output_file(path: str | os.PathLike, *, what: str = "output") -> None:
 
 
 @contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (made, and removed again) for the block: a
+    second soebench process writing the same output is refused at once instead of mixing its
+    files with the first's. ``what`` names the output for the message. Advisory (``flock``), so
+    it guards soebench against itself; where ``fcntl`` is missing (Windows) it does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        yield
+        return
+    lock = Path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputExistsError(f"another soebench process is writing {what} (lock {lock} is held)",
+                                    hint="wait for it to finish, or write to another --out") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()  # while still held: a process waiting on this file sees it gone and retries a fresh one
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it into place, else delete it."""
     target = Path(path)

@@ -42,4 +42,6 @@ def check_out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     if not existing.is_dir():
         where = f"{option} {path} is a file" if existing == path.absolute() else f"{option} {path}: {existing} is a file"
         raise InputError(f"{where}; {option} must be a folder", hint=f"pass a folder (new or existing) as {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):  # found now, not after the models have loaded
+        raise InputError(f"cannot write {option} {path}: folder {existing} is not writable")
     return path

@@ -93,7 +93,7 @@ def validate_taxonomy_command(
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse an --out that is (or lies under) a file, and any existing output without --overwrite."""
     from soebench.errors import InputError
-    from soebench.fileio import nearest_existing, refuse_existing
+    from soebench.fileio import check_output_file, nearest_existing, refuse_existing
     from soebench.taxonomy.validate import OUTPUT_FILES, output_paths
 
     existing = nearest_existing(out)
@@ -101,6 +101,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
         what = f"{out} is a file" if existing == out.absolute() else f"{out}: {existing} is a file"
         raise InputError(f"--out {what}, not a folder (validation writes {', '.join(OUTPUT_FILES.values())} into one)")
     for path in output_paths(out).values():
+        check_output_file(path, what="validation output")  # a folder we cannot write fails now, not after the cases
         refuse_existing(path, overwrite, what="validation output")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import ConfigError, InputError
-from soebench.fileio import check_output_file, refuse_existing, sha256_file, write_text_atomic
+from soebench.fileio import check_output_file, exclusive_lock, refuse_existing, sha256_file, write_text_atomic
 from soebench.mining.checkpoint import Progress, run_key, snapshot
 from soebench.mining.filters import FilterConfig, FilterRun
 from soebench.mining.per_image import Stage, Tally, group_results
@@ -126,6 +126,11 @@ def _progress(enabled: bool, total: int):
     return progress
 
 
+def lock_path(manifest_path: Path) -> Path:
+    """The lock a build of ``manifest_path`` holds (beside it, hidden, removed when the build ends)."""
+    return manifest_path.with_name(f".{manifest_path.name}.lock")
+
+
 def build_dataset(
     source: str,
     out: str | os.PathLike,
@@ -186,70 +191,78 @@ def build_dataset(
     if num_shards > 1 and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; with --num-shards it must be a folder of parts")
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
-    for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
-        check_output_file(p, what="--out")  # before the mining, not after it
-        refuse_existing(p, overwrite, what="output")
-    store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
-    inputs = {
-        "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
-        "masks": masks, "classes": classes, "bbox_csv": bbox_csv,
-    }
-    src = _make_source(source, split, inputs)
-    hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse
-    hashes = {role: hasher.submit(sha256_file, p) for role, p in src.input_files().items()}
+    check_output_file(manifest_path, what="--out")  # its folder holds the lock
+    with exclusive_lock(lock_path(manifest_path), what=f"manifest {manifest_path}"):
+        from soebench.mining.checkpoint import partial_dir
 
-    store.key_fn = lambda: run_key({  # everything that decides the rows of the per-image stage
-        **_versions(), "source": source, "split": src.split, "inputs": {role: f.result() for role, f in hashes.items()},
-        "images": str(Path(images).resolve()), "filters": cfg.to_dict(), "seed": seed, "limit": limit,
-        "shard": [shard_index, num_shards],
-    })
-    try:
-        # fork copies only the calling thread: the hashing thread is finished and joined first
-        _check_classes(src, named)
-        table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store, workers,
-                               before_fork=lambda: hasher.shutdown(wait=True))
-    finally:
-        src.close()
-        hasher.shutdown(wait=True)
+        # a summary or plot beside saved progress but no manifest was written by the build being
+        # resumed, killed while it wrote its outputs: --resume replaces it (the manifest, written
+        # last, is what says a build finished)
+        unfinished = resume and partial_dir(manifest_path).is_dir() and not manifest_path.exists()
+        for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
+            check_output_file(p, what="--out")  # before the mining, not after it
+            refuse_existing(p, overwrite or (unfinished and p != manifest_path), what="output")
+        store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
+        inputs = {
+            "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
+            "masks": masks, "classes": classes, "bbox_csv": bbox_csv,
+        }
+        src = _make_source(source, split, inputs)
+        hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse
+        hashes = {role: hasher.submit(sha256_file, p) for role, p in src.input_files().items()}
 
-    from soebench.manifest.io import write_manifest
-    from soebench.manifest.schema import validate_table
+        store.key_fn = lambda: run_key({  # everything that decides the rows of the per-image stage
+            **_versions(), "source": source, "split": src.split, "inputs": {role: f.result() for role, f in hashes.items()},
+            "images": str(Path(images).resolve()), "filters": cfg.to_dict(), "seed": seed, "limit": limit,
+            "shard": [shard_index, num_shards],
+        })
+        try:
+            # fork copies only the calling thread: the hashing thread is finished and joined first
+            _check_classes(src, named)
+            table, summary = _mine(src, cfg, ratios, seed, limit, num_shards, shard_index, progress, store, workers,
+                                   before_fork=lambda: hasher.shutdown(wait=True))
+        finally:
+            src.close()
+            hasher.shutdown(wait=True)
 
-    table = validate_table(table, where=f"table for {manifest_path}")  # before anything is written
-    versions = _versions()
-    base = manifest_path.parent if num_shards == 1 else out
-    metadata = {
-        "source": source,
-        "preset": preset,
-        "filters": cfg.to_dict(),
-        "inputs": {
-            role: {"name": Path(p).name, "path": _relative_or_absolute(Path(p), base), "sha256": hashes[role].result(),
-                   "bytes": Path(p).stat().st_size}
-            for role, p in src.input_files().items()
-        },
-        "tool": {"name": "soebench", "version": versions["tool"]},
-        "prompt_template_version": versions["prompt_template_version"],
-        "colour_namer_version": versions["colour_namer_version"],
-        "images_root": _relative_or_absolute(Path(images), base),
-        "split": {"source_split": src.split, "ratios": ratios, "seed": seed},
-        "shard": {"index": shard_index, "count": num_shards},
-        "seed": seed,
-        "limit": limit,
-        "summary": {k: summary[k] for k in ("candidates", "kept", "invalid", "rejected")},
-    }
-    summary = {"manifest": manifest_path.name, "source": source, "preset": preset, "filters": cfg.to_dict(), **summary}
-    import json
+        from soebench.manifest.io import write_manifest
+        from soebench.manifest.schema import validate_table
 
-    plot_paths: list[Path] = []
-    if plots:
-        from soebench.mining.summary_plots import write_plots
+        table = validate_table(table, where=f"table for {manifest_path}")  # before anything is written
+        versions = _versions()
+        base = manifest_path.parent if num_shards == 1 else out
+        metadata = {
+            "source": source,
+            "preset": preset,
+            "filters": cfg.to_dict(),
+            "inputs": {
+                role: {"name": Path(p).name, "path": _relative_or_absolute(Path(p), base), "sha256": hashes[role].result(),
+                       "bytes": Path(p).stat().st_size}
+                for role, p in src.input_files().items()
+            },
+            "tool": {"name": "soebench", "version": versions["tool"]},
+            "prompt_template_version": versions["prompt_template_version"],
+            "colour_namer_version": versions["colour_namer_version"],
+            "images_root": _relative_or_absolute(Path(images), base),
+            "split": {"source_split": src.split, "ratios": ratios, "seed": seed},
+            "shard": {"index": shard_index, "count": num_shards},
+            "seed": seed,
+            "limit": limit,
+            "summary": {k: summary[k] for k in ("candidates", "kept", "invalid", "rejected")},
+        }
+        summary = {"manifest": manifest_path.name, "source": source, "preset": preset, "filters": cfg.to_dict(), **summary}
+        import json
 
-        plot_paths = write_plots(table, sizes_path, cats_path, title=f"{source} {src.split} ({preset or 'custom'})")
-    summary["plots"] = [p.name for p in plot_paths]
-    write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    write_manifest(table, manifest_path, metadata, overwrite=overwrite, validated=True)
-    store.discard()
-    return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
+        plot_paths: list[Path] = []
+        if plots:
+            from soebench.mining.summary_plots import write_plots
+
+            plot_paths = write_plots(table, sizes_path, cats_path, title=f"{source} {src.split} ({preset or 'custom'})")
+        summary["plots"] = [p.name for p in plot_paths]
+        write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_manifest(table, manifest_path, metadata, overwrite=overwrite, validated=True)
+        store.discard()
+        return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
 
 
 def _named_classes(filters) -> dict[str, tuple[str, ...]]:

@@ -197,3 +197,36 @@ def test_progress_bars_write_to_stderr(monkeypatch):
     with progress_bar(True, 1, "x") as advance:
         advance(1)
     assert seen["stderr"] is True
+
+
+def test_a_second_evaluate_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, manifest6):
+    from soebench.errors import OutputExistsError
+
+    out = tmp_path / "run"
+    seen = []
+
+    def model(requests):
+        if not seen:  # a second run started while this one generates (its folder holds only run.json)
+            with pytest.raises(OutputExistsError, match="another soebench process is writing run folder"):
+                evaluate(manifest6, "original", out, metrics=BG, progress=False, report=False)
+            seen.append(True)
+        return [r.image for r in requests]
+
+    evaluate(manifest6, model, out, metrics=BG, progress=False, report=False)
+    assert seen and not (tmp_path / ".run.lock").exists()
+    evaluate(manifest6, "original", out, metrics=BG, progress=False, report=False, overwrite=True)  # free again
+
+
+def test_a_device_model_argument_is_checked_before_any_sample(tmp_path, manifest6):
+    from soebench.errors import ConfigError
+
+    (tmp_path / "pipe").mkdir()  # loaded lazily: the device must be refused before any load
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    import torch
+
+    cases = [("nodevice", "model-args device= 'nodevice' is not a torch device"), ("meta", "meta device")]
+    cases += [] if torch.cuda.is_available() else [("cuda", "CUDA is not available")]
+    for device, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            evaluate(manifest6, "diffusers", tmp_path / "run", model_args={"path": str(tmp_path / "pipe"),
+                                                                           "device": device}, progress=False)

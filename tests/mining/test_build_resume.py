@@ -196,3 +196,48 @@ def test_a_shard_resumes_on_its_own(coco, tmp_path, monkeypatch):
     resumed = _build(coco, out, num_shards=2, shard_index=1, resume=True)
     assert resumed.manifest_path.read_bytes() == whole.manifest_path.read_bytes() and not partial.exists()
     assert read_manifest(out).table.num_rows == resumed.num_rows + read_manifest(out / "part-00000-of-00002.parquet").table.num_rows
+
+
+def test_resume_after_a_crash_while_writing_the_outputs(coco, tmp_path, monkeypatch):
+    """Killed after the summary and plots but before the manifest: those files belong to the build
+    being resumed, so --resume replaces them and finishes; without --resume they are refused."""
+    import soebench.manifest.io as manifest_io
+
+    whole = _build(coco, tmp_path / "whole" / "m.parquet")
+    out = tmp_path / "run" / "m.parquet"
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+
+        def crash(*a, **k):
+            raise Crash
+
+        patch.setattr(manifest_io, "write_manifest", crash)
+        with pytest.raises(Crash):
+            _build(coco, out)
+    assert not out.exists() and out.with_suffix(".summary.json").exists() and checkpoint.partial_dir(out).is_dir()
+    with pytest.raises(OutputExistsError):
+        _build(coco, out)
+    res = _build(coco, out, resume=True)
+    assert out.read_bytes() == whole.manifest_path.read_bytes()
+    assert res.summary["kept"] == whole.summary["kept"] and not checkpoint.partial_dir(out).exists()
+    with pytest.raises(OutputExistsError, match="already exists"):  # a finished build is not resumed over
+        _build(coco, out, resume=True)
+
+
+def test_a_second_build_of_the_same_manifest_is_refused_while_the_first_runs(coco, tmp_path, monkeypatch):
+    from soebench.mining.build import lock_path
+
+    out = tmp_path / "m.parquet"
+    seen = {}
+    inner = per_image.Stage.mine
+
+    def mine(self, gi, pixels):
+        if not seen:
+            with pytest.raises(OutputExistsError, match="another soebench process is writing manifest") as err:
+                _build(coco, out, overwrite=True)
+            seen["error"] = str(err.value)
+        return inner(self, gi, pixels)
+
+    monkeypatch.setattr(per_image.Stage, "mine", mine)
+    _build(coco, out)
+    assert seen and out.exists() and not lock_path(out).exists()

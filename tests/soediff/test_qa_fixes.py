@@ -10,6 +10,8 @@ import stat
 import sys
 
 import pyarrow.parquet as pq
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -45,6 +47,22 @@ def test_unet_config_that_is_not_json(tiny_pipe_dir, tmp_path):
     cfg.unlink()
     with pytest.raises(InputError, match="has no config.json"):
         check_pretrained(copy)
+
+
+def test_out_in_a_folder_that_cannot_be_written(make_config, tmp_path, monkeypatch):
+    """Found before the models load (as root a chmod does not stop writes, so access is patched)."""
+    import os
+
+    from soediff.export import export_run
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == locked else real(p, mode, **k))
+    with pytest.raises(InputError, match=f"folder {locked} is not writable"):
+        train(make_config(out=str(locked / "run")), progress=False)
+    with pytest.raises(InputError, match="is not writable"):
+        export_run(tmp_path, locked / "export")
 
 
 def test_out_that_is_a_file(make_config, tmp_path, monkeypatch, capsys):

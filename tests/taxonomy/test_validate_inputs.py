@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+from pathlib import Path
+
 import pytest
 
 from soebench.cli.app import main
@@ -164,6 +166,22 @@ def test_out_that_is_or_lies_under_a_file_is_a_one_line_error(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{afile} is a file, not a folder" in err
     assert afile.read_text() == "not a folder"
+
+
+def test_out_in_a_folder_that_cannot_be_written_fails_before_the_cases(tmp_path, capsys, monkeypatch):
+    import os
+
+    import soebench.taxonomy.validate as validate_module
+
+    manifest = make_manifest(tmp_path, n=2, size=(200, 160), seed=3)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == locked else real(p, mode, **k))
+    monkeypatch.setattr(validate_module, "validate", lambda *a, **k: pytest.fail("cases built before --out was checked"))
+    assert main(["validate-taxonomy", "--manifest", str(manifest), "--out", str(locked / "tax"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"folder {locked} is not writable" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- splits
