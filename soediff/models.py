@@ -23,6 +23,33 @@ TOKENIZER_FILE = "tokenizer.json"
 BPE_FILES = ("vocab.json", "merges.txt")
 
 
+#: Bytes read from each end of every weight file by :func:`pretrained_fingerprint`.
+FINGERPRINT_BYTES = 1 << 20
+
+
+def pretrained_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap identity of a pipeline's trained weights: sha256 over each part's weight files'
+    names, sizes and first and last MiB (the safetensors header and the first and last tensors),
+    plus its config. Two different checkpoints of one architecture (other seed, fine-tuned) differ
+    there; hashing gigabytes of SD weights on every start would cost seconds for little more."""
+    import hashlib
+
+    path = Path(os.path.expanduser(str(path)))
+    digest = hashlib.sha256()
+    for part in sorted(PART_WEIGHT_FILES):
+        folder = path / part
+        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"))
+        for f in files:
+            size = f.stat().st_size
+            digest.update(f"{part}/{f.name}:{size}\n".encode())
+            with open(f, "rb") as fh:
+                digest.update(fh.read(FINGERPRINT_BYTES))
+                if size > 2 * FINGERPRINT_BYTES:
+                    fh.seek(-FINGERPRINT_BYTES, os.SEEK_END)
+                    digest.update(fh.read())
+    return digest.hexdigest()
+
+
 def check_pretrained(path: str | os.PathLike) -> Path:
     """A diffusers inpainting pipeline folder: model_index.json, weights, a tokenizer vocabulary and a
     9-channel UNet."""

@@ -142,9 +142,10 @@ def check_resume_config(config: TrainConfig, saved: Path) -> None:
 
 
 def check_resume_manifest(inputs: dict[str, str], recorded: Path) -> None:
-    """``--resume`` must train on the rows the run started with: the manifest may have moved (its path
-    is a resumable change) but its content, by sha256, may not. A run from before this record has
-    nothing to compare; it gets the record when it resumes."""
+    """``--resume`` must train on the rows and from the weights the run started with: the manifest and
+    the pipeline may have moved (their paths are resumable changes) but the manifest's content (by
+    sha256) and the pipeline's weights (:func:`soediff.models.pretrained_fingerprint`) may not. A
+    run from before this record has nothing to compare; it gets the record when it resumes."""
     if not recorded.exists():
         return
     try:
@@ -153,6 +154,14 @@ def check_resume_manifest(inputs: dict[str, str], recorded: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{recorded}: not a readable record of the run's manifest ({exc})",
                          hint="delete it to resume without the manifest check") from exc
+    held_model = held.get("pretrained_fingerprint")  # runs from before this record have none
+    if held_model is not None and held_model != inputs["pretrained_fingerprint"]:
+        raise ConfigError(
+            f"--resume with pretrained {inputs['pretrained']}, but the run was started from other weights: "
+            f"{held.get('pretrained')} (fingerprint {held_model[:12]}... vs {inputs['pretrained_fingerprint'][:12]}..., "
+            f"{recorded})",
+            hint="resume with the pipeline the run started from (it may have moved), or start over with --overwrite "
+                 "(without --resume) or in another --out")
     if held_sha != inputs["manifest_sha256"]:
         raise ConfigError(
             f"--resume with manifest {inputs['manifest']} (sha256 {inputs['manifest_sha256'][:12]}...), but the run "
@@ -235,7 +244,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     config.validate()
     from soebench.run.results import manifest_sha256
     from soediff.data import load_training_manifest
-    from soediff.models import check_pretrained
+    from soediff.models import check_pretrained, pretrained_fingerprint
     from soediff.outputs import check_out_folder
 
     out = check_out_folder(config.out)
@@ -244,7 +253,9 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     check_pretrained(config.pretrained)
     val_manifest = load_training_manifest(config.validation_manifest) if config.validation_manifest else None
     inputs = {"manifest": str(Path(config.manifest).resolve()),
-              "manifest_sha256": manifest_sha256(Path(config.manifest))}
+              "manifest_sha256": manifest_sha256(Path(config.manifest)),
+              "pretrained": str(Path(config.pretrained).expanduser().resolve()),
+              "pretrained_fingerprint": pretrained_fingerprint(config.pretrained)}
     if resume_from is not None:
         check_resume_manifest(inputs, out / INPUTS_FILE)
         check_resume_config(config, out / "config.yaml")

@@ -173,3 +173,21 @@ def test_resume_refuses_other_manifest_content(make_config, train_manifest, tmp_
     assert json.loads(inputs.read_text())["manifest"] == str(moved.resolve())
     with pytest.raises(ConfigError, match="different content"):
         train(cfg.replace(manifest=str(other), max_steps=3), resume=True, progress=False)
+
+
+def test_resume_refuses_other_pretrained_weights(make_config, tiny_pipe_dir, tmp_path):
+    """The same architecture with other weights (another seed) is another starting point; the same
+    pipeline copied elsewhere is not."""
+    from soediff.models import pretrained_fingerprint
+    from soediff.tiny import save_tiny_inpaint_pipeline
+
+    cfg = make_config(max_steps=1, checkpointing_steps=1)
+    train(cfg, progress=False)
+    other = save_tiny_inpaint_pipeline(tmp_path / "other-seed", seed=1)
+    assert pretrained_fingerprint(other) != pretrained_fingerprint(tiny_pipe_dir)
+    with pytest.raises(ConfigError, match="--resume with pretrained .*other-seed.*other weights") as err:
+        train(cfg.replace(pretrained=str(other), max_steps=2), resume=True, progress=False)
+    assert "--overwrite" in err.value.hint
+    copy = tmp_path / "copied"
+    shutil.copytree(tiny_pipe_dir, copy)
+    assert train(cfg.replace(pretrained=str(copy), max_steps=2), resume=True, progress=False).step == 2
