@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -91,7 +92,14 @@ def main() -> None:
     captions = None if args.no_captions else args.data / "annotations" / "captions_train2017.json"
     if not ann.is_file():
         raise SystemExit(f"{ann} missing: run python3 ../shared/bench/make_scale_data.py coco {args.data}")
-    out = Path(tempfile.mkdtemp(prefix="bench-mining-", dir="/tmp")) / "coco-train.parquet"
+    scratch = Path(tempfile.mkdtemp(prefix="bench-mining-", dir="/tmp"))
+    try:
+        report(args, ann, captions, scratch / "coco-train.parquet")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # a manifest of the scale data: nothing to keep
+
+
+def report(args, ann: Path, captions: Path | None, out: Path) -> None:
     mining = run_phase("mining", ann, args.data / "train2017", captions, out, args.preset, not args.no_plots, args.workers)
     print(f"mining    : {mining['seconds']:7.2f} s  peak RSS {mining['peak_rss_mb']:7.0f} MB  "
           f"({mining['kept']} kept of {mining['candidates']} candidates)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,13 @@ def main() -> None:
     if not (args.data / "train-annotations-object-segmentation.csv").is_file():
         raise SystemExit(f"run python3 ../shared/bench/make_scale_data.py openimages {args.data} --pixels 20000")
     scratch = Path(tempfile.mkdtemp(prefix="bench-oi-", dir="/tmp"))
+    try:
+        report(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # synthetic images and a manifest: nothing to keep
+
+
+def report(args, scratch: Path) -> None:
     n = write_images(args.data, scratch / "images", args.images)
     print(f"wrote {n} synthetic images to {scratch / 'images'}")
     mining = run_phase("mining", args.data, scratch / "images", scratch / "oi.parquet", args.masks)
