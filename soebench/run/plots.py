@@ -153,6 +153,8 @@ def worst_samples(
 
     scored = frame[frame["error"].isna()]
     if metric is None:
+        if "failure" not in scored:
+            return None
         order = {label: i for i, label in enumerate(FAILURE_ORDER)}
         failed = scored[scored["failure"].fillna("ok") != "ok"]
         worst = failed.assign(_rank=failed["failure"].map(order).fillna(len(order))).sort_values("_rank", kind="stable")
