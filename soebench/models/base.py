@@ -87,19 +87,37 @@ def check_output(request: InpaintRequest, output: Any) -> InpaintResult:
         arr = arr[..., :3]
     if arr.ndim != 3 or arr.shape[2] != 3:
         return InpaintResult(request.sample_id, None, f"adapter returned an array of shape {arr.shape}, expected HxWx3 RGB")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and np.nanmax(arr, initial=0.0) <= 1.0 + 1e-6:
-            arr = np.clip(np.round(np.nan_to_num(arr) * 255.0), 0, 255).astype(np.uint8)
-        else:
-            return InpaintResult(
-                request.sample_id, None, f"adapter returned dtype {arr.dtype}; expected uint8 (or float in [0, 1])"
-            )
+    if np.issubdtype(arr.dtype, np.floating):
+        problem = _float_problem(arr)
+        if problem:
+            return InpaintResult(request.sample_id, None, problem)
+        arr = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        return InpaintResult(
+            request.sample_id, None, f"adapter returned dtype {arr.dtype}; expected uint8 (or float in [0, 1])"
+        )
     w, h = request.size
     if arr.shape[:2] != (h, w):
         return InpaintResult(
             request.sample_id, None, f"adapter returned a {arr.shape[1]}x{arr.shape[0]} image; the input is {w}x{h}"
         )
     return InpaintResult(request.sample_id, np.ascontiguousarray(arr), None)
+
+
+_FLOAT_SLACK = 1e-6  # float outputs a hair outside [0, 1] (rounding of a model's last op) are fine
+
+
+def _float_problem(arr: np.ndarray) -> str | None:
+    """Why a float image is not one in [0, 1], or None. Clipping NaN, negative or > 1 values into
+    range would score a broken output (or one in [-1, 1] or [0, 255]) as if it were valid."""
+    if arr.size == 0:
+        return None
+    if not np.isfinite(arr).all():
+        return f"adapter returned non-finite values (NaN or inf) in a {arr.dtype} image; expected floats in [0, 1]"
+    low, high = float(arr.min()), float(arr.max())
+    if low < -_FLOAT_SLACK or high > 1.0 + _FLOAT_SLACK:
+        return f"adapter returned {arr.dtype} values in [{low:g}, {high:g}]; expected uint8 (or float in [0, 1])"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,6 +135,8 @@ def parse_model_args(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(text, Mapping):
         return dict(text)
     text = text.strip()
+    if text.endswith(","):  # "path=x," -- a trailing separator, not part of the last value
+        text = text[:-1].rstrip()
     if not text:
         return {}
     out: dict[str, Any] = {}

@@ -2,17 +2,21 @@
 
 Per batch the harness writes the inputs as PNGs and a JSONL file of requests into a temporary
 folder, then runs ``argv + [requests.jsonl]`` (an argv list, never a shell; ``{requests}`` in
-argv is replaced by the path instead when present). Each JSONL line holds ``sample_id``,
-``image`` (path), ``mask`` (path, white = edit), ``prompt``, ``seed``, ``width``, ``height`` and
-``output`` (the path the program must write a PNG of the input size to).
+argv is replaced by the path instead when present) in ``cwd`` (default: soebench's own), with
+stdin closed (``/dev/null``: a program waiting for input would only wait for the timeout). Each
+JSONL line holds ``sample_id``, ``image`` (path), ``mask`` (path, white = edit), ``prompt``,
+``seed``, ``width``, ``height`` and ``output``: the path the program must write a PNG of the
+input size to (that exact path, not one named after the sample id; any other format, even under
+the ``.png`` name, is an error for that sample, since a lossy JPEG would be scored as the edit).
 
-A timeout, a non-zero exit status or a missing output becomes an error for the samples
+A timeout, a non-zero exit status, a missing or non-PNG output becomes an error for the samples
 concerned (with the tail of the program's stderr); outputs the program did write are used.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import subprocess
 import tempfile
@@ -34,13 +38,18 @@ STDERR_TAIL = 800
 class CommandConfig:
     """``argv``: the program and its arguments -- a list (Python API), or one string split like a
     POSIX shell would (``--model-args argv=...``); no shell ever runs. ``timeout``: seconds per
-    batch; ``cwd``: working directory; ``version``: any string you bump when the program changes
-    (it is part of the cache key)."""
+    batch (finite, > 0); ``cwd``: working directory; ``version``: any string you bump when the
+    program changes (it is part of the cache key)."""
 
     argv: tuple[str, ...] | str
     timeout: float = 600.0
     cwd: str | None = None
     version: str = ""
+
+    def __post_init__(self) -> None:
+        # checked here, once: a bad timeout would otherwise fail (and re-run the program for) every sample
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0; got {self.timeout}")
 
 
 def _tail(text: bytes | str | None) -> str:
@@ -129,8 +138,8 @@ class CommandInpainter:
         every process it started (a wrapper script's model process would otherwise keep its GPU).
         Returns the failure text, or None."""
         try:
-            proc = subprocess.Popen(argv, cwd=self.config.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=self.config.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             return f"cannot run command {argv[0]}: {exc}"
         try:
@@ -158,9 +167,13 @@ class CommandInpainter:
         from PIL import Image, UnidentifiedImageError
 
         if not path.is_file():
-            return InpaintResult(request.sample_id, None, failure or f"command wrote no output for sample {request.sample_id}")
+            missing = f"command wrote no output for sample {request.sample_id} (expected a PNG at {path}, its 'output' path)"
+            return InpaintResult(request.sample_id, None, failure or missing)
         try:
             with Image.open(path) as img:
+                if img.format != "PNG":
+                    return InpaintResult(request.sample_id, None,
+                                         f"command output {path.name} is a {img.format} image, not a PNG")
                 return InpaintResult(request.sample_id, rgb_array(img))
         except (OSError, UnidentifiedImageError) as exc:
             return InpaintResult(request.sample_id, None, f"command output {path.name} is not an image: {exc}")

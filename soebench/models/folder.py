@@ -1,7 +1,14 @@
-"""Outputs computed elsewhere: one ``<sample_id>.png`` per sample in a folder."""
+"""Outputs computed elsewhere: one ``<sample_id>.png`` per sample in a folder.
+
+A folder that holds no file with the suffix at all is refused when the adapter is built (no
+sample could be read); a folder that holds some is read sample by sample, a missing file being
+an error for that sample only, which names the file expected.
+"""
 
 from __future__ import annotations
 
+import glob
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,22 +35,41 @@ class FolderInpainter:
     def __init__(self, config: FolderConfig):
         self.config = config
         self.folder = Path(config.path).expanduser()
+        self.ext = config.ext.lstrip(".")
         if not self.folder.is_dir():
             raise InputError(f"folder adapter: {self.folder} is not a folder", hint="pass --model-args path=DIR")
+        self._check_not_empty()
+
+    def _check_not_empty(self) -> None:
+        """Without a single ``*.<ext>`` file every sample would fail: say so once, before the run."""
+        if any(p.is_file() for p in self.folder.glob(f"*.{self.ext}")):
+            return
+        suffixes = Counter(p.suffix.lower() for p in self.folder.iterdir() if p.is_file() and p.suffix)
+        held = ", ".join(f"{n} {s}" for s, n in suffixes.most_common(3))
+        found = f"; it holds {held} files (ext= sets the suffix)" if held else "; it is empty"
+        raise InputError(f"folder adapter: {self.folder} holds no .{self.ext} file",
+                         hint=f"it needs one <sample_id>.{self.ext} per sample (the manifest's sample_id){found}")
 
     def cache_token(self) -> None:
         # The folder's files are the outputs; reading them is cheaper than caching them, and a
         # changed file must never be replaced by a cached copy.
         return None
 
+    def _missing(self, request: InpaintRequest, path: Path) -> str:
+        """The error for a sample without its file, naming the file expected (and a file of the
+        same sample with another suffix, the usual cause)."""
+        other = next((p.name for p in self.folder.glob(f"{glob.escape(request.sample_id)}.*") if p.is_file()), None)
+        also = f"; found {other} (pass ext= for that suffix)" if other else ""
+        return f"no output file {path} (the folder adapter reads <sample_id>.{self.ext} from {self.folder}){also}"
+
     def inpaint(self, requests: Sequence[InpaintRequest]) -> list[InpaintResult]:
         from PIL import Image, UnidentifiedImageError
 
         results = []
         for r in requests:
-            path = self.folder / f"{r.sample_id}.{self.config.ext.lstrip('.')}"
+            path = self.folder / f"{r.sample_id}.{self.ext}"
             if not path.is_file():
-                results.append(InpaintResult(r.sample_id, None, f"no output file {path}"))
+                results.append(InpaintResult(r.sample_id, None, self._missing(r, path)))
                 continue
             try:
                 with Image.open(path) as img:

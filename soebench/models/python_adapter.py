@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,15 +41,41 @@ class ObjectConfig:
     version: str = ""
 
 
+def _import_module(module_name: str) -> Any:
+    """Import ``module_name``, also from the current folder. ``python -m soebench`` puts the
+    current folder on ``sys.path`` but the ``soebench`` console script does not, so
+    ``target=mod:fn`` next to ``mod.py`` would work one way and not the other. The folder goes
+    last, so a local file never shadows an installed package."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = module_name.split(".")[0]
+        on_path = {os.path.abspath(p or ".") for p in sys.path}
+        if exc.name != top or cwd in on_path:
+            raise
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as again:
+            if again.name == top:  # not here either: leave sys.path as it was
+                sys.path.remove(cwd)
+            raise
+
+
 def import_target(target: str) -> Any:
-    """``"package.module:attr.sub"`` -> the object."""
+    """``"package.module:attr.sub"`` -> the object (modules are found on ``sys.path``, then in the
+    current folder)."""
     if ":" not in target:
         raise ConfigError(f"python adapter target {target!r} must look like package.module:callable")
     module_name, attr = target.split(":", 1)
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"python adapter: cannot import module {module_name!r}: {exc}") from exc
+        not_found = isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]
+        hint = "looked on sys.path and in the current folder; for a module elsewhere set PYTHONPATH=DIR" if not_found else None
+        raise ConfigError(f"python adapter: cannot import module {module_name!r}: {exc}", hint=hint) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -126,10 +154,10 @@ class PythonInpainter:
         return {"adapter": "python", "target": self.target, "code": fingerprint(self.fn), "per_sample": self.per_sample,
                 "version": self.version}
 
-    def inpaint(self, requests: Sequence[InpaintRequest]) -> list[Any]:
+    def inpaint(self, requests: Sequence[InpaintRequest]) -> Any:
         if self.per_sample:
             return [self.fn(r) for r in requests]
-        return list(self.fn(list(requests)))
+        return self.fn(list(requests))  # as returned: the harness checks it is a list of outputs
 
 
 class ObjectInpainter:

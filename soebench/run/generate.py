@@ -2,15 +2,18 @@
 
 A failing sample never stops the run: an input that cannot be read, an adapter exception, or an
 output of the wrong size is recorded as that sample's error. When a whole batch raises, its
-samples are retried one by one so only the guilty one is marked. ``KeyboardInterrupt`` and
-:class:`~soebench.errors.SoebenchError` (configuration problems such as missing weights)
-propagate: everything finished so far is already in the cache.
+samples are retried one by one so only the guilty one is marked; an adapter calling
+``sys.exit()`` is such an exception too (it must not end the run). What the adapter returns must
+be a list (or other iterable) of outputs, one per request: ``None``, a dict or a single image is
+an error for the whole batch. ``KeyboardInterrupt`` and :class:`~soebench.errors.SoebenchError`
+(configuration problems such as missing weights) propagate: everything finished so far is
+already in the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,22 +100,42 @@ def load_inputs(
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SystemExit):
+        return f"adapter called sys.exit({exc.code!r})" if exc.code is not None else "adapter called sys.exit()"
+    return f"adapter raised {type(exc).__name__}: {exc}"
+
+
+def _not_a_list(returned: Any) -> str | None:
+    """Why ``returned`` is not a sequence of outputs, or None. Checked before ``list()``, whose
+    TypeError would read as the adapter's own failure (and be retried sample by sample)."""
+    expected = "expected a list of images, one per request, in order"
+    if returned is None:
+        return f"adapter returned None, {expected}"
+    if isinstance(returned, (Mapping, str, bytes)) or not isinstance(returned, Iterable):
+        kind = type(returned).__name__
+        return f"adapter returned {'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}, {expected}"
+    if isinstance(returned, np.ndarray) and returned.ndim < 4:  # one image, not a stack of them
+        return f"adapter returned one array of shape {returned.shape}, {expected} (or an NxHxWx3 stack)"
+    return None
 
 
 def _call(adapter: Any, requests: list[InpaintRequest]) -> list[InpaintResult]:
     """Run the adapter on ``requests``; exceptions become per-sample errors (batch retried singly)."""
     try:
-        outputs = list(adapter.inpaint(requests))
+        returned = adapter.inpaint(requests)
+        problem = _not_a_list(returned)
+        outputs = [] if problem else list(returned)  # a generator's own errors surface here
     except SoebenchError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any adapter failure is recorded per sample
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any adapter failure is recorded per sample
         if len(requests) == 1:
-            return [InpaintResult(requests[0].sample_id, None, f"adapter raised {_describe(exc)}")]
+            return [InpaintResult(requests[0].sample_id, None, _describe(exc))]
         results: list[InpaintResult] = []
         for r in requests:
             results.extend(_call(adapter, [r]))
         return results
+    if problem:
+        return [InpaintResult(r.sample_id, None, problem) for r in requests]
     if len(outputs) != len(requests):
         msg = f"adapter returned {len(outputs)} outputs for {len(requests)} requests"
         return [InpaintResult(r.sample_id, None, msg) for r in requests]

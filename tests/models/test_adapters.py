@@ -38,6 +38,20 @@ def test_check_output_errors(bad, match):
     assert not res.ok and match in res.error
 
 
+@pytest.mark.parametrize("fill, match", [
+    (np.nan, "non-finite"), (np.inf, "non-finite"), (-0.5, "values in [-0.5"), (2.0, ", 2]"),
+])
+def test_check_output_rejects_floats_outside_unit_range(fill, match):
+    """NaN, inf and negative floats are not clipped into an image that gets scored (an output in
+    [-1, 1] or a broken model's NaNs would read as a valid edit)."""
+    r = make_request()
+    bad = r.image.astype(np.float32) / 255.0
+    bad[r.mask] = fill
+    res = check_output(r, bad)
+    assert not res.ok and match in res.error
+    assert check_output(r, r.image / 255.0).ok
+
+
 # -- baselines ---------------------------------------------------------------------------------
 
 
@@ -133,6 +147,26 @@ def test_python_target_errors(target, match):
         MODELS.create("python", f"target={target}")
 
 
+def test_python_target_is_found_in_the_current_folder(tmp_path, monkeypatch, requests3):
+    """The `soebench` console script does not put the current folder on sys.path (python -m
+    does): target=mod:fn next to mod.py must work either way."""
+    import os
+
+    (tmp_path / "soebench_cwd_mod.py").write_text("def same(requests):\n    return [r.image for r in requests]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p or ".") != str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "soebench_cwd_mod", raising=False)
+    try:
+        adapter = MODELS.create("python", "target=soebench_cwd_mod:same")
+        assert np.array_equal(adapter.inpaint(requests3)[0], requests3[0].image)
+    finally:
+        sys.modules.pop("soebench_cwd_mod", None)
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_mod_here'") as err:
+        MODELS.create("python", "target=no_such_mod_here:f")
+    assert "current folder" in err.value.hint
+    assert sys.path[-1] == str(tmp_path)  # appended last: a local file never shadows an installed package
+
+
 def test_python_object_from_api(requests3):
     adapter, _ = build_model(lambda reqs: [q.image for q in reqs])
     assert np.array_equal(adapter.inpaint(requests3)[2], requests3[2].image)
@@ -156,13 +190,38 @@ def test_folder_must_exist(tmp_path):
         MODELS.create("folder", f"path={tmp_path / 'nope'}")
 
 
+def test_folder_without_any_output_file_is_refused_up_front(tmp_path, requests3):
+    """No file with the suffix at all: every sample would fail, so the adapter says so once (and
+    what the folder does hold)."""
+    with pytest.raises(InputError, match="holds no .png file") as err:
+        MODELS.create("folder", f"path={tmp_path}")
+    assert "<sample_id>.png" in err.value.hint and "empty" in err.value.hint
+    for r in requests3:
+        Image.fromarray(r.image).save(tmp_path / f"{r.sample_id}.jpg")
+    with pytest.raises(InputError, match="holds no .png file") as err:
+        MODELS.create("folder", f"path={tmp_path}")
+    assert "3 .jpg files" in err.value.hint
+    assert MODELS.create("folder", f"path={tmp_path},ext=jpg").inpaint(requests3)[0].ok
+
+
+def test_folder_missing_file_names_the_file_expected_and_a_near_miss(tmp_path, requests3):
+    Image.fromarray(requests3[0].image).save(tmp_path / "s0.png")
+    Image.fromarray(requests3[1].image).save(tmp_path / "s1.jpg")
+    out = MODELS.create("folder", f"path={tmp_path}").inpaint(requests3)
+    assert out[0].ok
+    assert f"no output file {tmp_path / 's1.png'}" in out[1].error and "found s1.jpg" in out[1].error
+    assert "reads <sample_id>.png from" in out[2].error and "found" not in out[2].error
+
+
 # -- command -----------------------------------------------------------------------------------
 
 SCRIPT = textwrap.dedent('''
-    import json, sys, time
+    import json, os, sys, time
     from PIL import Image, ImageOps
     mode, requests = sys.argv[1], sys.argv[2]
     lines = [json.loads(l) for l in open(requests) if l.strip()]
+    if mode == "stdin":
+        sys.stdin.read()  # waits for EOF
     for i, req in enumerate(lines):
         if mode == "sleep":
             time.sleep(30)
@@ -175,7 +234,10 @@ SCRIPT = textwrap.dedent('''
         out = Image.composite(ImageOps.invert(img), img, mask)
         if mode == "small":
             out = out.resize((8, 8))
-        out.save(req["output"])
+        if mode == "by_id":  # what an old README said: <sample_id>.png, not the 'output' path
+            out.save(os.path.join(os.path.dirname(req["output"]), req["sample_id"] + ".png"))
+            continue
+        out.save(req["output"], format="JPEG" if mode == "jpeg" else None)
 ''')
 
 
@@ -209,6 +271,42 @@ def test_command_nonzero_exit_keeps_written_outputs(script, requests3):
 def test_command_timeout_is_per_sample_error(script, requests3):
     out = _command(script, "sleep", timeout=1).inpaint(requests3[:1])
     assert not out[0].ok and "timed out after 1 s" in out[0].error
+
+
+def test_command_stdin_is_closed(script, requests3):
+    """A program that reads stdin gets EOF at once instead of waiting for the timeout (soebench's
+    own stdin, here a pipe nobody writes to, is not passed on)."""
+    import os
+    import time
+
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        started = time.monotonic()
+        out = _command(script, "stdin", timeout=5).inpaint(requests3[:1])
+        elapsed = time.monotonic() - started
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+    assert out[0].ok, out[0].error
+    assert elapsed < 4
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "0", "-5"])
+def test_command_timeout_must_be_finite_and_positive(script, timeout):
+    with pytest.raises(ConfigError, match="timeout must be a finite number of seconds > 0"):
+        _command(script, "ok", timeout=timeout)
+
+
+def test_command_output_must_be_a_png_at_the_output_path(script, requests3):
+    """The contract is each line's 'output' path: a file named after the sample id is not read,
+    and the error names the path expected; a JPEG under the .png name is refused, not scored."""
+    missing = _command(script, "by_id").inpaint(requests3[:1])[0]
+    assert not missing.ok and "expected a PNG at " in missing.error and "00000_output.png" in missing.error
+    jpeg = _command(script, "jpeg").inpaint(requests3[:1])[0]
+    assert not jpeg.ok and "is a JPEG image, not a PNG" in jpeg.error
 
 
 def test_command_timeout_ends_the_programs_children_too(tmp_path, requests3):

@@ -91,15 +91,79 @@ def test_protocol_resize_seeds_and_output_size(tmp_path):
 
 
 def test_cache_token_ignores_device_but_not_settings(tmp_path):
-    a = _adapter_with(FakePipe(), tmp_path, steps=3, device="cpu").cache_token()
-    b = _adapter_with(FakePipe(), tmp_path, steps=3, device="cuda").cache_token()
-    c = _adapter_with(FakePipe(), tmp_path, steps=4).cache_token()
+    a = _adapter_with(FakePipe(), tmp_path, steps=3, dtype="float32", device="cpu").cache_token()
+    b = _adapter_with(FakePipe(), tmp_path, steps=3, dtype="float32", device="cuda").cache_token()
+    c = _adapter_with(FakePipe(), tmp_path, steps=4, dtype="float32").cache_token()
     assert a == b and a != c
+    assert _adapter_with(FakePipe(), tmp_path, steps=3, dtype="float32", paste_back=True).cache_token() != a
     (tmp_path / "model_index.json").write_text('{"changed": 1}')  # weights replaced in place
     import os
 
     os.utime(tmp_path / "model_index.json", (1e9, 2e9))
-    assert _adapter_with(FakePipe(), tmp_path, steps=3).cache_token() != a
+    assert _adapter_with(FakePipe(), tmp_path, steps=3, dtype="float32").cache_token() != a
+
+
+def test_cache_token_keys_the_dtype_auto_resolves_to(tmp_path):
+    """dtype=auto is float16 on CUDA and float32 on the CPU: a resume on the other device must
+    not reuse outputs computed at the other precision."""
+    cpu = _adapter_with(FakePipe(), tmp_path, device="cpu").cache_token()
+    cuda = _adapter_with(FakePipe(), tmp_path, device="cuda:1").cache_token()
+    assert cpu["dtype"] == "float32" and cuda["dtype"] == "float16"
+    assert _adapter_with(FakePipe(), tmp_path, device="cpu", dtype="float32").cache_token() == cpu
+
+
+class IdentityPipe(FakePipe):
+    """Returns its input image, with the mask painted magenta (a model that edits only the mask)."""
+
+    def __call__(self, *, image, mask_image, generator, **kw):
+        outs = []
+        for im, m in zip(image, mask_image):
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+            arr[np.asarray(m) > 127] = (1.0, 0.0, 1.0)
+            outs.append(arr)
+
+        class Out:
+            images = np.stack(outs)
+
+        return Out()
+
+
+def _textured_request(sample_id, w, h, seed):
+    """Noise (where a resize round trip shows) with a few rectangles to edit."""
+    from soebench.models import InpaintRequest
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), bool)
+    for _ in range(3):
+        bw, bh = int(rng.integers(1, max(2, w // 6))), int(rng.integers(1, max(2, h // 6)))
+        x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        mask[y:y + bh, x:x + bw] = True
+    return InpaintRequest(sample_id, img, mask, "a magenta thing", seed)
+
+
+@pytest.mark.parametrize("w, h, res", [(333, 517, 512), (1024, 683, 512), (101, 77, 512), (900, 120, 64)])
+def test_paste_back_restores_the_background_beyond_the_resampling_blur(tmp_path, w, h, res):
+    """Without paste_back the 512 round trip changes the whole background; with it, every pixel
+    beyond the grown mask is the input's own, and the margin holds all of the edit's spread (no
+    seam where the pasted input meets the output)."""
+    from soebench.metrics.functional import dilate_mask
+    from soebench.models.diffusers_inpaint import paste_margin
+
+    r = _textured_request("a", w, h, seed=w)
+    raw = _adapter_with(IdentityPipe(), tmp_path, resolution=res).inpaint([r])[0].image
+    pasted = _adapter_with(IdentityPipe(), tmp_path, resolution=res, paste_back=True).inpaint([r])[0].image
+    ry, rx = paste_margin(w, h, res)
+    grown = dilate_mask(r.mask, ry, rx)
+    assert not np.array_equal(raw[~grown], r.image[~grown])  # the round trip shows in the raw output
+    assert np.array_equal(pasted[~grown], r.image[~grown])
+    assert np.array_equal(pasted[grown], raw[grown])
+    # the edit's spread (magenta bleeding out of the mask) lies inside the margin: on a flat
+    # image the raw output differs from the input only there
+    flat = type(r)("f", np.full_like(r.image, 100), r.mask, r.prompt, r.seed)
+    changed = np.abs(_adapter_with(IdentityPipe(), tmp_path, resolution=res).inpaint([flat])[0].image.astype(int)
+                     - 100).max(axis=2) > 0
+    assert not (changed & ~grown).any()
 
 
 def test_tiny_pipeline_end_to_end(tiny_pipeline_dir, tmp_path):
@@ -188,3 +252,46 @@ def test_decoder_beside_the_lora_is_loaded_and_checked(tiny_pipeline_dir, tmp_pa
     save_file({"encoder.conv_in.weight": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ConfigError, match="outside 'decoder.'"):
         MODELS.create("diffusers", f"{args},vae_decoder={tmp_path / 'bad.safetensors'}").load()
+
+
+def test_a_pipeline_that_fails_to_load_stops_the_run_once(tmp_path, monkeypatch):
+    """A load failure (CUDA missing, out of memory, ...) is a ConfigError naming the cause: the
+    harness stops at once instead of retrying, and reloading, for every sample."""
+    pytest.importorskip("diffusers")
+    import diffusers
+
+    from soebench.errors import ConfigError
+    from soebench.run.generate import _call
+
+    loads = []
+
+    def failing_load(path, **kw):
+        loads.append(path)
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(diffusers.AutoPipelineForInpainting, "from_pretrained", failing_load)
+    (tmp_path / "model_index.json").write_text("{}")
+    adapter = DiffusersInpainter(DiffusersConfig(path=str(tmp_path), device="cpu"))
+    with pytest.raises(ConfigError, match="cannot load diffusers pipeline .* on device 'cpu': RuntimeError: CUDA error"):
+        _call(adapter, [make_request(f"s{i}", seed=i) for i in range(4)])
+    assert len(loads) == 1
+
+
+@pytest.mark.parametrize("device, match", [("cuda:99", "on device 'cuda:99'"), ("meta", "hold no data"),
+                                           ("bogus", "on device 'bogus'")])
+def test_tiny_pipeline_on_an_unusable_device_is_a_config_error(tiny_pipeline_dir, device, match):
+    from soebench.errors import ConfigError
+    from soebench.run.generate import _call
+
+    adapter = MODELS.create("diffusers", f"path={tiny_pipeline_dir},steps=1,resolution=64,device={device}")
+    with pytest.raises(ConfigError, match=match):
+        _call(adapter, [make_request("a", seed=1), make_request("b", seed=2)])
+
+
+@pytest.mark.parametrize("arg", ["guidance=inf", "guidance=nan", "guidance=-1", "lora_scale=nan"])
+def test_diffusers_rejects_non_finite_settings(tmp_path, arg):
+    from soebench.errors import ConfigError
+
+    (tmp_path / "model_index.json").write_text("{}")
+    with pytest.raises(ConfigError, match=arg.split("=")[0]):
+        MODELS.create("diffusers", f"path={tmp_path},{arg}")

@@ -138,3 +138,9 @@ def test_objects_take_a_version_and_nothing_else():
     adapter, args = build_model(lambda rs: rs, {"version": "3", "per_sample": "true"})
     assert args == {"per_sample": "true", "version": "3"}
     assert adapter.cache_token()["version"] == "3" and adapter.per_sample is True
+
+
+def test_parse_model_args_drops_a_trailing_comma():
+    assert parse_model_args("path=x,") == {"path": "x"}
+    assert parse_model_args("path=x, steps=2 , ") == {"path": "x", "steps": "2"}
+    assert parse_model_args(",") == {}
