@@ -174,6 +174,8 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     rows = table.to_pylist()
     for i, row in enumerate(rows):
         row["_index"] = i
+    if callable(check := getattr(adapter, "check_samples", None)):  # optional: an adapter's own look before work
+        check([row["sample_id"] for row in rows])
     # one process per run folder and shard: a second `evaluate --out` on it would mix its files with ours
     suffix = "" if shard.world_size == 1 else f".rank{shard.rank}"
     held.enter_context(exclusive_lock(run_dir.parent / f".{run_dir.name}{suffix}.lock", what=f"run folder {run_dir}"))

@@ -3,7 +3,9 @@
 An *inpainter* takes a batch of :class:`InpaintRequest` (sample id, RGB image, object mask,
 prompt, seed) and returns one :class:`InpaintResult` per request, in order. A result holds the
 generated image (uint8 ``HxWx3`` at the request's size) or an error message for that sample; the
-harness records errors per sample and goes on.
+harness records errors per sample and goes on. Optional: ``cache_token()`` (what keys its cached
+outputs) and ``check_samples(sample_ids)``, called once before any sample with the run's ids, to
+refuse a run that could not produce any of them (the ``folder`` adapter uses it).
 
 Adapters are registered by name with a *typed config* (a dataclass); ``--model-args k=v,k=v`` is
 parsed into it by :func:`config_from_args` (types from the annotations, unknown keys rejected

@@ -1,6 +1,7 @@
 """Outputs computed elsewhere: one ``<sample_id>.png`` per sample in a folder.
 
-A folder that holds no file with the suffix at all is refused when the adapter is built (no
+A folder that holds no file with the suffix at all is refused when the adapter is built, and one
+that holds none of the run's samples before the run (:meth:`FolderInpainter.check_samples`; no
 sample could be read); a folder that holds some is read sample by sample, a missing file being
 an error for that sample only, which names the file expected.
 """
@@ -49,6 +50,18 @@ class FolderInpainter:
         found = f"; it holds {held} files (ext= sets the suffix)" if held else "; it is empty"
         raise InputError(f"folder adapter: {self.folder} holds no .{self.ext} file",
                          hint=f"it needs one <sample_id>.{self.ext} per sample (the manifest's sample_id){found}")
+
+    def check_samples(self, sample_ids: Sequence[str]) -> None:
+        """Before the run (evaluate calls it with the run's sample ids): a folder that holds none
+        of them -- another manifest's outputs, a run folder instead of its images/ -- would fail
+        every sample; one with some of them runs, the others being per-sample errors."""
+        if not sample_ids or any((self.folder / f"{sid}.{self.ext}").is_file() for sid in sample_ids):
+            return
+        example = next((p.name for p in self.folder.glob(f"*.{self.ext}") if p.is_file()), None)
+        raise InputError(f"folder adapter: {self.folder} holds none of this run's {len(sample_ids)} outputs "
+                         f"(e.g. {sample_ids[0]}.{self.ext})",
+                         hint=f"it holds other files such as {example}: outputs of another manifest or another "
+                              "folder? (a soebench run keeps its outputs in RUN/images/)")
 
     def cache_token(self) -> None:
         # The folder's files are the outputs; reading them is cheaper than caching them, and a

@@ -369,3 +369,18 @@ def test_command_missing_program_and_placeholder(tmp_path, script, requests3):
     assert adapter.inpaint(requests3[:1])[0].ok
     with pytest.raises(ConfigError, match="argv is empty"):
         MODELS.create("command", "argv=")
+
+
+def test_folder_holding_none_of_the_runs_samples_is_refused_before_the_run(tmp_path):
+    """Outputs of another manifest: PNGs are there, but none for this run's samples."""
+    from soebench.evaluation import evaluate
+    from tests.factories import make_manifest
+
+    manifest = make_manifest(tmp_path / "m", 3)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (8, 8)).save(other / "someone-else.png")
+    with pytest.raises(InputError, match="holds none of this run's 3 outputs") as err:
+        evaluate(manifest, "folder", tmp_path / "run", model_args={"path": str(other)}, metrics=("bg_psnr",),
+                 progress=False)
+    assert "someone-else.png" in err.value.hint and not (tmp_path / "run" / "samples.parquet").exists()
