@@ -481,12 +481,17 @@ def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: An
 
 def finalize(run: _Run, config: dict[str, Any], parts: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """Merge shard rows and metric states; write samples.parquet, summary.json and the report."""
-    from soebench.run.results import samples_frame, write_json, write_samples
+    from soebench.run.results import carry_human_labels, samples_frame, write_json, write_samples
     from soebench.run.summary import build_summary
 
     rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r["_index"])
     run.scorer.load_merged([p["states"] for p in parts])
     frame = samples_frame(rows)
+    # a resume keeps the human labels of `agreement --write`, where the image judged is unchanged
+    frame, dropped = carry_human_labels(frame, run.run_dir / "samples.parquet")
+    if dropped:
+        log.warning("%d human label(s) judged generated images that this run replaced: left out of samples.parquet",
+                    dropped)
     write_samples(run.run_dir / "samples.parquet", frame)
     summary = build_summary(run, config, frame, parts)
     write_json(run.run_dir / "summary.json", summary)

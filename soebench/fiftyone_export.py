@@ -78,8 +78,15 @@ class Sources:
 
 
 def slice_name(run_name: str) -> str:
-    """A group-slice name for a run: letters, digits, ``-`` and ``_`` only (it shows in App URLs)."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", str(run_name)).strip("-") or "run"
+    """A group-slice name for a run: letters, digits, ``-`` and ``_`` only (it shows in App URLs).
+    A name that loses characters on the way gets a short hash of itself, so distinct run names
+    (``ünï run``, ``ûnï run``; ``v1.0``, ``v1+0``) never share a slice."""
+    import hashlib
+
+    text = str(run_name)
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "run"
+    if name != text:
+        name = f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
     if name == ORIGINAL_SLICE:
         name = f"run-{name}"
     return name

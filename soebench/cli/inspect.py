@@ -121,7 +121,7 @@ def agreement_cmd(
 
     from soebench.errors import InputError
     from soebench.fiftyone_export import ORIGINAL_SLICE, slice_name
-    from soebench.fo.agreement import agreement, check_labels, collect, tagged_originals, write_human_labels
+    from soebench.fo.agreement import agreement, check_labels, collect, stale_tags, tagged_originals, write_human_labels
     from soebench.fo.db import connect
     from soebench.fo.writer import dataset_runs
 
@@ -145,13 +145,26 @@ def agreement_cmd(
     for sl in slices:
         tags = collect(dataset, sl)
         check_labels(tags)
+        if tags.on_labels:
+            Console(stderr=True).print(
+                f"[yellow]warning:[/] run {sl!r}: {len(tags.on_labels)} sample(s) carry human: tags on their failure "
+                f"label ({', '.join(tags.on_labels[:5])}), not on the sample; agreement reads sample tags: tag the "
+                "samples (the App's sample tagging) instead", highlight=False)
+        run_dir = recorded.get(sl, {}).get("run_dir")
+        if run_dir and (stale := stale_tags(run_dir, tags)):
+            # the run was evaluated again after inspect: the tags judge images it no longer holds
+            raise InputError(
+                f"run {sl!r}: {len(stale)} tagged sample(s) show images that {run_dir} has since replaced "
+                f"(output_key differs: {', '.join(stale[:3])}); the dataset is out of date",
+                hint=f"run `soebench inspect {run_dir} --name {name}` (tags of replaced images are dropped there), "
+                     "then tag those samples again",
+            )
         auto, human, unlabelled = tags.pairs()
         result = agreement(auto, human)
         entry = {**result.to_dict(), "tagged": len(tags.human), "conflicting": sorted(tags.conflicts),
                  "human_labels": sorted(set(tags.human.values())),
                  "without_auto_label": unlabelled}
         if write:
-            run_dir = recorded.get(sl, {}).get("run_dir")
             if not run_dir:
                 raise InputError(f"dataset {name!r} does not record the folder of run {sl!r}")
             entry["written"] = str(write_human_labels(run_dir, tags.human, overwrite=overwrite))

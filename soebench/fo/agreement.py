@@ -49,6 +49,8 @@ class SliceTags:
     auto: dict[str, str | None] = field(default_factory=dict)
     human: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, list[str]] = field(default_factory=dict)  # sample_id -> several human labels
+    output_keys: dict[str, str | None] = field(default_factory=dict)  # sample_id -> generation key of the image shown
+    on_labels: list[str] = field(default_factory=list)  # samples with human: tags on their failure label, not read
 
     def pairs(self) -> tuple[list[str], list[str], int]:
         """(auto, human) label lists over samples having both; and how many human tags lack an auto label."""
@@ -135,14 +137,21 @@ def collect(dataset: Any, slice_name: str) -> SliceTags:
         raise InputError(f"dataset {dataset.name!r} has no run {slice_name!r}",
                          hint=f"its runs: {', '.join(runs) or 'none'}")
     view = dataset.select_group_slices(slice_name)
-    has_failure = "failure" in view.get_field_schema()
-    fields = ["sample_id", "tags"] + (["failure.label"] if has_failure else [])
-    values = view.values(fields)
-    sids, tags = values[0], values[1]
-    autos = values[2] if has_failure else [None] * len(sids)
+    schema = view.get_field_schema()
+    has_failure, has_key = "failure" in schema, "output_key" in schema
+    fields = ["sample_id", "tags"] + (["failure.label", "failure.tags"] if has_failure else []) \
+        + (["output_key"] if has_key else [])
+    values = dict(zip(fields, view.values(fields)))
+    sids, tags = values["sample_id"], values["tags"]
+    autos = values.get("failure.label", [None] * len(sids))
+    label_tags = values.get("failure.tags", [None] * len(sids))
+    keys = values.get("output_key", [None] * len(sids))
     out = SliceTags(slice=slice_name)
-    for sid, tag_list, auto in zip(sids, tags, autos):
+    for sid, tag_list, auto, key, on_label in zip(sids, tags, autos, keys, label_tags):
         out.auto[sid] = auto
+        out.output_keys[sid] = key
+        if human_labels(on_label or []):
+            out.on_labels.append(sid)
         labels = human_labels(tag_list)
         if len(labels) == 1:
             out.human[sid] = labels[0]
@@ -163,11 +172,27 @@ def tagged_originals(dataset: Any) -> list[str]:
     return [sid for sid, tag_list in zip(sids, tags) if human_labels(tag_list)]
 
 
+def stale_tags(run_dir: str | Path, tags: SliceTags) -> list[str]:
+    """Tagged samples whose image in the dataset is no longer the run's (the run was re-evaluated
+    after ``inspect``: another ``output_key`` in samples.parquet). Their tags judge an image the
+    run does not hold, and the dataset's automatic labels are out of date too."""
+    import pyarrow.parquet as pq
+
+    path = Path(run_dir) / "samples.parquet"
+    if not path.is_file() or "output_key" not in pq.read_schema(path).names:
+        return []
+    table = pq.read_table(path, columns=["sample_id", "output_key"]).to_pydict()
+    now = dict(zip(table["sample_id"], table["output_key"]))
+    tagged = set(tags.human) | set(tags.conflicts)
+    return sorted(sid for sid in tagged if sid in now and now[sid] != tags.output_keys.get(sid))
+
+
 def write_human_labels(run_dir: str | Path, human: dict[str, str], *, overwrite: bool = False) -> Path:
     """Write ``human`` (sample_id -> label) into ``run_dir/samples.parquet`` as ``human_label``.
 
     Atomic; every other column and the file's schema metadata are kept. An existing
-    ``human_label`` column with other values is replaced only with ``overwrite``.
+    ``human_label`` column with other values is replaced only with ``overwrite``. Check
+    :func:`stale_tags` first: a label must judge the image the run holds.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

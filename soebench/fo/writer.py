@@ -126,7 +126,11 @@ def open_dataset(fo: Any, name: str, sources: Sources) -> Any:
                 hint="a dataset holds one manifest and its runs; choose another --name",
             )
         return dataset
-    dataset = fo.Dataset(name)
+    try:
+        dataset = fo.Dataset(name)
+    except ValueError as exc:  # FiftyOne refuses a name whose URL slug another dataset has ("QA" vs "qa")
+        raise InputError(f"FiftyOne cannot create dataset {name!r}: {exc}",
+                         hint="choose another --name (FiftyOne compares names by their lower-case URL slug)") from None
     dataset.persistent = True
     dataset.add_group_field("group", default=ORIGINAL_SLICE)
     dataset.info = {INFO_KEY: {"manifest": manifest_info, "runs": {}}}
@@ -200,7 +204,7 @@ def write_slice(fo: Any, dataset: Any, slice_name: str, dicts: list[dict[str, An
                 if _output_changed(sample, d):  # a human tag judged the old image, not this one
                     keep = [t for t in keep if not t.lower().startswith(HUMAN_TAG_PREFIX)]
                     report.tags_dropped += len(sample.tags) - len(keep)
-                _fill(fo, sample, d, keep_tags=keep)
+                _fill(fo, sample, d, keep_tags=keep, output_changed=_output_changed(sample, d))
                 report.updated += 1
                 if bar:
                     bar.advance(task)
@@ -239,8 +243,11 @@ def _group_ids(dataset: Any) -> dict[str, str]:
     return dict(zip(sids, gids))
 
 
-def _fill(fo: Any, sample: Any, d: dict[str, Any], *, keep_tags: list[str]) -> None:
-    """Set every field, label and automatic tag of ``d`` on ``sample`` (user tags are kept)."""
+def _fill(fo: Any, sample: Any, d: dict[str, Any], *, keep_tags: list[str], output_changed: bool = False) -> None:
+    """Set every field, label and automatic tag of ``d`` on ``sample``. User tags are kept, and so
+    are the tags reviewers put on its labels (the App's label tagging): always on the manifest's
+    object, on the failure label only while the generated image is the one it judged."""
+    label_tags = _label_tags(sample, [*d["labels"], *([] if output_changed else ["failure"])])
     if sample.filepath != d["filepath"]:
         sample.filepath = d["filepath"]
     sample["metadata"] = fo.ImageMetadata(width=d["width"], height=d["height"])
@@ -256,6 +263,21 @@ def _fill(fo: Any, sample: Any, d: dict[str, Any], *, keep_tags: list[str]) -> N
             sample["failure"] = None if failure is None else _classification(fo, failure)
     user = [t for t in keep_tags if t not in AUTO_TAGS]
     sample.tags = user + [t for t in d["tags"] if t not in user]
+    for key, tags in label_tags.items():
+        if sample[key] is not None:
+            sample[key].tags = tags
+
+
+def _label_tags(sample: Any, keys: list[str]) -> dict[str, list[str]]:
+    """The tags of ``sample``'s labels ``keys`` (those that exist and carry some)."""
+    if not sample.in_dataset:
+        return {}
+    out = {}
+    for key in keys:
+        label = sample[key] if sample.has_field(key) else None
+        if label is not None and getattr(label, "tags", None):
+            out[key] = list(label.tags)
+    return out
 
 
 def _detection(fo: Any, lab: dict[str, Any]) -> Any:

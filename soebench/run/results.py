@@ -72,6 +72,34 @@ def samples_frame(rows: Sequence[dict[str, Any]]):
     return frame[list(SAMPLE_COLUMNS) + extra].reset_index(drop=True)
 
 
+def carry_human_labels(frame, old_path: Path):
+    """``frame`` with the ``human_label`` column (``soebench agreement --write``) of the
+    samples.parquet it replaces, for the samples whose generated image is still the one judged
+    (same ``output_key``). Returns ``(frame, dropped)``: how many labels judged images that
+    changed, and were left out."""
+    import pandas as pd
+
+    if not old_path.is_file():
+        return frame, 0
+    import pyarrow.parquet as pq
+
+    columns = pq.read_schema(old_path).names
+    if "human_label" not in columns or "output_key" not in columns or "output_key" not in frame:
+        return frame, 0
+    old = pq.read_table(old_path, columns=["sample_id", "output_key", "human_label"]).to_pandas()
+    old = old[old["human_label"].notna()]
+    judged = dict(zip(old["sample_id"], zip(old["output_key"], old["human_label"])))
+    labels, dropped = [], 0
+    for sid, key in zip(frame["sample_id"], frame["output_key"]):
+        entry = judged.get(sid)
+        same = entry is not None and entry[0] == key and key is not None
+        labels.append(entry[1] if same else None)
+        dropped += entry is not None and not same
+    frame = frame.copy()
+    frame["human_label"] = pd.Series(labels, index=frame.index, dtype=object)
+    return frame, dropped
+
+
 def write_samples(path: Path, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)

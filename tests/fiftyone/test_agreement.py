@@ -126,3 +126,73 @@ def test_agreement_command_reads_tags_and_writes_them(tmp_path, synthetic_fixtur
 
     assert main(["agreement", "--name", dataset_name, "--run", "nope"]) == 2
     assert main(["agreement", "--name", dataset_name + "-absent"]) == 2
+
+
+def _tagged_copy(tmp_path, synthetic_fixture, dataset_name, label="ok", n=2):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_fixture["run"], run)
+    ds = export(resolve_sources([run]), name=dataset_name).dataset
+    view = ds.select_group_slices("synth")
+    tagged = []
+    for sample in view.limit(n).iter_samples(autosave=True):
+        sample.tags = sample.tags + [f"human:{label}"]
+        tagged.append(sample["sample_id"])
+    return run, ds, tagged
+
+
+def test_tags_of_images_the_run_has_since_replaced_are_refused(tmp_path, synthetic_fixture, dataset_name, capsys):
+    """Re-evaluated after inspect (other output_key): the tags judged the old images."""
+    run, ds, tagged = _tagged_copy(tmp_path, synthetic_fixture, dataset_name)
+    frame = pd.read_parquet(run / "samples.parquet")
+    frame.loc[frame["sample_id"] == tagged[0], "output_key"] = "a-new-generation"
+    frame.to_parquet(run / "samples.parquet", index=False)
+    for extra in ([], ["--write"]):
+        assert main(["agreement", "--name", dataset_name, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "has since replaced" in err and tagged[0] in err and "soebench inspect" in err
+    assert "human_label" not in pq.read_schema(run / "samples.parquet").names
+    export(resolve_sources([run]), name=dataset_name)  # re-inspect drops the stale tag: agreement works again
+    assert main(["agreement", "--name", dataset_name, "--write"]) == 0
+
+
+def test_human_label_tags_on_the_failure_label_are_named_not_silently_ignored(
+        tmp_path, synthetic_fixture, dataset_name, capsys):
+    run, ds, _ = _tagged_copy(tmp_path, synthetic_fixture, dataset_name, n=0)
+    sample = ds.select_group_slices("synth").first()
+    sample.failure.tags = ["human:missing"]
+    sample.save()
+    assert main(["agreement", "--name", dataset_name]) == 0
+    assert "human: tags on their failure label" in capsys.readouterr().err
+
+
+def test_label_tags_survive_an_unchanged_reinspect(tmp_path, synthetic_fixture, dataset_name):
+    run, ds, _ = _tagged_copy(tmp_path, synthetic_fixture, dataset_name, n=0)
+    sample = ds.select_group_slices("synth").first()
+    sample.failure.tags = ["reviewed"]
+    sample.ground_truth.tags = ["bad-annotation"]
+    sample.save()
+    ds = export(resolve_sources([run]), name=dataset_name).dataset
+    again = ds.select_group_slices("synth").first()
+    assert again.failure.tags == ["reviewed"] and again.ground_truth.tags == ["bad-annotation"]
+
+
+def test_resume_keeps_the_written_human_labels_of_unchanged_outputs(tmp_path, fo_db):
+    """evaluate --resume rewrites samples.parquet: the labels of `agreement --write` stay where the
+    image is the one judged."""
+    from soebench.evaluation import evaluate
+    from tests.factories import make_manifest
+
+    manifest = make_manifest(tmp_path / "m", 3)
+    out = tmp_path / "run"
+    first = evaluate(manifest, "mean-fill", out, metrics=("bg_psnr",), progress=False, report=False)
+    ids = list(first.samples["sample_id"])
+    write_human_labels(out, {ids[0]: "missing", ids[1]: "ok"})
+    evaluate(manifest, "mean-fill", out, metrics=("bg_psnr",), progress=False, report=False, resume=True)
+    labels = dict(zip(*pd.read_parquet(out / "samples.parquet")[["sample_id", "human_label"]].T.values))
+    assert labels[ids[0]] == "missing" and labels[ids[1]] == "ok" and pd.isna(labels[ids[2]])
+    evaluate(manifest, "mean-fill", out, metrics=("bg_psnr",), progress=False, report=False, resume=True,
+             model_args="ring=9")  # other outputs: the labels judged the old images
+    frame = pd.read_parquet(out / "samples.parquet")
+    assert frame["human_label"].isna().all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import shutil
 
@@ -67,14 +69,15 @@ def test_run_dicts_labels_scores_and_tags(tmp_path):
     ids = read_manifest(path).table.column("sample_id").to_pylist()
     run_dir = make_run(tmp_path / "run", path, name="my run!", errors=(ids[0],), missing_images=(ids[1],))
     run = read_run(run_dir)
-    assert run.slice == "my-run"
+    # "my run!" loses characters: a short hash of the name keeps distinct names apart
+    assert run.slice == "my-run-" + hashlib.sha1(b"my run!").hexdigest()[:6]
     base = {d["sample_id"]: d for d in manifest_sample_dicts(read_manifest(path))}
     dicts = run_sample_dicts(run, base)
     assert dicts[0]["tags"] == [TAG_ERROR] and dicts[0]["failure"] is None and dicts[0]["fields"]["error"]
     assert dicts[1]["tags"] == [TAG_MISSING_MEDIA]
     for d, row in zip(dicts[2:], run.samples[2:]):
         assert d["tags"] == [] and d["failure"]["label"] == row["failure"]
-        assert d["fields"]["bg_mse"] == row["bg_mse"] and d["fields"]["run"] == "my-run"
+        assert d["fields"]["bg_mse"] == row["bg_mse"] and d["fields"]["run"] == run.slice
         assert d["failure"]["attributes"]["bad"] is None  # NaN evidence -> None
         assert d["fields"]["category"] == base[d["sample_id"]]["fields"]["category"]
 

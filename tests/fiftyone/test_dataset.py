@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -276,3 +277,20 @@ def test_a_run_of_the_same_name_never_takes_over_a_slice_silently(tmp_path, data
     assert _slice(ds, "telea").match_tags("human:ok").values("sample_id") == [sids[0]]
     assert set(_slice(ds, "telea").values("model")) == {"mean-fill"}
 
+
+
+def test_a_name_whose_slug_is_taken_is_a_one_line_error(tmp_path, dataset_name, capsys):
+    path = make_manifest(tmp_path, 2)
+    assert main(["inspect", str(path), "--name", dataset_name, "--no-launch"]) == 0
+    assert main(["inspect", str(path), "--name", dataset_name.upper(), "--no-launch"]) == 2
+    err = capsys.readouterr().err
+    assert "FiftyOne cannot create dataset" in err and "Traceback" not in err
+
+
+def test_distinct_run_names_get_distinct_slices():
+    from soebench.fiftyone_export import slice_name
+
+    names = ["ünï run", "ûnï run", "telea v1.0", "telea v1+0", "模型一", "模型二", "telea"]
+    slices = [slice_name(n) for n in names]
+    assert len(set(slices)) == len(names) and slices[-1] == "telea"
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in slices)
