@@ -67,15 +67,21 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (made, and removed again) for the block: a
     second soebench process writing the same output is refused at once instead of mixing its
     files with the first's. ``what`` names the output for the message. Advisory (``flock``), so
-    it guards soebench against itself; where ``fcntl`` is missing (Windows) it does nothing."""
+    it guards soebench against itself; where ``fcntl`` is missing (Windows) or the lock file
+    cannot be made (a writable run folder inside a read-only one) it does nothing."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on Linux/macOS
         yield
         return
     lock = Path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as fh:
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a+")
+    except OSError:  # e.g. a writable run folder inside a read-only one: run unguarded rather than not at all
+        yield
+        return
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -85,7 +91,7 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
             yield
         finally:
             with contextlib.suppress(OSError):
-                lock.unlink()  # while still held: a process waiting on this file sees it gone and retries a fresh one
+                lock.unlink()  # no litter beside the output (a process starting in this instant may lock the old inode)
 
 
 @contextlib.contextmanager

@@ -16,3 +16,28 @@ def test_sha256_file_matches_hashlib_across_block_boundaries(tmp_path, size, chu
     path = tmp_path / "f.bin"
     path.write_bytes(data[:size])
     assert sha256_file(path, chunk=chunk) == hashlib.sha256(data[:size]).hexdigest()
+
+
+def test_exclusive_lock_refuses_a_second_holder_and_cleans_up(tmp_path):
+    from soebench.errors import OutputExistsError
+    from soebench.fileio import exclusive_lock
+
+    lock = tmp_path / ".out.lock"
+    with exclusive_lock(lock, what="output X"):
+        with pytest.raises(OutputExistsError, match="another soebench process is writing output X"):
+            with exclusive_lock(lock, what="output X"):
+                pass
+    assert not lock.exists()
+    with exclusive_lock(lock, what="output X"):  # free again
+        pass
+
+
+def test_exclusive_lock_that_cannot_be_made_does_not_stop_the_work(tmp_path):
+    from soebench.fileio import exclusive_lock
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    ran = []
+    with exclusive_lock(blocker / ".out.lock", what="output"):
+        ran.append(True)
+    assert ran
