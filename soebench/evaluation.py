@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from soebench.errors import ConfigError, InputError, OutputExistsError
-from soebench.fileio import exclusive_lock
+from soebench.fileio import exclusive_lock, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,8 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     held.enter_context(exclusive_lock(run_dir.parent / f".{run_dir.name}{suffix}.lock", what=f"run folder {run_dir}"))
     if shard.is_main:
         _claim_run_dir(run_dir, opts)
+        if shard.world_size == 1:  # other ranks may be writing beside us; alone, the lock says nobody is
+            remove_stale_temps(run_dir / name for name in RUN_FILES)
     return _Run(run_dir, man, rows, adapter, model_name, args_dict, scorer, opts, shard, info,
                 manifest_sha256=_manifest_sha256(man))
 

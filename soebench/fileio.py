@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from soebench.errors import InputError, OutputExistsError
@@ -92,6 +93,22 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
         finally:
             with contextlib.suppress(OSError):
                 lock.unlink()  # no litter beside the output (a process starting in this instant may lock the old inode)
+
+
+def remove_stale_temps(targets: Iterable[str | os.PathLike]) -> int:
+    """Remove the temporary files :func:`atomic_path` left beside ``targets`` when a process was
+    killed mid-write (``.NAME.*.tmp``); returns how many. Only for a caller that holds the
+    output's :func:`exclusive_lock`: no other soebench process can be writing them then."""
+    removed = 0
+    for target in targets:
+        target = Path(target)
+        if not target.parent.is_dir():
+            continue
+        for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 @contextlib.contextmanager

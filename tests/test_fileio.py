@@ -41,3 +41,12 @@ def test_exclusive_lock_that_cannot_be_made_does_not_stop_the_work(tmp_path):
     with exclusive_lock(blocker / ".out.lock", what="output"):
         ran.append(True)
     assert ran
+
+
+def test_remove_stale_temps_takes_only_the_targets_own(tmp_path):
+    from soebench.fileio import remove_stale_temps
+
+    for name in (".m.parquet.abc123.tmp", ".m.summary.json.x.tmp", ".other.parquet.q.tmp", "m.parquet.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_stale_temps([tmp_path / "m.parquet", tmp_path / "m.summary.json", tmp_path / "nowhere" / "x"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.parquet.q.tmp", "m.parquet.tmp"]

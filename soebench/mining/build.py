@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from soebench.errors import ConfigError, InputError
-from soebench.fileio import check_output_file, exclusive_lock, refuse_existing, sha256_file, write_text_atomic
+from soebench.fileio import (check_output_file, exclusive_lock, refuse_existing, remove_stale_temps, sha256_file,
+                             write_text_atomic)
 from soebench.mining.checkpoint import Progress, run_key, snapshot
 from soebench.mining.filters import FilterConfig, FilterRun
 from soebench.mining.per_image import Stage, Tally, group_results
@@ -203,6 +204,7 @@ def build_dataset(
             check_output_file(p, what="--out")  # before the mining, not after it
             refuse_existing(p, overwrite or (unfinished and p != manifest_path), what="output")
         store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
+        remove_stale_temps([manifest_path, summary_path, sizes_path, cats_path])  # a killed build's half-written files
         inputs = {
             "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
             "masks": masks, "classes": classes, "bbox_csv": bbox_csv,

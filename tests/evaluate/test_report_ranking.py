@@ -230,3 +230,12 @@ def test_a_device_model_argument_is_checked_before_any_sample(tmp_path, manifest
         with pytest.raises(ConfigError, match=message):
             evaluate(manifest6, "diffusers", tmp_path / "run", model_args={"path": str(tmp_path / "pipe"),
                                                                            "device": device}, progress=False)
+
+
+def test_a_killed_runs_temp_files_are_removed_on_resume(tmp_path, manifest6):
+    out = tmp_path / "run"
+    evaluate(manifest6, "original", out, metrics=BG, progress=False, report=False)
+    stale = out / ".summary.json.k1ll3d.tmp"
+    stale.write_bytes(b"")
+    evaluate(manifest6, "original", out, metrics=BG, progress=False, report=False, resume=True)
+    assert not stale.exists()

@@ -241,3 +241,15 @@ def test_a_second_build_of_the_same_manifest_is_refused_while_the_first_runs(coc
     monkeypatch.setattr(per_image.Stage, "mine", mine)
     _build(coco, out)
     assert seen and out.exists() and not lock_path(out).exists()
+
+
+def test_a_killed_writes_temp_files_are_removed_by_the_next_build(coco, tmp_path):
+    out = tmp_path / "run" / "m.parquet"
+    out.parent.mkdir(parents=True)
+    leftovers = [out.parent / ".m.parquet.k1ll3d.tmp", out.parent / ".m.sizes.png.k1ll3d.tmp"]
+    for p in leftovers:
+        p.write_bytes(b"")
+    keep = out.parent / ".notes.txt.k1ll3d.tmp"  # not one of this build's outputs
+    keep.write_bytes(b"")
+    _build(coco, out)
+    assert not any(p.exists() for p in leftovers) and keep.exists()
