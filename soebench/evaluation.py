@@ -234,15 +234,12 @@ def _check_images_root(man) -> None:
 
 def _check_run_dir_path(run_dir: Path) -> None:
     """--out must be (or become) a folder we can write, checked before the models load."""
-    import os
-
-    from soebench.fileio import nearest_existing
+    from soebench.fileio import folder_problem
 
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file; a run is written into a folder")
-    existing = nearest_existing(run_dir)
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot create the run folder {run_dir}: {existing} is not a writable folder")
+    if (problem := folder_problem(run_dir)) is not None:
+        raise ConfigError(f"cannot create the run folder {run_dir}: {problem[1]} is not a writable folder")
 
 
 def _build_scorer(opts: EvalOptions):

@@ -48,6 +48,18 @@ def nearest_existing(path: str | os.PathLike) -> Path:
     return path
 
 
+def folder_problem(folder: str | os.PathLike) -> tuple[str, Path] | None:
+    """Why ``folder`` cannot be (or become) a folder this process writes into: ``("file", p)``
+    when ``p``, the folder itself or its closest existing ancestor, is a file; ``("unwritable",
+    p)`` when that folder cannot be written; None when it can. Callers phrase the message."""
+    existing = nearest_existing(folder)
+    if not existing.is_dir():
+        return "file", existing
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "unwritable", existing
+    return None
+
+
 def check_output_file(path: str | os.PathLike, *, what: str = "output") -> None:
     """Refuse, before any work, an output file that cannot be written: ``path`` is a folder, or
     a file sits where one of its folders would be, or that folder is not writable. Raises
@@ -56,11 +68,11 @@ def check_output_file(path: str | os.PathLike, *, what: str = "output") -> None:
     target = Path(path)
     if target.is_dir():
         raise InputError(f"{what} {target} is a folder; expected a file path")
-    existing = nearest_existing(target.parent)
-    if not existing.is_dir():
-        raise InputError(f"cannot write {what} {target}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {what} {target}: folder {existing} is not writable")
+    problem = folder_problem(target.parent)
+    if problem is not None:
+        kind, existing = problem
+        raise InputError(f"cannot write {what} {target}: " + (f"{existing} is a file, not a folder" if kind == "file"
+                                                                 else f"folder {existing} is not writable"))
 
 
 @contextlib.contextmanager

@@ -124,15 +124,9 @@ def show_config(
 def _check_out_file(out: Path, overwrite: bool) -> None:
     """``--out`` of a file: not a folder, not below a file, and an existing file only with --overwrite
     (a config someone edited is not silently replaced by the defaults)."""
-    from soebench.errors import InputError
-    from soebench.fileio import nearest_existing, refuse_existing
+    from soebench.fileio import check_output_file, refuse_existing
 
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; --out must be a file",
-                         hint=f"pass a file name, e.g. {out / 'train.yaml'}")
-    above = nearest_existing(out.parent)
-    if not above.is_dir():
-        raise InputError(f"--out {out}: {above} is a file", hint="pass a path in a folder")
+    check_output_file(out, what="--out")
     refuse_existing(out, overwrite, what="config file")
 
 

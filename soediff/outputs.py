@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from soebench.errors import InputError
-from soebench.fileio import atomic_path, nearest_existing, umask_mode
+from soebench.fileio import atomic_path, folder_problem, umask_mode
 
 
 def follow_umask(paths: Iterable[str | os.PathLike]) -> None:
@@ -38,10 +38,11 @@ def check_out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     """``path`` must be a folder or not exist yet; a file there (or above it) is refused before any
     work, where ``mkdir`` would otherwise fail late with a traceback."""
     path = Path(path)
-    existing = nearest_existing(path)
-    if not existing.is_dir():
+    problem = folder_problem(path)  # found now, not after the models have loaded
+    if problem is not None and problem[0] == "file":
+        existing = problem[1]
         where = f"{option} {path} is a file" if existing == path.absolute() else f"{option} {path}: {existing} is a file"
         raise InputError(f"{where}; {option} must be a folder", hint=f"pass a folder (new or existing) as {option}")
-    if not os.access(existing, os.W_OK | os.X_OK):  # found now, not after the models have loaded
-        raise InputError(f"cannot write {option} {path}: folder {existing} is not writable")
+    if problem is not None:
+        raise InputError(f"cannot write {option} {path}: folder {problem[1]} is not writable")
     return path

@@ -194,16 +194,8 @@ def build_dataset(
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
     check_output_file(manifest_path, what="--out")  # its folder holds the lock
     with exclusive_lock(lock_path(manifest_path), what=f"manifest {manifest_path}"):
-        from soebench.mining.checkpoint import partial_dir
-
-        # a summary or plot beside saved progress but no manifest was written by the build being
-        # resumed, killed while it wrote its outputs: --resume replaces it (the manifest, written
-        # last, is what says a build finished)
-        unfinished = resume and partial_dir(manifest_path).is_dir() and not manifest_path.exists()
-        for p in (manifest_path, summary_path) + ((sizes_path, cats_path) if plots else ()):
-            check_output_file(p, what="--out")  # before the mining, not after it
-            refuse_existing(p, overwrite or (unfinished and p != manifest_path), what="output")
-        store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
+        side = (summary_path, sizes_path, cats_path) if plots else (summary_path,)
+        store = _claim_outputs(manifest_path, side, overwrite=overwrite, resume=resume)
         remove_stale_temps([manifest_path, summary_path, sizes_path, cats_path])  # a killed build's half-written files
         inputs = {
             "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
@@ -265,6 +257,20 @@ def build_dataset(
         write_manifest(table, manifest_path, metadata, overwrite=overwrite, validated=True)
         store.discard()
         return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
+
+
+def _claim_outputs(manifest_path: Path, side: tuple[Path, ...], *, overwrite: bool, resume: bool) -> Progress:
+    """Refuse outputs that exist (unless ``overwrite``) before any work; return the build's
+    progress store. A side output (summary, plot) beside saved progress but no manifest was
+    written by the build being resumed, killed while it wrote its outputs: ``resume`` replaces
+    it (the manifest, written last, is what says a build finished)."""
+    from soebench.mining.checkpoint import partial_dir
+
+    unfinished = resume and partial_dir(manifest_path).is_dir() and not manifest_path.exists()
+    for p in (manifest_path, *side):
+        check_output_file(p, what="--out")  # before the mining, not after it
+        refuse_existing(p, overwrite or (unfinished and p != manifest_path), what="output")
+    return Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
 
 
 def _named_classes(filters) -> dict[str, tuple[str, ...]]:

@@ -77,10 +77,9 @@ def carry_human_labels(frame, old_path: Path):
     samples.parquet it replaces, for the samples whose generated image is still the one judged
     (same ``output_key``). Returns ``(frame, dropped)``: how many labels judged images that
     changed, and were left out."""
-    import pandas as pd
-
     if not old_path.is_file():
         return frame, 0
+    import pandas as pd
     import pyarrow.parquet as pq
 
     columns = pq.read_schema(old_path).names
