@@ -235,6 +235,9 @@ def build_dataset_command(
             console.print(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()), highlight=False)
     for reason, examples in s.get("invalid_examples", {}).items():
         console.print(f"  [yellow]{reason}[/]: e.g. annotation {', '.join(examples)}", highlight=False)
+    if s.get("unknown_flags"):
+        console.print("  [yellow]kept with the flag unknown[/] (the drop filter could not see it): "
+                      + ", ".join(f"{k} {v}" for k, v in s["unknown_flags"].items()), highlight=False)
     console.print(f"  summary: {result.summary_path}", highlight=False)
 
 

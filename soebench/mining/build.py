@@ -352,7 +352,17 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     if limit is not None:
         rejected["limit"] = unprocessed
     summary = _summary(table, candidates, tally, rejected)
+    summary["unknown_flags"] = _unknown_flags(table, cfg)
     return table, summary
+
+
+def _unknown_flags(table, cfg: FilterConfig) -> dict[str, int]:
+    """Kept objects whose flag an active ``drop_<flag>`` filter could not see (unknown in the
+    source, or an OpenImages segmentation row with no matching box in --bbox-csv): they pass."""
+    from soebench.mining.filters import FLAG_NAMES
+
+    return {f: table.column(f).null_count for f in FLAG_NAMES
+            if getattr(cfg, f"drop_{f}") and table.column(f).null_count}
 
 
 def _repeats(keys) -> np.ndarray:

@@ -189,15 +189,21 @@ def _area_fraction(cols: Columns, cfg: FilterConfig) -> np.ndarray:
 #: (1/8)^2 exactly, but from normalised coordinates 0.015624999999999993. Far below any real
 #: difference between two annotations (a pixel of a 1-megapixel image is 1e-6).
 BAND_RTOL = 1e-9
+#: An optional source column: how far a row's box area fraction may lie from the true one
+#: because the source rounded its coordinates (OpenImages writes 6 decimals, so a box that is
+#: exactly 1/6 of the image a side reads 0.166667: 4e-6 relative above (1/6)^2). The band's
+#: edges widen by it, which is far below a pixel.
+BOX_FRAC_TOL = "box_frac_tol"
 
 
 def _reject_area_band(cols: Columns, cfg: FilterConfig) -> np.ndarray:
     frac = _area_fraction(cols, cfg)
+    tol = cols[BOX_FRAC_TOL] if cfg.area_by == "box" and BOX_FRAC_TOL in cols else 0.0
     out = np.zeros(len(frac), dtype=bool)
     if cfg.min_area_fraction is not None:
-        out |= ~(frac >= cfg.min_area_fraction * (1.0 - BAND_RTOL))
+        out |= ~(frac >= cfg.min_area_fraction * (1.0 - BAND_RTOL) - tol)
     if cfg.max_area_fraction is not None:
-        out |= ~(frac <= cfg.max_area_fraction * (1.0 + BAND_RTOL))
+        out |= ~(frac <= cfg.max_area_fraction * (1.0 + BAND_RTOL) + tol)
     return out
 
 
@@ -353,7 +359,7 @@ class FilterRun:
                 continue
             self.rejected.setdefault(flt.name, 0)
             if len(rows):
-                sub = {k: cols[k][rows] for k in needs | {"width", "height"} if k in cols}
+                sub = {k: cols[k][rows] for k in needs | {"width", "height", BOX_FRAC_TOL} if k in cols}
                 rej = np.asarray(flt.reject(sub, self.config), dtype=bool)
                 self.rejected[flt.name] += int(rej.sum())
                 rows = rows[~rej]

@@ -27,6 +27,7 @@ import numpy as np
 
 from soebench.errors import InputError
 from soebench.mining.arrow_columns import arrow_to_numpy, chunk_to_numpy
+from soebench.mining.filters import BOX_FRAC_TOL
 from soebench.image_io import gray_array
 from soebench.mining.sources import Candidates, FileIndex, ImageError, category_counts, read_image_size
 
@@ -39,6 +40,8 @@ FLAG_COLUMNS = {
     "depiction": "IsDepiction",
     "inside": "IsInside",
 }
+#: how far a side (two coordinates of 6 decimals, as OpenImages ships them) may be off
+COORDINATE_ROUNDING = 1e-6
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG")
 _MID = re.compile(r"^/[mg]/[0-9a-z_]+$")
 
@@ -186,6 +189,19 @@ def _join_flags(seg, boxes, present: dict[str, str]) -> dict[str, np.ndarray]:
         values = arrow_to_numpy(joined.column(flag))
         col[rows] = np.nan_to_num(values.astype(np.float64), nan=-1).astype(np.int8)
         out[flag] = col
+    return out
+
+
+def _box_counts(seg, boxes) -> np.ndarray:
+    """For each segmentation row, how many boxes of its class its image has in the bbox CSV."""
+    import pyarrow as pa
+
+    counts = boxes.group_by(["ImageID", "LabelName"]).aggregate([([], "count_all")])
+    left = pa.table({"ImageID": seg.column("ImageID"), "LabelName": seg.column("LabelName"),
+                     "row": pa.array(np.arange(seg.num_rows, dtype=np.int64))})
+    joined = left.join(counts, keys=["ImageID", "LabelName"], join_type="inner")
+    out = np.zeros(seg.num_rows, dtype=np.int64)
+    out[arrow_to_numpy(joined.column("row")).astype(np.int64)] = arrow_to_numpy(joined.column("count_all"))
     return out
 
 
@@ -354,6 +370,8 @@ class OpenImagesSource:
         cols: dict[str, np.ndarray] = {
             "box": box,
             "box_frac": (x1 - x0) * (y1 - y0),
+            # each coordinate is off by up to half a unit of its 6th decimal
+            BOX_FRAC_TOL: COORDINATE_ROUNDING * ((x1 - x0) + (y1 - y0) + COORDINATE_ROUNDING),
             "mask_frac": np.full(n, np.nan),
             "width": np.full(n, np.nan),
             "height": np.full(n, np.nan),
@@ -367,11 +385,13 @@ class OpenImagesSource:
             cols[flag] = flag_cols.get(flag, np.full(n, -1, dtype=np.int8))
         provides = {k for k in cols if k not in ("mask_frac", "width", "height", "crowd")}
         provides -= {f for f in FLAG_COLUMNS if f not in flag_cols}
+        if not self._has_iou:  # box-only, or a segmentation CSV without the column
+            provides.discard("predicted_iou")
+        if self.join_columns():  # OpenImages segments only some boxes: the others count too (join)
+            provides.discard("category_count")
         self._cols = cols
-        if self.segmentation_csv is None:  # box-only: the mask is the box
-            cols["mask_frac"] = cols["box_frac"].copy()
-            provides.add("mask_frac")
         self._box = box
+        self._raw, self._image_key, self._label_key, self._mids = np.stack(coords, axis=1), img_idx, lab_idx, mids
         rows = np.arange(n, dtype=np.int64)
         return Candidates(
             ann_key=rows,
@@ -398,6 +418,7 @@ class OpenImagesSource:
             types = {c: pa.float64() for c in ("XMin", "XMax", "YMin", "YMax")}
             types.update({c: pa.string() for c in ("ImageID", "LabelName")})
             btable = _read_bbox_csv(self.bbox_csv, list(BBOX_COLUMNS), list(present.values()), types)
+        self._has_iou = False
         if self.segmentation_csv is None:
             iou = np.full(btable.num_rows, np.nan)
             flags = {k: np.nan_to_num(arrow_to_numpy(btable.column(v)).astype(np.float64), nan=-1).astype(np.int8)
@@ -410,20 +431,22 @@ class OpenImagesSource:
         types = {c: pa.float64() for c in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax", "PredictedIoU")}
         types.update({c: pa.string() for c in ("MaskPath", "ImageID", "LabelName")})
         table = _read_csv(self.segmentation_csv, wanted, {k: v for k, v in types.items() if k in wanted})
-        iou = (arrow_to_numpy(table.column("PredictedIoU")).astype(np.float64) if "PredictedIoU" in wanted
+        self._has_iou = "PredictedIoU" in wanted
+        iou = (arrow_to_numpy(table.column("PredictedIoU")).astype(np.float64) if self._has_iou
                else np.full(table.num_rows, np.nan))
         self._names = table.column("MaskPath")
         self._seg_table, self._bbox_table, self._present = table, btable, present
         return table, ("BoxXMin", "BoxYMin", "BoxXMax", "BoxYMax"), iou, {}
 
     def join_columns(self) -> set[str]:
-        """Columns :meth:`join` can add for surviving rows (the box flags)."""
+        """Columns :meth:`join` can add for surviving rows: the box flags, and the category
+        count over the segmented objects and the boxes of the bbox CSV."""
         if self.segmentation_csv is None or self._bbox_table is None:
             return set()
-        return set(self._present)
+        return set(self._present) | {"category_count"}
 
     def join(self, rows: np.ndarray) -> set[str]:
-        """Look up the box flags of ``rows`` (an Arrow hash join restricted to their images)."""
+        """Look up the box flags and box counts of ``rows`` (Arrow hash joins restricted to their images)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -434,17 +457,30 @@ class OpenImagesSource:
         flags = _join_flags(sub, boxes, self._present)
         for flag, values in flags.items():
             self._cols[flag][rows] = values
-        return set(flags)
+        counts = self._cols["category_count"]
+        counts[rows] = np.maximum(counts[rows], _box_counts(sub, boxes))
+        return set(flags) | {"category_count"}
 
     def image_name(self, image_key) -> str:
         return self._image_ids[int(image_key)]
 
     def annotation_name(self, ann_key) -> str:
         if self._names is None:
-            return f"box{int(ann_key):09d}"
+            return self._box_name(int(ann_key))
         name = self._names[int(ann_key)].as_py()
         # an empty MaskPath still needs a name in the examples: its CSV row (line = row + 1)
         return name if name else f"row {int(ann_key) + 1} (no MaskPath)"
+
+    def _box_name(self, row: int) -> str:
+        """A box-only object's name, shaped like a MaskPath stem: ``<ImageID>_<MID without
+        slashes>_<8 hex of its coordinates>``. Made of what the box is, not of its CSV row, so it
+        (and the sample_id) survive a filtered or re-ordered bbox CSV; an identical second box of
+        the same class in the same image is a duplicate annotation."""
+        import hashlib
+
+        x0, y0, x1, y1 = (repr(float(v)) for v in self._raw[row])
+        digest = hashlib.sha1(f"{x0},{x1},{y0},{y1}".encode()).hexdigest()[:8]
+        return f"{self._image_ids[self._image_key[row]]}_{self._mids[self._label_key[row]].replace('/', '')}_{digest}"
 
     def vocabulary(self) -> dict[str, str]:
         """Every class a filter may name, lower-cased -> as written: display names and MIDs."""
@@ -455,16 +491,14 @@ class OpenImagesSource:
         """What makes an annotation unique, for the rows ``ann_keys``: its MaskPath (a box-only
         row is its own row)."""
         if self._names is None:
-            return ann_keys
+            return [self._box_name(int(k)) for k in ann_keys]
         import pyarrow as pa
 
         return self._names.take(pa.array(np.asarray(ann_keys, dtype=np.int64)))
 
     def later_columns(self) -> set[str]:
-        later = {"width", "height"}
-        if self.segmentation_csv is not None:
-            later.add("mask_frac")
-        return later
+        # box-only too: the mask is the box rasterised to whole pixels, measured like a PNG mask
+        return {"width", "height", "mask_frac"}
 
     # -- per image -------------------------------------------------------------------------
     def image_file(self, image_key) -> str | None:

@@ -150,8 +150,8 @@ class Stage:
                 tally.drop(mask, [self.cands.ann_key[r]])
                 continue
             frac = _fraction(mask)
+            cols["mask_frac"][r] = frac
             if kind == "png":
-                cols["mask_frac"][r] = frac
                 mask = resize_nearest(mask, width, height)
                 empty = not mask.any()
             else:

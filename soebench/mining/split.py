@@ -35,6 +35,11 @@ def source_split(path: str | Path, source: str) -> str:
     if source == "coco":
         m = re.match(r"(?:instances|person_keypoints|captions)_([A-Za-z0-9]+)\.json$", name)
         return m.group(1) if m else Path(name).stem
+    # official names: validation-annotations-bbox.csv, oidv6-train-annotations-bbox.csv,
+    # train-annotations-object-segmentation.csv, test-annotations-human-imagelabels-boxable.csv
+    m = re.search(r"(?<![a-z])(train|validation|test)(?![a-z])", name.lower())
+    if m:
+        return m.group(1)
     m = re.match(r"([a-z]+)-annotations", name)
     return m.group(1) if m else Path(name).stem
 
