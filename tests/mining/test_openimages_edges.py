@@ -1,0 +1,145 @@
+"""OpenImages details that real files bring: 6-decimal coordinates, boxes that were never
+segmented, pre-filtered bbox CSVs, V6 file names, segmentation CSVs without PredictedIoU."""
+
+from __future__ import annotations
+
+import pytest
+
+from soebench.errors import ConfigError
+from soebench.manifest.io import read_manifest
+from soebench.manifest.masks import decode_mask
+from soebench.mining.build import build_dataset
+from soebench.mining.split import source_split
+from tests.mining.fixtures import OiObj, write_openimages
+
+# 600 x 480: a side of 1/6 is 100 x 80 px, written 0.166667 by 6-decimal coordinates
+SIDE = 1 / 6
+
+
+def _rows(res):
+    return read_manifest(res.manifest_path).table.to_pylist()
+
+
+def _box_only(fx, out, bbox_csv=None, **kw):
+    return build_dataset("openimages", out, images=fx.images, classes=fx.classes, bbox_csv=bbox_csv or fx.bbox_csv,
+                         plots=False, **kw)
+
+
+def _seg(fx, out, **kw):
+    kw.setdefault("bbox_csv", fx.bbox_csv)
+    return build_dataset("openimages", out, images=fx.images, classes=fx.classes, segmentation_csv=fx.segmentation_csv,
+                         masks=fx.masks, plots=False, **kw)
+
+
+def test_box_only_sample_ids_do_not_depend_on_the_csv_row(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {
+        "aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)), OiObj((0.5, 0.5, 0.7, 0.7), "Ball")],
+        "bbbb000000000002": [OiObj((0.2, 0.2, 0.4, 0.4)), OiObj((0.6, 0.1, 0.8, 0.3))],
+    })
+    lines = fx.bbox_csv.read_text().splitlines()
+    sub = tmp_path / "sub" / fx.bbox_csv.name
+    sub.parent.mkdir()
+    sub.write_text("\n".join([lines[0]] + lines[2:]) + "\n")  # a pre-filtered CSV: the first box gone
+    full = {r["sample_id"]: (r["image_id"], tuple(r["bbox"])) for r in _rows(_box_only(fx, tmp_path / "a.parquet", preset="none"))}
+    part = {r["sample_id"]: (r["image_id"], tuple(r["bbox"])) for r in
+            _rows(_box_only(fx, tmp_path / "b.parquet", bbox_csv=sub, preset="none"))}
+    assert len(full) == 4 and len(part) == 3
+    assert all(full[k] == v for k, v in part.items())  # same id, same box
+    names = {r["annotation_id"] for r in _rows(_box_only(fx, tmp_path / "c.parquet", preset="none"))}
+    assert all(n.startswith(("aaaa000000000001_m0", "bbbb000000000002_m0")) for n in names)
+
+
+def test_an_identical_second_box_is_a_duplicate(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
+    lines = fx.bbox_csv.read_text().splitlines()
+    fx.bbox_csv.write_text("\n".join(lines + [lines[1]]) + "\n")
+    res = _box_only(fx, tmp_path / "a.parquet", preset="none")
+    assert res.summary["kept"] == 1 and res.summary["invalid"] == {"duplicate annotation id": 1}
+
+
+def test_box_masks_round_6_decimal_edges_to_the_nearest_pixel(tmp_path):
+    box = (0.1, 1 / 3, 0.1 + SIDE, 1 / 3 + 1 / 8)  # 100 x 60 px; y0 = 0.333333 -> 159.99984 px
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj(box)]}, size=(600, 480))
+    exact = 100 * 60 / (600 * 480)
+    res = _box_only(fx, tmp_path / "a.parquet", preset="none",
+                    filters={"area_by": "mask", "max_area_fraction": exact})
+    (row,) = _rows(res)
+    mask = decode_mask(row["mask_rle"])
+    assert mask.sum() == 100 * 60 and mask[160:220, 60:160].all()
+    assert row["mask_area_fraction"] == pytest.approx(exact, rel=1e-12)
+
+
+def test_area_by_mask_filters_on_the_rasterised_box_of_box_only_rows(tmp_path):
+    # 100.2 x 60 px on the image: the box fraction is above the edge, its 100 x 60 px mask on it
+    box = (0.1, 0.25, 0.1 + 100.2 / 600, 0.25 + 60 / 480)
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj(box)]}, size=(600, 480))
+    edge = 100 * 60 / (600 * 480)
+    kept = _box_only(fx, tmp_path / "a.parquet", preset="none", filters={"area_by": "mask", "max_area_fraction": edge})
+    assert kept.summary["kept"] == 1
+    by_box = _box_only(fx, tmp_path / "b.parquet", preset="none", filters={"max_area_fraction": edge})
+    assert by_box.summary["kept"] == 0 and by_box.summary["rejected"] == {"area_fraction": 1}
+
+
+@pytest.mark.parametrize("size", [(600, 480), (1200, 900), (600, 600)])
+def test_a_box_exactly_on_the_band_edge_stays_in_with_6_decimal_coordinates(tmp_path, size):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.1 + SIDE, 0.1 + SIDE))]}, size=size)
+    assert "0.266667" in fx.segmentation_csv.read_text()
+    res = _seg(fx, tmp_path / "a.parquet", preset="soe-eval")
+    assert res.summary["kept"] == 1, res.summary["rejected"]
+
+
+def test_the_tolerance_stays_far_below_a_pixel(tmp_path):
+    # one pixel wider than 1/6 of a 600 px side is outside, coordinate rounding or not
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.1 + 101 / 600, 0.1 + SIDE))]},
+                          size=(600, 480))
+    res = _seg(fx, tmp_path / "a.parquet", preset="soe-eval")
+    assert res.summary["kept"] == 0 and res.summary["rejected"]["area_fraction"] == 1
+
+
+def test_unique_category_counts_boxes_that_were_never_segmented(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {
+        "aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)), OiObj((0.5, 0.5, 0.7, 0.7), "Ball")],
+        "bbbb000000000002": [OiObj((0.1, 0.1, 0.3, 0.3))],
+    })
+    # a second Cup box in image a that has no mask: the prompt "cup" no longer names one thing
+    fx.bbox_csv.write_text(fx.bbox_csv.read_text() + "aaaa000000000001,xclick,/m/01,1,0.6,0.8,0.1,0.3,0,0,0,0,0\n")
+    res = _seg(fx, tmp_path / "a.parquet", preset="none", filters={"unique_category": True})
+    assert sorted((r["image_id"], r["category"]) for r in _rows(res)) == [
+        ("aaaa000000000001", "Ball"), ("bbbb000000000002", "Cup")]
+    assert res.summary["rejected"]["unique_category"] == 1
+    without = _seg(fx, tmp_path / "b.parquet", preset="none", bbox_csv=None, filters={"unique_category": True})
+    assert without.summary["kept"] == 3  # only the segmentation CSV: nothing else to count
+
+
+def test_rows_whose_flags_a_drop_filter_could_not_see_are_counted(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)),
+                                                                 OiObj((0.5, 0.5, 0.7, 0.7), "Ball")]})
+    lines = fx.bbox_csv.read_text().splitlines()
+    fx.bbox_csv.write_text("\n".join(lines[:2]) + "\n")  # the Ball's box is missing
+    res = _seg(fx, tmp_path / "a.parquet", preset="none", filters={"drop_occluded": True, "drop_group": True})
+    assert res.summary["kept"] == 2
+    assert res.summary["unknown_flags"] == {"occluded": 1, "group": 1}
+    assert _seg(fx, tmp_path / "b.parquet", preset="none").summary["unknown_flags"] == {}
+
+
+def test_min_predicted_iou_needs_the_column(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
+    lines = [",".join(line.split(",")[:8] + line.split(",")[9:]) for line in fx.segmentation_csv.read_text().splitlines()]
+    fx.segmentation_csv.write_text("\n".join(lines) + "\n")
+    assert "PredictedIoU" not in lines[0]
+    with pytest.raises(ConfigError, match="min_predicted_iou.*needs predicted_iou"):
+        _seg(fx, tmp_path / "a.parquet", preset="none", filters={"min_predicted_iou": 0.5})
+    with pytest.raises(ConfigError, match="min_predicted_iou.*needs predicted_iou"):
+        _box_only(fx, tmp_path / "b.parquet", preset="none", filters={"min_predicted_iou": 0.5})
+    assert not (tmp_path / "a.parquet").exists()
+
+
+@pytest.mark.parametrize("name, split", [
+    ("oidv6-train-annotations-bbox.csv", "train"),
+    ("train-annotations-object-segmentation.csv", "train"),
+    ("validation-annotations-bbox.csv", "validation"),
+    ("test-annotations-object-segmentation.csv", "test"),
+    ("oidv7-val-annotations.csv", "oidv7-val-annotations"),  # no known split word: the stem
+])
+def test_openimages_split_from_official_file_names(name, split):
+    assert source_split(name, "openimages") == split
