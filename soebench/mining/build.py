@@ -65,7 +65,7 @@ def _relative_or_absolute(target: Path, base: Path) -> str:
 
 
 COCO_INPUTS = ("annotations", "captions")
-OPENIMAGES_INPUTS = ("segmentation_csv", "masks", "classes", "bbox_csv")
+OPENIMAGES_INPUTS = ("segmentation_csv", "masks", "classes", "bbox_csv", "class_hierarchy")
 
 
 def _make_source(source: str, split: str | None, inputs: Mapping[str, Any]):
@@ -109,6 +109,7 @@ def _make_source(source: str, split: str | None, inputs: Mapping[str, Any]):
         masks_root=path("masks", required=seg is not None),
         bbox_csv=bbox,
         split=split or (source_split(named, "openimages") if named else "openimages"),
+        hierarchy_path=path("class_hierarchy", required=False),
     )
 
 
@@ -143,6 +144,7 @@ def build_dataset(
     masks: str | os.PathLike | None = None,
     classes: str | os.PathLike | None = None,
     bbox_csv: str | os.PathLike | None = None,
+    class_hierarchy: str | os.PathLike | None = None,
     preset: str | None = "soebench",
     filters: Mapping[str, Any] | FilterConfig | None = None,
     split: str | None = None,
@@ -159,6 +161,8 @@ def build_dataset(
 ) -> BuildResult:
     """Mine small objects from COCO or OpenImages annotations into a soebench manifest.
 
+    ``class_hierarchy`` (OpenImages ``bbox_labels_600_hierarchy.json``) widens the include and
+    exclude class lists to every subclass of the classes they name.
     ``filters`` overrides the preset's values (a dict of :class:`FilterConfig` fields, None
     values ignored) or replaces them (a FilterConfig). With ``num_shards > 1`` ``out`` is a
     folder and this call writes part ``shard_index`` (images are assigned to parts by a hash,
@@ -199,9 +203,10 @@ def build_dataset(
         remove_stale_temps([manifest_path, summary_path, sizes_path, cats_path])  # a killed build's half-written files
         inputs = {
             "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
-            "masks": masks, "classes": classes, "bbox_csv": bbox_csv,
+            "masks": masks, "classes": classes, "bbox_csv": bbox_csv, "class_hierarchy": class_hierarchy,
         }
         src = _make_source(source, split, inputs)
+        cfg = _widen_classes(src, cfg)
         hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse
         hashes = {role: hasher.submit(sha256_file, p) for role, p in src.input_files().items()}
 
@@ -271,6 +276,15 @@ def _claim_outputs(manifest_path: Path, side: tuple[Path, ...], *, overwrite: bo
         check_output_file(p, what="--out")  # before the mining, not after it
         refuse_existing(p, overwrite or (unfinished and p != manifest_path), what="output")
     return Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
+
+
+def _widen_classes(src, cfg: FilterConfig) -> FilterConfig:
+    """With a class hierarchy, the class lists (the preset's too) also name every subclass:
+    the widened lists are what the manifest records, so the rule stays exact and reviewable."""
+    widen = getattr(src, "widen_classes", None)
+    if widen is None or getattr(src, "hierarchy_path", None) is None:
+        return cfg
+    return cfg.replace(include_classes=widen(cfg.include_classes), exclude_classes=widen(cfg.exclude_classes))
 
 
 def _named_classes(filters) -> dict[str, tuple[str, ...]]:

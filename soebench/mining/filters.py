@@ -105,7 +105,9 @@ class FilterConfig:
         if unknown:
             raise ConfigError(f"unknown filter option(s): {', '.join(unknown)}")
         for key in ("include_classes", "exclude_classes"):
-            if key in changes and changes[key] is not None:
+            if isinstance(changes.get(key), str):  # "cup,ball" as on the command line, never its letters
+                changes[key] = tuple(v.strip() for v in changes[key].split(",") if v.strip())
+            elif key in changes and changes[key] is not None:
                 changes[key] = tuple(changes[key])
         return dataclasses.replace(self, **changes)
 

@@ -327,6 +327,7 @@ class OpenImagesSource:
     bbox_csv: Path | None = None
     split: str = "validation"
     name: str = "openimages"
+    hierarchy_path: Path | None = None  # bbox_labels_600_hierarchy.json: class filters include subclasses
 
     def __post_init__(self) -> None:
         if self.segmentation_csv is None and self.bbox_csv is None:
@@ -482,6 +483,16 @@ class OpenImagesSource:
         digest = hashlib.sha1(f"{x0},{x1},{y0},{y1}".encode()).hexdigest()[:8]
         return f"{self._image_ids[self._image_key[row]]}_{self._mids[self._label_key[row]].replace('/', '')}_{digest}"
 
+    def widen_classes(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """``names`` plus the MIDs of their subclasses (with ``hierarchy_path``; else as given)."""
+        if self.hierarchy_path is None or not names:
+            return names
+        from soebench.mining.class_hierarchy import read_hierarchy, widen
+
+        if getattr(self, "_children", None) is None:
+            self._children = read_hierarchy(self.hierarchy_path)
+        return widen(names, self._classes or read_classes(self.classes_path), self._children)
+
     def vocabulary(self) -> dict[str, str]:
         """Every class a filter may name, lower-cased -> as written: display names and MIDs."""
         classes = self._classes or read_classes(self.classes_path)
@@ -551,6 +562,8 @@ class OpenImagesSource:
             files["segmentation_csv"] = self.segmentation_csv
         if self.bbox_csv is not None:
             files["bbox_csv"] = self.bbox_csv
+        if self.hierarchy_path is not None:
+            files["class_hierarchy"] = self.hierarchy_path
         return files
 
     def describe(self) -> dict[str, Any]:

@@ -10,6 +10,8 @@
 The OpenImages exclusions are explicit display-name lists of the boxable vocabulary
 (``class-descriptions-boxable.csv``): the SOEBench paper names groups ("human body parts",
 "clothing items"); here each group is spelled out so that the rule is exact and reviewable.
+Names match exactly; parent classes ("Mammal", "Fashion accessory", ...) reach their subclasses
+only with a class hierarchy (:mod:`soebench.mining.class_hierarchy`, ``--class-hierarchy``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ OPENIMAGES_HUMAN_BODY_PARTS: tuple[str, ...] = (
     "Human hair", "Human hand", "Human head", "Human leg", "Human mouth", "Human nose",
 )
 OPENIMAGES_PEOPLE: tuple[str, ...] = ("Person", "Man", "Woman", "Boy", "Girl")
-#: Garments, footwear, headwear and worn accessories of the boxable vocabulary.
+#: Garments, footwear, headwear, gloves, belts, ties and scarves of the boxable vocabulary.
 OPENIMAGES_CLOTHING: tuple[str, ...] = (
     "Clothing", "Footwear", "Boot", "Sandal", "High heels", "Roller skates",
     "Shirt", "Coat", "Jacket", "Suit", "Dress", "Skirt", "Miniskirt", "Shorts", "Trousers", "Jeans",

@@ -143,3 +143,77 @@ def test_min_predicted_iou_needs_the_column(tmp_path):
 ])
 def test_openimages_split_from_official_file_names(name, split):
     assert source_split(name, "openimages") == split
+
+
+def _hierarchy(path, tree):
+    import json
+
+    path.write_text(json.dumps(tree))
+    return path
+
+
+TREE = {"LabelName": "/m/0bl9f", "Subcategory": [
+    {"LabelName": "/m/0a", "Subcategory": [{"LabelName": "/m/0b", "Subcategory": [{"LabelName": "/m/01"}]}],
+     "Part": [{"LabelName": "/m/02"}]},  # a Ball is part of Tableware here, not a kind of it
+]}
+
+
+def test_class_hierarchy_widens_class_filters_to_subclasses(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)),
+                                                                 OiObj((0.5, 0.5, 0.7, 0.7), "Ball")]})
+    fx.classes.write_text(fx.classes.read_text() + "/m/0a,Tableware\n/m/0b,Drinkware\n")
+    tree = _hierarchy(tmp_path / "bbox_labels_600_hierarchy.json", TREE)
+    by_name = _seg(fx, tmp_path / "a.parquet", preset="none", filters={"exclude_classes": "tableware"})
+    assert by_name.summary["kept"] == 2  # no object is labelled Tableware itself
+    res = _seg(fx, tmp_path / "b.parquet", preset="none", filters={"exclude_classes": "tableware"}, class_hierarchy=tree)
+    assert [r["category"] for r in _rows(res)] == ["Ball"]  # Cup < Drinkware < Tableware; Part edges don't count
+    meta = read_manifest(res.manifest_path).metadata
+    assert meta["filters"]["exclude_classes"] == ["tableware", "/m/01", "/m/0b"]
+    assert meta["inputs"]["class_hierarchy"]["name"] == "bbox_labels_600_hierarchy.json"
+    kept = _seg(fx, tmp_path / "c.parquet", preset="none", filters={"include_classes": "/m/0b"}, class_hierarchy=tree)
+    assert [r["category"] for r in _rows(kept)] == ["Cup"]
+
+
+def test_class_hierarchy_widens_the_preset_exclusions(tmp_path):
+    # "Mammal" is a soe-eval exclusion; OpenImages labels a cat "Cat", so only the hierarchy catches it
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.1 + 1 / 7, 0.1 + 1 / 7))]})
+    fx.classes.write_text(fx.classes.read_text() + "/m/0c,Mammal\n")
+    tree = _hierarchy(tmp_path / "h.json", {"LabelName": "/m/0bl9f", "Subcategory": [
+        {"LabelName": "/m/0c", "Subcategory": [{"LabelName": "/m/01"}]}]})
+    assert _seg(fx, tmp_path / "a.parquet", preset="soe-eval").summary["kept"] == 1
+    res = _seg(fx, tmp_path / "b.parquet", preset="soe-eval", class_hierarchy=tree)
+    assert res.summary["kept"] == 0 and res.summary["rejected"]["exclude_classes"] == 1
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "not a JSON class hierarchy"),
+    ('{"Subcategory": []}', "top level is not a"),
+    ('{"LabelName": "/m/0bl9f", "Subcategory": [{"Label": "/m/01"}]}', "Subcategory entry of /m/0bl9f"),
+    ('{"LabelName": "/m/0bl9f", "Subcategory": {"LabelName": "/m/01"}}', "Subcategory of /m/0bl9f is not a list"),
+])
+def test_bad_class_hierarchy_files_are_named(tmp_path, text, match):
+    from soebench.errors import InputError
+
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
+    bad = tmp_path / "h.json"
+    bad.write_text(text)
+    with pytest.raises(InputError, match=match) as err:
+        _seg(fx, tmp_path / "a.parquet", preset="soe-eval", class_hierarchy=bad)
+    assert str(bad) in str(err.value) and not (tmp_path / "a.parquet").exists()
+
+
+def test_class_hierarchy_is_openimages_only(tmp_path):
+    from soebench.errors import InputError
+    from tests.mining.fixtures import write_coco
+
+    fx = write_coco(tmp_path / "coco", [[]])
+    with pytest.raises(InputError, match="--class-hierarchy applies to --source openimages only"):
+        build_dataset("coco", tmp_path / "a.parquet", images=fx.images, annotations=fx.annotations,
+                      class_hierarchy=_hierarchy(tmp_path / "h.json", TREE), plots=False)
+
+
+def test_class_lists_given_as_text_to_the_api_are_comma_separated(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)),
+                                                                 OiObj((0.5, 0.5, 0.7, 0.7), "Ball")]})
+    res = _seg(fx, tmp_path / "a.parquet", preset="none", filters={"exclude_classes": "cup, ball"})
+    assert res.summary["kept"] == 0 and res.summary["filters"]["exclude_classes"] == ["cup", "ball"]
