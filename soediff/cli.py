@@ -11,6 +11,7 @@ import typer
 from soebench.errors import SoebenchError
 
 app = typer.Typer(name="soediff", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None,  # plain help: full option names at 80 columns, no <bool> on flags
                   help="SOEDiff training: SO-LoRA + cross-scale score distillation + VAE decoder fine-tuning.")
 
 

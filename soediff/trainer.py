@@ -123,6 +123,10 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
+#: schedules whose shape depends on max_steps: changing it on a resume would reshape them mid-run
+STEPS_SHAPED_SCHEDULES = ("linear", "cosine")
+
+
 def check_resume_config(config: TrainConfig, saved: Path) -> None:
     """``--resume`` continues the run exactly only with the config it was started with: any other
     change (LoRA shape, learning rate, batch, seed, ...) is an error naming the fields."""
@@ -131,6 +135,12 @@ def check_resume_config(config: TrainConfig, saved: Path) -> None:
     before = _flat(TrainConfig.from_yaml(saved).to_dict())
     now = _flat(config.to_dict())
     changed = [k for k in before if before[k] != now.get(k) and k.split(".")[0] not in RESUMABLE_CHANGES]
+    if before["max_steps"] != now["max_steps"] and now["lr_scheduler"] in STEPS_SHAPED_SCHEDULES:
+        raise ConfigError(f"--resume with max_steps {now['max_steps']} instead of the run's {before['max_steps']}: "
+                          f"the {now['lr_scheduler']!r} learning-rate schedule is laid out over max_steps, so the "
+                          "rest of the run would jump to another point of another curve",
+                          hint="resume with the run's max_steps, or train with lr_scheduler constant / "
+                               "constant_with_warmup to extend runs later")
     if changed:
         diffs = "; ".join(f"{k}: {before[k]!r} -> {now.get(k)!r}" for k in changed)
         raise ConfigError(f"--resume with a config that differs from the run's {saved} ({diffs})",
@@ -380,6 +390,7 @@ class _Loop:
     last_checkpoint: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
     validation_images: list[Path] = field(default_factory=list)
+    step_lrs: list[float] = field(default_factory=list)
 
     def run(self, step: int, bar) -> int:
         """Train from optimizer step ``step`` to ``config.max_steps``; returns the last step."""
@@ -443,7 +454,12 @@ class _Loop:
         from soediff.step import compute_losses
 
         config, accelerator = self.config, self.accelerator
-        loss, logs = compute_losses(self.models, batch, self.step_gen.generator, config, accelerator.autocast)
+        # draws outside the step generator (peft's LoRA dropout) use torch's global generator,
+        # which a resume cannot restore (each new DataLoader iterator takes a seed from it):
+        # seeded from the checkpointed step generator, every micro-step draws the same masks
+        gen = self.step_gen.generator
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item()))
+        loss, logs = compute_losses(self.models, batch, gen, config, accelerator.autocast)
         self._check_finite_loss(logs, step)
         accelerator.backward(loss)
         if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -451,6 +467,8 @@ class _Loop:
             for group in self.optimizer.param_groups:
                 torch.nn.utils.clip_grad_norm_(group["params"], config.max_grad_norm)
         self.optimizer.step()
+        if accelerator.sync_gradients:  # the rates this update used, for the step's log row
+            self.step_lrs = self.scheduler.get_last_lr()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return logs
@@ -495,7 +513,7 @@ class _Loop:
         config, accelerator = self.config, self.accelerator
         main = accelerator.is_main_process
         last = step == config.max_steps
-        lrs = self.scheduler.get_last_lr()
+        lrs = self.step_lrs
         row.update(step=step, epoch=epoch, lr=lrs[0], seconds_per_step=seconds)
         if self.models.decoder is not None:
             row["vae_lr"] = lrs[1]

@@ -15,6 +15,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # click's plain help: at 80 columns rich's four-column tables cut option names
+    # ("--segmentation-c…") and show a <bool> value for flags that take none
+    rich_markup_mode=None,
 )
 
 # Each command module adds its commands to ``app`` in ``register``; imports stay light so that

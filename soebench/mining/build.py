@@ -188,6 +188,7 @@ def build_dataset(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     cfg = filters if isinstance(filters, FilterConfig) else resolve_filters(preset, source, filters)
     named = _named_classes(filters)
+    _check_class_overlap(cfg, preset, source)
     ratios = parse_split_ratios(split_ratios)
     out = Path(out)
     if num_shards == 1 and out.is_dir():
@@ -258,7 +259,7 @@ def build_dataset(
 
             plot_paths = write_plots(table, sizes_path, cats_path, title=f"{source} {src.split} ({preset or 'custom'})")
         summary["plots"] = [p.name for p in plot_paths]
-        write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
         write_manifest(table, manifest_path, metadata, overwrite=overwrite, validated=True)
         store.discard()
         return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
@@ -285,6 +286,17 @@ def _widen_classes(src, cfg: FilterConfig) -> FilterConfig:
     if widen is None or getattr(src, "hierarchy_path", None) is None:
         return cfg
     return cfg.replace(include_classes=widen(cfg.include_classes), exclude_classes=widen(cfg.exclude_classes))
+
+
+def _check_class_overlap(cfg: FilterConfig, preset: str | None, source: str) -> None:
+    """A class both included and excluded selects nothing of it: a mistake, not a selection."""
+    both = sorted({c.strip().lower() for c in cfg.include_classes} & {c.strip().lower() for c in cfg.exclude_classes})
+    if not both:
+        return
+    by_preset = preset is not None and both[0] in {c.lower() for c in resolve_filters(preset, source).exclude_classes}
+    raise ConfigError(f"{', '.join(map(repr, both))} is in both --include-classes and --exclude-classes",
+                      hint=f"the preset {preset!r} excludes it; --preset none (with your own filters) keeps it"
+                      if by_preset else "name each class in one of the two lists")
 
 
 def _named_classes(filters) -> dict[str, tuple[str, ...]]:
@@ -427,6 +439,11 @@ def _select(src, frun: FilterRun, tally: Tally, num_shards: int, shard_index: in
     # one look-up per image, before the per-image loop: missing files are common in partial copies
     uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)
     missing = np.array([src.image_file(k) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
+    if missing.all() and len(missing):  # not one image found: a wrong --images, not an empty selection
+        raise InputError(f"none of the {len(uniq)} images of the {len(rows)} objects that passed the filters is in "
+                         f"--images {src.images_root}",
+                         hint="--images must be the folder that holds the image files the annotations name "
+                         "(e.g. val2017/ for instances_val2017.json)")
     if missing.any():
         tally.drop("missing image file", cands.ann_key[rows[missing]])
         rows = rows[~missing]

@@ -387,10 +387,22 @@ class FilterRun:
         for flt in self.active():
             missing = _needs(flt, self.config) - provides
             if missing:
-                raise ConfigError(
-                    f"filter {flt.name!r} needs {', '.join(sorted(missing))}, which this source does not provide",
-                    hint=flag_hint(self._missing_flags(provides)) if flag_hint and set(FLAG_NAMES) & missing else None,
-                )
+                hint = flag_hint(self._missing_flags(provides)) if flag_hint and set(FLAG_NAMES) & missing else None
+                if "predicted_iou" in missing:
+                    hint = ("PredictedIoU is a column of OpenImages segmentation CSVs (V5 and later); "
+                            "drop --min-predicted-iou for this input")
+                raise ConfigError(f"{_option(flt.name)} (filter {flt.name!r}) needs {', '.join(sorted(missing))}, "
+                                  "which this source does not provide", hint=hint)
+
+
+def _option(filter_name: str) -> str:
+    """The command-line option that turns a filter on, for messages."""
+    if filter_name in FLAG_NAMES:
+        return f"--drop-{filter_name}"
+    if filter_name in {f.name for f in dataclasses.fields(FilterConfig)}:
+        return "--" + filter_name.replace("_", "-")
+    ranges = {"area_fraction": "--min-area-fraction/--max-area-fraction", "pixels": "--min-pixels/--max-pixels"}
+    return ranges.get(filter_name, filter_name)
 
 
 def describe_filters() -> list[tuple[str, str]]:

@@ -144,7 +144,9 @@ def parse_model_args(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in _KEY_START.split(text):
         if "=" not in part:
-            raise ConfigError(f"model argument {part!r} is not of the form key=value", hint="use --model-args k=v,k=v")
+            hint = (f"a python adapter's callable is given as --model-args target={part.strip()}" if ":" in part
+                    else "use --model-args k=v,k=v")
+            raise ConfigError(f"model argument {part!r} is not of the form key=value", hint=hint)
         key, value = part.split("=", 1)
         key = key.strip().replace("-", "_")
         if key in out:

@@ -127,8 +127,9 @@ def test_min_predicted_iou_needs_the_column(tmp_path):
     lines = [",".join(line.split(",")[:8] + line.split(",")[9:]) for line in fx.segmentation_csv.read_text().splitlines()]
     fx.segmentation_csv.write_text("\n".join(lines) + "\n")
     assert "PredictedIoU" not in lines[0]
-    with pytest.raises(ConfigError, match="min_predicted_iou.*needs predicted_iou"):
+    with pytest.raises(ConfigError, match="--min-predicted-iou .filter 'min_predicted_iou'. needs predicted_iou") as err:
         _seg(fx, tmp_path / "a.parquet", preset="none", filters={"min_predicted_iou": 0.5})
+    assert "drop --min-predicted-iou" in str(err.value)
     with pytest.raises(ConfigError, match="min_predicted_iou.*needs predicted_iou"):
         _box_only(fx, tmp_path / "b.parquet", preset="none", filters={"min_predicted_iou": 0.5})
     assert not (tmp_path / "a.parquet").exists()
@@ -217,3 +218,70 @@ def test_class_lists_given_as_text_to_the_api_are_comma_separated(tmp_path):
                                                                  OiObj((0.5, 0.5, 0.7, 0.7), "Ball")]})
     res = _seg(fx, tmp_path / "a.parquet", preset="none", filters={"exclude_classes": "cup, ball"})
     assert res.summary["kept"] == 0 and res.summary["filters"]["exclude_classes"] == ["cup", "ball"]
+
+
+def test_no_image_found_is_an_error_not_an_empty_manifest(tmp_path):
+    from soebench.errors import InputError
+
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    with pytest.raises(InputError, match="none of the 1 images of the 1 objects that passed the filters is in --images") as err:
+        build_dataset("openimages", tmp_path / "a.parquet", images=elsewhere, classes=fx.classes,
+                      segmentation_csv=fx.segmentation_csv, masks=fx.masks, preset="none", plots=False)
+    assert "folder that holds the image files" in str(err.value)
+    assert not list(tmp_path.glob("a.*"))
+
+
+@pytest.mark.parametrize("preset, hint", [("none", "one of the two lists"), ("soe-eval", "--preset none")])
+def test_a_class_both_included_and_excluded_is_an_error(tmp_path, preset, hint):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3), "Person")]})
+    filters = {"include_classes": "person"} if preset != "none" else {"include_classes": "Person", "exclude_classes": "person"}
+    with pytest.raises(ConfigError, match="'person' is in both") as err:
+        _seg(fx, tmp_path / "a.parquet", preset=preset, filters=filters)
+    assert hint in str(err.value)
+
+
+def test_summary_json_keeps_size_bands_in_size_order(tmp_path):
+    import json
+
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)),
+                                                                 OiObj((0.5, 0.5, 0.6, 0.6), "Ball")]})
+    res = _seg(fx, tmp_path / "a.parquet", preset="none")
+    bands = list(json.loads(res.summary_path.read_text())["size_histogram"])
+    assert bands == ["<1/32", "1/32-1/16", "1/16-1/12", "1/12-1/8", "1/8-1/6", "1/6-1/4", "1/4-1/2", ">=1/2"]
+
+
+def _cli(fx, out, *extra):
+    return ["build-dataset", "--source", "openimages", "--images", str(fx.images), "--classes", str(fx.classes),
+            "--segmentation-csv", str(fx.segmentation_csv), "--masks", str(fx.masks), "--bbox-csv", str(fx.bbox_csv),
+            "--no-plots", "-q", "--out", str(out), *extra]
+
+
+def test_cli_class_hierarchy_flag_and_config_key(tmp_path, capsys):
+    from soebench.cli.app import main
+
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)),
+                                                                 OiObj((0.5, 0.5, 0.7, 0.7), "Ball")]})
+    fx.classes.write_text(fx.classes.read_text() + "/m/0a,Tableware\n/m/0b,Drinkware\n")
+    tree = _hierarchy(tmp_path / "h.json", TREE)
+    assert main(_cli(fx, tmp_path / "a.parquet", "--preset", "none", "--exclude-classes", "Tableware",
+                     "--class-hierarchy", str(tree))) == 0
+    assert [r["category"] for r in _rows_at(tmp_path / "a.parquet")] == ["Ball"]
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text(f"class_hierarchy: {tree}\nexclude_classes: [Tableware]\npreset: none\n")
+    assert main(_cli(fx, tmp_path / "b.parquet", "--config", str(cfg))) == 0
+    assert [r["category"] for r in _rows_at(tmp_path / "b.parquet")] == ["Ball"]
+
+
+def test_cli_warns_when_the_manifest_is_empty(tmp_path, capsys):
+    from soebench.cli.app import main
+
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
+    assert main(_cli(fx, tmp_path / "a.parquet", "--preset", "none", "--min-pixels", "1e6")) == 0
+    captured = capsys.readouterr()
+    assert "0 objects" in captured.out and "no object passed the filters" in captured.err
+
+
+def _rows_at(path):
+    return read_manifest(path).table.to_pylist()
