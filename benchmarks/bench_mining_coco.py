@@ -8,7 +8,7 @@ Each phase runs in its own subprocess so that its peak RSS (ru_maxrss) is its ow
   reference: ``pycocotools.coco.COCO(instances_train2017.json)`` (load + index, nothing else);
   mining:    the whole ``build_dataset`` run (parse, filter, masks, colour, captions, plots, write),
              with the wall time of its main steps (imports included in the run's time).
-Prints both wall times, the speed ratio and both peak memories. Scratch output goes to /tmp.
+Prints both wall times, the speed ratio and both peak memories. Scratch output goes to the temp folder ($TMPDIR).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
     captions = None if args.no_captions else args.data / "annotations" / "captions_train2017.json"
     if not ann.is_file():
         raise SystemExit(f"{ann} missing: run python3 ../shared/bench/make_scale_data.py coco {args.data}")
-    scratch = Path(tempfile.mkdtemp(prefix="bench-mining-", dir="/tmp"))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-mining-"))
     try:
         report(args, ann, captions, scratch / "coco-train.parquet")
     finally:

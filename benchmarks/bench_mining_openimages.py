@@ -5,7 +5,7 @@
     python benchmarks/bench_mining_openimages.py [--data /tmp/oi-scale] [--images 300]
 
 The scale data has mask PNGs but no photos: this script writes ``--images`` synthetic JPEGs
-(1024x768) into /tmp for the images of the first masks, so the whole path runs for them.
+(1024x768) into a temp folder for the images of the first masks, so the whole path runs for them.
 Phases, each in its own subprocess (peak RSS = ru_maxrss of that process):
   reference: ``pandas.read_csv`` of the segmentation CSV (the usual first step of OI tooling);
   mining:    ``build_dataset(..., preset="soe-eval")`` with the bbox CSV (flags) and masks;
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "train-annotations-object-segmentation.csv").is_file():
         raise SystemExit(f"run python3 ../shared/bench/make_scale_data.py openimages {args.data} --pixels 20000")
-    scratch = Path(tempfile.mkdtemp(prefix="bench-oi-", dir="/tmp"))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-oi-"))
     try:
         report(args, scratch)
     finally:

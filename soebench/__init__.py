@@ -5,7 +5,7 @@ The library API is imported lazily so that the CLI starts fast.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "build_dataset": "soebench.mining.build",

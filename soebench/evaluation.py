@@ -151,7 +151,7 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     """Check everything and claim the run folder (its lock goes on ``held`` for the run)."""
     from soebench.manifest.io import Manifest, read_manifest
     from soebench.models import build_model
-    from soebench.run.generate import ROW_COLUMNS
+    from soebench.run.generate import ROW_COLUMNS, check_rows
     from soebench.run.shard import Shard, detect_shard, local_device
 
     shard = Shard(*opts.shard) if opts.shard else detect_shard()
@@ -161,6 +161,8 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     if man.table.num_rows == 0:
         raise InputError(f"manifest {man.path} has no rows: nothing to evaluate")
     _check_images_root(man)
+    # a NaN box or an image path outside the root: named now, before the models load, not after the run
+    check_rows(man, man.table if opts.limit is None else man.table.slice(0, opts.limit))
     if shard.is_main:
         _check_run_dir_path(run_dir)
     adapter, args_dict = build_model(model, model_args, device=opts.device)

@@ -146,11 +146,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def tree_mtime(path: str | os.PathLike) -> float:
     """Latest modification time of a file, or of any file under a folder: weights replaced in
     place change every cache key that includes it."""

@@ -135,20 +135,28 @@ def block_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.mean(dim=(-3, -1))
 
 
+NOISE_MODES = ("conditional", "nearest")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in NOISE_MODES:
+        raise ValueError(f"unknown noise resampling mode {mode!r}; expected one of {NOISE_MODES}")
+
+
 def teacher_noise(student_noise_crop: torch.Tensor, k: int, mode: str = "conditional",
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Teacher-grid noise (..., k n, k n) consistent with the student's noise crop (..., n, n)."""
+    _check_mode(mode)
     up = block_upsample(student_noise_crop, k)
     if mode == "nearest" or k == 1:
         return up
-    if mode != "conditional":
-        raise ValueError(f"unknown noise resampling mode {mode!r}")
     z = torch.randn(up.shape, generator=generator, device=up.device, dtype=up.dtype)
     return z - block_upsample(block_mean(z, k), k) + up / k
 
 
 def teacher_to_student(teacher_pred: torch.Tensor, k: int, mode: str = "conditional") -> torch.Tensor:
     """The left inverse of :func:`teacher_noise`: teacher-grid noise -> student noise over the crop."""
+    _check_mode(mode)
     if k == 1:
         return teacher_pred
     pooled = block_mean(teacher_pred, k)

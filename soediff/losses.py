@@ -33,10 +33,15 @@ def denoising_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     raise ValueError(f"unknown denoising loss {kind!r}")
 
 
+#: per-pixel error of a reconstruction difference, by the config's name for it
+_RECONSTRUCTION_ERRORS = {"l1": torch.abs, "l2": torch.square}
+
+
 def reconstruction_loss(recon: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, mask_weight: float = 10.0,
                         kind: str = "l1") -> torch.Tensor:
     """Mask-weighted reconstruction error of images in [-1, 1], shape (B, 3, H, W); mask (B, 1, H, W)."""
-    diff = recon.float() - image.float()
-    err = diff.abs() if kind == "l1" else diff**2
+    if kind not in _RECONSTRUCTION_ERRORS:
+        raise ValueError(f"unknown reconstruction loss {kind!r}; expected one of {sorted(_RECONSTRUCTION_ERRORS)}")
+    err = _RECONSTRUCTION_ERRORS[kind](recon.float() - image.float())
     weight = (1.0 + (mask_weight - 1.0) * mask.float()).expand_as(err)
     return (err * weight).sum() / weight.sum()

@@ -28,7 +28,9 @@ SegCsv = Annotated[Path | None, _opt("--segmentation-csv", help="OpenImages *-an
 Masks = Annotated[Path | None, _opt("--masks", help="OpenImages mask PNG folder (or folder of *-masks-<h>.zip).")]
 Classes = Annotated[Path | None, _opt("--classes", help="OpenImages class-descriptions-boxable.csv.")]
 BboxCsv = Annotated[Path | None, _opt("--bbox-csv", help="OpenImages *-annotations-bbox.csv (flags; boxes alone if no masks).")]
-Preset = Annotated[str | None, _opt("--preset", help="Filter preset: soebench, soe-eval, soe-train, coco-small, none.")]
+Hierarchy = Annotated[Path | None, _opt(
+    "--class-hierarchy", help="OpenImages bbox_labels_600_hierarchy.json: class filters also take every subclass.")]
+Preset = Annotated[str | None, _opt("--preset", help="Filter preset: soebench (default), soe-eval, soe-train, coco-small, none.")]
 Split = Annotated[str | None, _opt("--split", help="Source split name (default: from the annotation file name).")]
 SplitRatios = Annotated[str | None, _opt("--split-ratios", help="Re-split by image hash, e.g. train=0.9,val=0.1.")]
 SeedOpt = Annotated[int | None, _opt("--seed", help="Seed for re-splits and the per-image cap (deterministic).")]
@@ -66,7 +68,8 @@ FILTER_KEYS = (
     "include_classes", "exclude_classes", "drop_crowd", "drop_occluded", "drop_truncated", "drop_group",
     "drop_depiction", "drop_inside", "min_predicted_iou", "border_margin", "max_per_image", "unique_category",
 )
-INPUT_KEYS = ("source", "out", "images", "annotations", "captions", "segmentation_csv", "masks", "classes", "bbox_csv")
+INPUT_KEYS = ("source", "out", "images", "annotations", "captions", "segmentation_csv", "masks", "classes", "bbox_csv",
+              "class_hierarchy")
 RUN_KEYS = ("preset", "split", "split_ratios", "seed", "num_shards", "shard_index", "limit", "workers")
 
 
@@ -99,6 +102,8 @@ def _read_config(path: Path | None) -> dict[str, Any]:
 
 
 _INT_KEYS = ("seed", "num_shards", "shard_index", "limit", "workers")
+#: the inputs that are files or folders (``source`` is a name: coco or openimages)
+_PATH_KEYS = tuple(k for k in INPUT_KEYS if k != "source")
 
 
 def _typed(key: str, value: Any) -> Any:
@@ -107,6 +112,8 @@ def _typed(key: str, value: Any) -> Any:
 
     if value is None:
         return None
+    if key in ("include_classes", "exclude_classes") and isinstance(value, int) and not isinstance(value, bool):
+        value = [value]  # `include_classes: 47`: YAML reads one COCO id as a number, not a list
     if key in FILTER_KEYS:
         return coerce_filter_value(key, value)
     if key in _INT_KEYS:
@@ -117,9 +124,13 @@ def _typed(key: str, value: Any) -> Any:
         raise ConfigError(f"{key} must be a whole number, got {value!r}")
     if key in ("overwrite", "plots"):
         return as_bool(key, value)
+    if key == "split_ratios" and isinstance(value, dict):  # {train: 0.9, val: 0.1}, YAML's natural form
+        from soebench.mining.split import parse_split_ratios
+
+        return parse_split_ratios(value)
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ConfigError(f"{key} must be text, got {value!r}")
-    return Path(str(value)) if key in INPUT_KEYS else str(value)
+    return Path(str(value)) if key in _PATH_KEYS else str(value)
 
 
 def _classes(value: Any) -> list[str] | None:
@@ -140,6 +151,7 @@ def build_dataset_command(
     masks: Masks = None,
     classes: Classes = None,
     bbox_csv: BboxCsv = None,
+    class_hierarchy: Hierarchy = None,
     preset: Preset = None,
     split: Split = None,
     split_ratios: SplitRatios = None,
@@ -205,6 +217,7 @@ def build_dataset_command(
             masks=pick("masks"),
             classes=pick("classes"),
             bbox_csv=pick("bbox_csv"),
+            class_hierarchy=pick("class_hierarchy"),
             preset=pick("preset", "soebench"),
             filters=filters,
             split=pick("split"),
@@ -223,11 +236,13 @@ def build_dataset_command(
         _say_where_progress_is(Path(pick("out")), int(pick("num_shards", 1)), int(pick("shard_index", 0)))
         raise typer.Exit(130) from None
     if json_out:
-        typer.echo(json.dumps(result.summary, indent=2, sort_keys=True))
+        typer.echo(json.dumps(result.summary, indent=2))
         return
     from rich.console import Console
 
-    console = Console()  # the result, like evaluate's table: stdout (progress and warnings go to stderr)
+    # the result, like evaluate's table: stdout (progress and warnings go to stderr); soft wrap:
+    # a log or a grep must see a line whole, not broken at 80 columns
+    console = Console(soft_wrap=True)
     s = result.summary
     console.print(f"[bold]{result.manifest_path}[/]: {s['kept']} objects on {s['images']} images from {s['candidates']} candidates")
     for title, key in (("invalid input (dropped)", "invalid"), ("rejected by filter", "rejected")):
@@ -238,6 +253,9 @@ def build_dataset_command(
     if s.get("unknown_flags"):
         console.print("  [yellow]kept with the flag unknown[/] (the drop filter could not see it): "
                       + ", ".join(f"{k} {v}" for k, v in s["unknown_flags"].items()), highlight=False)
+    if not s["kept"]:
+        Console(stderr=True, soft_wrap=True).print("[yellow]warning:[/] no object passed the filters: the manifest is empty",
+                                   highlight=False)
     console.print(f"  summary: {result.summary_path}", highlight=False)
 
 
@@ -256,7 +274,7 @@ def _say_where_progress_is(out: Path, num_shards: int, shard_index: int) -> None
         console.print("interrupted before any progress was saved", highlight=False)
 
 
-manifest_app = typer.Typer(help="Check and describe manifests.", no_args_is_help=True)
+manifest_app = typer.Typer(help="Check and describe manifests.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @manifest_app.command("validate")
@@ -300,7 +318,7 @@ def info_command(
 
     info = manifest_info(path)
     if json_out:
-        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        typer.echo(json.dumps(info, indent=2))
         return
     from rich.console import Console
     from rich.table import Table

@@ -95,7 +95,7 @@ def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from soebench.run.report import fmt, fmt_ci
+    from soebench.run.report import distance_notes, fmt, fmt_ci, fmt_pct, footnote_lines, marked
 
     s = result.summary
     console = Console()
@@ -104,18 +104,46 @@ def _print_summary(result) -> None:
     table.add_column("value")
     for name, d in s["metrics"]["means"].items():
         table.add_row(name, fmt_ci(d))
+    notes = []  # the caveats report.md writes beside a FID/KID value, as footnotes of this table
     for name, d in s["metrics"]["distances"].items():
-        table.add_row(name, fmt(d.get("value")))
+        cell_notes = distance_notes(name, d)
+        notes += cell_notes
+        table.add_row(name, marked(fmt(d.get("value")), cell_notes))
     if s["taxonomy"].get("available"):
-        table.add_row("taxonomy", ", ".join(f"{k} {v:.0%}" for k, v in s["taxonomy"]["fractions"].items()))
+        table.add_row("taxonomy", ", ".join(f"{k} {fmt_pct(v)}" for k, v in s["taxonomy"]["fractions"].items()))
     table.add_row("errors", str(s["errors"]["count"]))
     console.print(table)
-    for name, why in s["metrics"].get("skipped", {}).items():
-        console.print(f"[yellow]skipped {name}[/]: {why.splitlines()[0]}", highlight=False, soft_wrap=True)
+    for line in footnote_lines(notes):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    for line in skipped_lines(s["metrics"].get("skipped", {})):
+        console.print(line, highlight=False, soft_wrap=True)
     timing = s.get("timing", {})
     console.print(f"generated {timing.get('adapter_calls', result.adapter_calls)}, reused "
                   f"{timing.get('from_cache', result.from_cache)} from the cache; results in {result.run_dir}",
                   highlight=False)
+
+
+def skipped_lines(skipped: dict[str, str]) -> list[str]:
+    """The terminal lines of metrics skipped for want of weights: the reason and, indented, how to
+    provide the weights (the reason's ``Hint:``), once for metrics skipped for the same reason
+    (both CLIP-Scores need the one CLIP model)."""
+    from rich.markup import escape
+
+    by_reason: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        by_reason.setdefault(why, []).append(name)
+    lines = []
+    for why, names in by_reason.items():
+        first, *rest = why.splitlines() or [""]
+        lines.append(f"[yellow]skipped {', '.join(names)}[/]: {escape(first)}")
+        lines += [f"  {escape(_how_to(line))}" for line in rest if line.strip()]
+    return lines
+
+
+def _how_to(line: str) -> str:
+    # SoebenchError's text puts its hint on a line of its own, as "Hint: ..."
+    line = line.strip()
+    return "how to provide the weights: " + line.removeprefix("Hint:").strip() if line.startswith("Hint:") else line
 
 
 def compare_command(
@@ -145,6 +173,8 @@ def compare_command(
     for row in result["rows"]:
         table.add_row(*row)
     console.print(table)
+    for line in result["notes"]:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     for w in result["warnings"]:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if result["files"]:

@@ -19,6 +19,39 @@ SIZE_BUCKETS: tuple[tuple[str, float], ...] = (
     ("above", math.inf),  # >= 3 %
 )
 SIZE_BUCKET_NAMES: tuple[str, ...] = tuple(name for name, _ in SIZE_BUCKETS)
+#: what the buckets cut, in the words the reports use
+SIZE_BUCKET_BASIS = "mask area fraction (object mask area / image area)"
+
+
+def size_bucket_edges() -> dict[str, tuple[float, float | None]]:
+    """``{name: (lower, upper)}``: a bucket holds ``lower <= fraction < upper``; the last bucket's
+    upper edge is ``None`` (none: it takes everything above)."""
+    edges, lower = {}, 0.0
+    for name, upper in SIZE_BUCKETS:
+        edges[name] = (lower, upper if math.isfinite(upper) else None)
+        lower = upper
+    return edges
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
+def size_bucket_range(name: str) -> str:
+    """The range of bucket ``name`` as a reader wants it: ``<0.5%``, ``0.5–1%``, ``≥3%``."""
+    lower, upper = size_bucket_edges()[name]
+    if upper is None:
+        return f"≥{_percent(lower)}"
+    if lower == 0.0:
+        return f"<{_percent(upper)}"
+    return f"{_percent(lower).removesuffix('%')}–{_percent(upper)}"
+
+
+def size_buckets_note() -> str:
+    """One line defining every bucket, for under a table that is broken down by size (all of them,
+    so a reader also learns of the buckets the table leaves out for want of samples)."""
+    ranges = ", ".join(f"{name} {size_bucket_range(name)}" for name in SIZE_BUCKET_NAMES)
+    return f"Size buckets by {SIZE_BUCKET_BASIS}: {ranges}; a bucket without samples is not shown."
 
 
 def size_bucket(mask_area_fraction: float) -> str:

@@ -6,7 +6,8 @@ Conventions
 - ``keep_mask`` is a boolean ``HxW`` array, True on the pixels that count (the background
   outside the dilated object mask, see :func:`background_keep_mask`).
 - Values that cannot be computed (too few samples, no kept pixels) are NaN; the stateful classes
-  attach the reason. Nothing here raises for small inputs.
+  attach the reason. Malformed input (fewer than 2 feature rows for statistics, mismatched
+  shapes) raises ValueError.
 """
 
 from __future__ import annotations

@@ -25,23 +25,43 @@ class MetricInfo:
     per_sample: bool
     higher_is_better: bool
     description: str
+    label: str = ""  # what a plot axis calls it (defaults to the name)
+    unit: str = ""  # of the values as stored ("" for a unitless score)
+
+    @property
+    def axis_label(self) -> str:
+        """``label (unit) ↑`` / ``↓``: a plot axis says what it shows, in what unit, and which way is better."""
+        unit = f" ({self.unit})" if self.unit else ""
+        return f"{self.label or self.name}{unit} {'↑' if self.higher_is_better else '↓'}"
 
 
 METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in (
-        MetricInfo("clip_score_local", "clip", True, True, "CLIP-Score of the tight object box crop vs the prompt"),
-        MetricInfo("clip_score_global", "clip", True, True, "CLIP-Score of the whole image vs the prompt"),
-        MetricInfo("fid_crop", "inception", False, False, "FID of generated vs original eval crops (clean resize)"),
-        MetricInfo("kid_crop", "inception", False, False, "KID of generated vs original eval crops (clean resize)"),
-        MetricInfo("fid_full", "inception", False, False, "FID of generated vs original full images"),
-        MetricInfo("kid_full", "inception", False, False, "KID of generated vs original full images"),
-        MetricInfo("bg_psnr", None, True, True, "PSNR (dB) outside the dilated object mask"),
-        MetricInfo("bg_ssim", None, True, True, "SSIM outside the dilated object mask"),
-        MetricInfo("bg_mse", None, True, False, "MSE (values in [0,1]) outside the dilated object mask"),
+        MetricInfo("clip_score_local", "clip", True, True, "CLIP-Score of the tight object box crop vs the prompt",
+                   "local CLIP-Score", "100·cos"),
+        MetricInfo("clip_score_global", "clip", True, True, "CLIP-Score of the whole image vs the prompt",
+                   "global CLIP-Score", "100·cos"),
+        MetricInfo("fid_crop", "inception", False, False, "FID of generated vs original eval crops (clean resize)",
+                   "FID, eval crops"),
+        MetricInfo("kid_crop", "inception", False, False, "KID of generated vs original eval crops (clean resize)",
+                   "KID, eval crops"),
+        MetricInfo("fid_full", "inception", False, False, "FID of generated vs original full images", "FID, full images"),
+        MetricInfo("kid_full", "inception", False, False, "KID of generated vs original full images", "KID, full images"),
+        MetricInfo("bg_psnr", None, True, True, "PSNR (dB) outside the dilated object mask", "bg PSNR", "dB"),
+        MetricInfo("bg_ssim", None, True, True, "SSIM outside the dilated object mask", "bg SSIM"),
+        MetricInfo("bg_mse", None, True, False, "MSE (values in [0,1]) outside the dilated object mask", "bg MSE",
+                   "[0,1] scale"),
     )
 }
 METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
+
+
+def axis_label(name: str) -> str:
+    """The plot axis label of metric ``name``; a name this version does not know (a summary
+    written by another one) is shown as it is rather than failing the plot."""
+    info = METRICS.get(name)
+    return info.axis_label if info else name
 
 
 @dataclass(frozen=True)

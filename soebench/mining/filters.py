@@ -179,7 +179,6 @@ class Filter:
     needs: tuple[str, ...]
     reject: Callable[[Columns, FilterConfig], np.ndarray]
     active: Callable[[FilterConfig], bool]
-    measure_dependent: bool = False  # needs differ with area_by
 
 
 def _area_fraction(cols: Columns, cfg: FilterConfig) -> np.ndarray:
@@ -304,7 +303,6 @@ FILTERS: tuple[Filter, ...] = (
         ("area_measure",),
         _reject_area_band,
         lambda cfg: cfg.min_area_fraction is not None or cfg.max_area_fraction is not None,
-        measure_dependent=True,
     ),
     Filter(
         "max_aspect_ratio",
@@ -319,12 +317,8 @@ FILTERS: tuple[Filter, ...] = (
         ("area_measure", "width"),
         _reject_pixels,
         lambda cfg: cfg.min_pixels is not None or cfg.max_pixels is not None,
-        measure_dependent=True,
     ),
 )
-
-FILTER_NAMES = tuple(f.name for f in FILTERS)
-
 
 def _needs(flt: Filter, cfg: FilterConfig) -> set[str]:
     needs = set(flt.needs)
@@ -403,8 +397,3 @@ def _option(filter_name: str) -> str:
         return "--" + filter_name.replace("_", "-")
     ranges = {"area_fraction": "--min-area-fraction/--max-area-fraction", "pixels": "--min-pixels/--max-pixels"}
     return ranges.get(filter_name, filter_name)
-
-
-def describe_filters() -> list[tuple[str, str]]:
-    """(name, description) of every filter, for docs and ``--help``."""
-    return [(f.name, f.description) for f in FILTERS]

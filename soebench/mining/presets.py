@@ -95,10 +95,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 SOURCES = ("coco", "openimages")
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
 def _did_you_mean(name: str, options: list[str]) -> str | None:
     import difflib
 

@@ -7,6 +7,7 @@ on Python's hash seed or on the machine.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,11 +46,15 @@ def source_split(path: str | Path, source: str) -> str:
 
 
 def parse_split_ratios(text: str | Mapping[str, float] | None) -> dict[str, float] | None:
-    """"train=0.9,val=0.1" -> {"train": 0.9, "val": 0.1} (must be positive and sum to 1)."""
+    """"train=0.9,val=0.1" (or a mapping, as YAML gives it) -> {"train": 0.9, "val": 0.1}: finite,
+    positive and summing to 1. The names come back sorted, the order :func:`assign_splits` uses,
+    so how the names were written changes neither the splits nor what the manifest records."""
     if text is None or text == "":
         return None
     if isinstance(text, Mapping):
-        ratios = {str(k): float(v) for k, v in text.items()}
+        ratios = {str(k).strip(): _ratio(f"{k}={v}", v) for k, v in text.items()}
+        if len(ratios) != len(text):
+            raise ConfigError(f"split ratios {dict(text)!r} name a split twice")
     else:
         ratios = {}
         for part in str(text).split(","):
@@ -58,21 +63,34 @@ def parse_split_ratios(text: str | Mapping[str, float] | None) -> dict[str, floa
             name, value = part.split("=", 1)
             if name.strip() in ratios:
                 raise ConfigError(f"split ratios {text!r} name split {name.strip()!r} twice")
-            try:
-                ratios[name.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"split ratio {part!r}: {value!r} is not a number") from None
-    if not ratios or any(v <= 0 for v in ratios.values()) or any(not k for k in ratios):
+            ratios[name.strip()] = _ratio(part, value)
+    if not ratios or any(not k for k in ratios):
         raise ConfigError(f"split ratios {ratios} need names and positive fractions")
     total = sum(ratios.values())
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"split ratios {ratios} sum to {total}, not 1")
-    return ratios
+    return {name: ratios[name] for name in sorted(ratios)}
+
+
+def _ratio(part: str, value: object) -> float:
+    """One split's fraction: a finite number > 0 (NaN compares false with everything, so a
+    plain ``<= 0`` test would let it through and send every image to one split)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"split ratio {part!r}: {value!r} is not a number")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"split ratio {part!r}: {value!r} is not a number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"split ratio {part!r}: {value!r} is not a positive fraction")
+    return number
 
 
 def assign_splits(image_keys: Iterable[str], ratios: Mapping[str, float], seed: int, source: str) -> dict[str, str]:
-    """image key -> split name, by a seeded hash of the image (an image never spans splits)."""
-    names = list(ratios)
+    """image key -> split name, by a seeded hash of the image (an image never spans splits). The
+    hash's [0, 1) is cut in the splits' name order (sorted), so ``val=0.2,train=0.8`` and
+    ``train=0.8,val=0.2`` assign every image alike."""
+    names = sorted(ratios)
     edges = np.cumsum([ratios[n] for n in names])
     edges[-1] = 1.0
     out = {}

@@ -23,6 +23,7 @@ def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = 
         ax.text(ref, ax.get_ylim()[1] * 0.95, name, ha="center", va="top", fontsize=8, color="grey")
     ax.set_xlabel("box side / image side  (sqrt of box area fraction)")
     ax.set_ylabel("objects")
+    _count_ticks(ax.yaxis)
     ax.set_title(f"Object sizes, {len(fractions)} objects {title}".strip())
     fig.tight_layout()
     _save(fig, sizes_path)
@@ -36,6 +37,7 @@ def write_plots(table, sizes_path: Path, categories_path: Path, *, title: str = 
         ax.set_yticks(range(len(top)), names, fontsize=7)
         ax.invert_yaxis()
     ax.set_xlabel("objects")
+    _count_ticks(ax.xaxis)
     shown = f"top {len(top)} of {len(counts)}" if len(counts) > len(top) else f"{len(counts)}"
     ax.set_title(f"Categories ({shown}) {title}".strip())
     fig.tight_layout()
@@ -52,6 +54,13 @@ def _figure(size: tuple[float, float]):
     fig = Figure(figsize=size)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
+
+
+def _count_ticks(axis) -> None:
+    # a count axis of a small manifest would otherwise be ticked 0.25, 0.5, ... objects
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _side_bins(sides: np.ndarray, count: int = 40) -> np.ndarray:

@@ -56,12 +56,10 @@ class MeanFillConfig:
 
 
 def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    if pixels <= 0:
-        return mask.astype(bool)
-    import cv2
+    """The removers grow the mask with the same kernel as the background metrics' dilation."""
+    from soebench.metrics.functional import dilate_mask
 
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    return dilate_mask(mask, pixels, pixels)
 
 
 class _Baseline:

@@ -12,7 +12,7 @@ from typing import Any
 
 from soebench.errors import InputError
 from soebench.fileio import check_output_file, read_json_object, refuse_existing, write_text_atomic
-from soebench.run.report import fmt, fmt_ci, render_html
+from soebench.run.report import distance_notes, fmt, fmt_ci, fmt_pct, footnote_lines, marked, render_html
 from soebench.run.results import json_safe
 
 
@@ -84,9 +84,24 @@ def _with_n_inf(mean: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if mean is None else {**mean, "n_inf": mean.get("n_inf", 0)}
 
 
-def _cell(value: Any) -> str:
-    """The table's text of one value of :func:`comparison_values`."""
-    return fmt_ci(value) if isinstance(value, dict) else fmt(value)
+def _cell(row: str, value: Any, summary: dict[str, Any]) -> str:
+    """The table's text of one value of :func:`comparison_values`: taxonomy rates as percentages
+    (as evaluate prints them), a FID/KID value with the marks of its footnotes
+    (:func:`comparison_notes`)."""
+    if row.startswith("taxonomy: "):
+        return fmt_pct(value)
+    if isinstance(value, dict):
+        return fmt_ci(value)
+    distance = summary["metrics"].get("distances", {}).get(row)
+    return marked(fmt(value), distance_notes(row, distance)) if distance is not None else fmt(value)
+
+
+def comparison_notes(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """The footnotes of the table's marked FID/KID cells, the caveats report.md writes beside
+    those values: a FID on fewer samples than feature dimensions, a negative KID."""
+    rows = list(dict.fromkeys(d for s in summaries.values() for d in s["metrics"].get("distances", {})))
+    return footnote_lines([note for row in rows for s in summaries.values()
+                           for note in distance_notes(row, s["metrics"].get("distances", {}).get(row))])
 
 
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
@@ -94,7 +109,8 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], l
     fractions and error counts, one column per run, formatted for people (the numbers are
     :func:`comparison_values`)."""
     names = list(summaries)
-    rows = [[label] + [_cell(by_run[n]) for n in names] for label, by_run in comparison_values(summaries).items()]
+    rows = [[label] + [_cell(label, by_run[n], summaries[n]) for n in names]
+            for label, by_run in comparison_values(summaries).items()]
     warnings = []
     shas = {summaries[n]["manifest"]["sha256"] for n in names}
     if len(shas) > 1:
@@ -154,24 +170,26 @@ def _short(value: str) -> str:
 
 def compare_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, overwrite: bool = False) -> dict[str, Any]:
     """Load the runs' summaries; with ``out``, write ``compare.md``, ``compare.html`` and plots there.
-    Returns ``{"header", "rows", "values", "warnings", "files"}``: ``rows`` are the table's text,
-    ``values`` the same cells as numbers (:func:`comparison_values`, what ``--json`` is read for)."""
+    Returns ``{"header", "rows", "notes", "values", "warnings", "files"}``: ``rows`` are the table's
+    text and ``notes`` its footnotes, ``values`` the same cells as numbers (:func:`comparison_values`,
+    what ``--json`` is read for)."""
     if len(runs) < 1:
         raise InputError("compare needs at least one run folder")
     loaded = [load_summary(Path(r)) for r in runs]
     summaries = dict(zip(_names([Path(r) for r in runs], loaded), loaded))
     header, rows, warnings = comparison_table(summaries)
+    notes = comparison_notes(summaries)
     files: list[Path] = []
     if out is not None:
-        files = _write(Path(out), summaries, header, rows, warnings, overwrite)
-    return {"header": header, "rows": rows, "values": comparison_values(summaries), "warnings": warnings,
-            "files": files}
+        files = _write(Path(out), summaries, header, rows, warnings, overwrite, notes)
+    return {"header": header, "rows": rows, "notes": notes, "values": comparison_values(summaries),
+            "warnings": warnings, "files": files}
 
 
-def _write(out: Path, summaries, header, rows, warnings, overwrite: bool) -> list[Path]:
+def _write(out: Path, summaries, header, rows, warnings, overwrite: bool, notes: Sequence[str] = ()) -> list[Path]:
     from soebench.metrics import SIZE_BUCKET_NAMES
     from soebench.run import plots
-    from soebench.run.report import _md_table
+    from soebench.run.report import _md_table, md_notes
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; a comparison is written into a folder")
@@ -188,8 +206,9 @@ def _write(out: Path, summaries, header, rows, warnings, overwrite: bool) -> lis
         if p := fn(summaries, out / "plots" / name, *args):
             figures[title] = p.relative_to(out).as_posix()
     md = ["# SOEBench comparison", ""] + [f"> warning: {w}" for w in warnings] + ["", _md_table(header, rows), ""]
+    md += md_notes(list(notes))
     md += [f"## {t}\n\n![{t}]({p})\n" for t, p in figures.items()]
     write_text_atomic(out / "compare.md", "\n".join(md))
     info = [("runs", ", ".join(summaries))] + [("warning", w) for w in warnings]
-    write_text_atomic(out / "compare.html", render_html("SOEBench comparison", info, [("Metrics", header, rows)], figures))
+    write_text_atomic(out / "compare.html", render_html("SOEBench comparison", info, [("Metrics", header, rows, notes)], figures))
     return [out / "compare.md", out / "compare.html", *(out / p for p in figures.values())]

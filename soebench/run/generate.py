@@ -66,7 +66,7 @@ def load_inputs(
     before each image (a worker waiting on :class:`soebench.run.gate.ComputeGate`)."""
     from PIL import Image, UnidentifiedImageError
 
-    from soebench.manifest.masks import decode_mask
+    from soebench.manifest.schema import decode_row_mask
 
     decoded: dict[str, np.ndarray | str] = {}
     out = []
@@ -91,12 +91,26 @@ def load_inputs(
         if isinstance(image, str):
             item.error = image
             continue
-        mask = decode_mask(row["mask_rle"])
-        if mask.shape != image.shape[:2]:
-            item.error = f"mask is {mask.shape[1]}x{mask.shape[0]} but image {rel} is {image.shape[1]}x{image.shape[0]}"
+        try:  # checked against the image as read (not the row's width/height): the file is what is edited
+            item.mask = decode_row_mask(row["mask_rle"], *image.shape[:2])
+        except ValueError as exc:
+            item.error = f"sample {item.sample_id}: {exc} ({rel})"
             continue
-        item.image, item.mask = image, mask
+        item.image = image
     return out
+
+
+#: the columns whose values :func:`load_inputs` and the scoring use, checked before a run
+#: (``mask_rle`` is checked per sample, against the image file: a bad one is that sample's error)
+CHECKED_COLUMNS = ("image_path", "width", "height", "bbox", "eval_crop", "mask_area_fraction")
+
+
+def check_rows(manifest, table) -> None:
+    """Refuse rows (of ``manifest``, as selected in ``table``) whose values a run cannot use --
+    a NaN box, an image path outside the images root -- naming the samples, before any work."""
+    from soebench.manifest.schema import check_rows as check
+
+    check(table, CHECKED_COLUMNS, where=str(manifest.path))
 
 
 def _describe(exc: BaseException) -> str:

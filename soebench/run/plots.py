@@ -43,8 +43,47 @@ def _scored(group: dict[str, Any]) -> int:
     return n + int(group.get("n_inf", 0) or 0) if math.isfinite(_num(group.get("mean"))) else n
 
 
+def occupied_buckets(runs: Mapping[str, dict[str, Any]], buckets: Sequence[str]) -> list[str]:
+    """The ``buckets`` that hold scored samples in any run, in their order: an empty bucket is left
+    out of the size plot as the report's size tables leave it out (its edges are in the axis label
+    and the report's bucket note), rather than shown as an empty column."""
+    seen = {b for s in runs.values() for groups in s["metrics"].get("by_size_bucket", {}).values() for b in groups}
+    return [b for b in buckets if b in seen]
+
+
+def size_axis_label(buckets: Sequence[str]) -> str:
+    """The x label of a by-size plot: what the buckets cut, and the edges of those shown."""
+    from soebench.metrics.bootstrap import SIZE_BUCKET_NAMES, size_bucket_range
+
+    ranges = ", ".join(f"{b} {size_bucket_range(b)}" for b in buckets if b in SIZE_BUCKET_NAMES)
+    return "object size = mask area / image area" + (f"\n{ranges}" if ranges else "")
+
+
+def _bucket_counts(counts: Sequence[int]) -> str:
+    # one number when the runs agree; else one per run, in the legend's order
+    return f"n={counts[0]}" if len(set(counts)) <= 1 else "n=" + "/".join(map(str, counts))
+
+
+def _note_infinite(ax, note: str, *, lines_drawn: bool) -> bool:
+    """Say that a run is infinite in every bucket (a line cannot show it): in the middle of an
+    otherwise empty panel, else below the axis label, where it cannot cover the other runs' lines.
+    True when it went below (the figure then needs the room)."""
+    style = {"ha": "center", "fontsize": 9, "color": "#aa3333"}
+    if not lines_drawn:
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, va="center", **style)
+        return False
+    # anchored to the x label's bottom edge, so it sits below the tick labels whatever their height
+    ax.annotate(note, (0.5, 0.0), xycoords=ax.xaxis.label, xytext=(0, -3), textcoords="offset points", va="top",
+                **style)
+    return True
+
+
 def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequence[str]) -> Path | None:
-    """One panel per per-sample metric: mean and 95 % interval per size bucket, one line per run."""
+    """One panel per per-sample metric: mean and 95 % interval per size bucket, one line per run;
+    only the buckets that hold samples (:func:`occupied_buckets`)."""
+    from soebench.metrics.registry import axis_label
+
+    buckets = occupied_buckets(runs, buckets)
     metrics = sorted({m for s in runs.values() for m in s["metrics"].get("by_size_bucket", {})},
                      key=lambda m: list(next(iter(runs.values()))["metrics"].get("means", {})).index(m)
                      if m in next(iter(runs.values()))["metrics"].get("means", {}) else 99)
@@ -55,8 +94,11 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     x = np.arange(len(buckets))
+    counts_differ = False  # then a bucket's n is one number per run, which the legend has to explain
+    notes_below = False
     for ax, metric in zip(axes.flat, metrics):
         infinite = []  # runs whose every bucket mean is +-inf (bg_psnr of an untouched background)
+        lines_drawn = False
         for k, (name, summary) in enumerate(runs.items()):
             groups = summary["metrics"]["by_size_bucket"].get(metric, {})
             mean = np.array([_num(groups.get(b, {}).get("mean")) for b in buckets])
@@ -76,25 +118,32 @@ def metric_vs_size(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Sequ
             err = np.nan_to_num(err, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
             ax.errorbar(x[finite] + offset, mean[finite], yerr=err[:, finite], marker="o", capsize=3, label=name,
                         color=f"C{k % 10}")  # one colour per run in every panel
+            lines_drawn = True
         if infinite:  # a line cannot show it: say it instead of leaving the panel blank
             note = "inf in every size bucket" + ("" if len(runs) == 1 else ":\n" + ", ".join(infinite))
             if metric == "bg_psnr":
                 note += "\n(background left untouched)"
-            ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#aa3333")
+            notes_below |= _note_infinite(ax, note, lines_drawn=lines_drawn)
         ax.set_title(metric)
-        counts = [max((_scored(s["metrics"]["by_size_bucket"].get(metric, {}).get(b, {})) for s in runs.values()),
-                      default=0) for b in buckets]
-        ax.set_xticks(x, [f"{b}\nn={c}" for b, c in zip(buckets, counts)] if len(runs) == 1 else buckets, rotation=30)
-        ax.set_xlabel("object size (mask area fraction bucket)")
+        ax.set_ylabel(axis_label(metric), fontsize=9)
+        counts = [[_scored(s["metrics"]["by_size_bucket"].get(metric, {}).get(b, {})) for s in runs.values()]
+                  for b in buckets]
+        counts_differ |= any(len(set(c)) > 1 for c in counts)
+        ax.set_xticks(x, [f"{b}\n{_bucket_counts(c)}" for b, c in zip(buckets, counts)], rotation=30)
+        ax.set_xlabel(size_axis_label(buckets), fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
+    if notes_below:  # the notes under the axis labels take room the panels would otherwise lose
+        fig.set_figheight(fig.get_figheight() + 0.6 * rows)
     if len(runs) > 1:
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], color=f"C{k % 10}", marker="o", label=name) for k, name in enumerate(runs)]
-        fig.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), fontsize=8)
-        fig.tight_layout(rect=(0, 0, 1, 0.92))
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), fontsize=8, title_fontsize=8,
+                   title="n=a/b under a bucket: samples of each run, in this order" if counts_differ else None)
+        legend_rows = math.ceil(len(runs) / 4) + counts_differ
+        fig.tight_layout(rect=(0, 0, 1, 1 - (0.1 + 0.2 * legend_rows) / fig.get_figheight()))
     else:
         fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -125,6 +174,8 @@ def taxonomy_bars(runs: Mapping[str, dict[str, Any]], path: Path, buckets: Seque
         ax.bar(names, frac, bottom=bottom, label=label, color=FAILURE_COLOURS[label])
         bottom += frac
     ax.set_ylabel("fraction of samples")
+    if len(runs) == 1:  # the bars are size buckets: say what they cut
+        ax.set_xlabel(size_axis_label([n for n in names if n != "all"]), fontsize=9)
     ax.set_ylim(0, 1)
     ax.set_title("failure taxonomy")
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
@@ -197,8 +248,14 @@ FAILURE_ORDER = ("missing", "distortion", "mismatch")
 
 def zoom_window(bbox, width: int, height: int, *, factor: float = 3.0, minimum: int = 64) -> tuple[slice, slice]:
     """A square window ``factor`` times the object's box (at least ``minimum`` px) around it, so a
-    small object fills a good part of the figure panel."""
-    x, y, w, h = (float(v) for v in bbox)
+    small object fills a good part of the figure panel. A box that is no box (NaN, missing) gives
+    the whole image: the figure is drawn after the scoring, and must not fail a finished run."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):  # None, a wrong length, text
+        return slice(0, height), slice(0, width)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return slice(0, height), slice(0, width)
     side = int(min(max(factor * max(w, h), minimum), width, height))
     cx, cy = x + w / 2, y + h / 2
     x0 = int(min(max(cx - side / 2, 0), width - side))
@@ -208,6 +265,8 @@ def zoom_window(bbox, width: int, height: int, *, factor: float = 3.0, minimum: 
 
 def metric_bars(runs: Mapping[str, dict[str, Any]], path: Path) -> Path | None:
     """Per-sample metric means with 95 % intervals and FID/KID values, one bar per run."""
+    from soebench.metrics.registry import axis_label
+
     metrics = list(dict.fromkeys(m for s in runs.values() for m in s["metrics"].get("means", {})))
     distances = sorted({d for s in runs.values() for d in s["metrics"].get("distances", {})})
     panels = metrics + distances
@@ -236,6 +295,7 @@ def metric_bars(runs: Mapping[str, dict[str, Any]], path: Path) -> Path | None:
                 ax.annotate("n/a" if np.isnan(v) else ("inf" if v > 0 else "-inf"), (i, 0), ha="center",
                             va="bottom", fontsize=9, color="#aa3333")
         ax.set_title(metric)
+        ax.set_ylabel(axis_label(metric), fontsize=9)
         ax.tick_params(axis="x", rotation=30)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")

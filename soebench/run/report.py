@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from soebench.fileio import write_text_atomic
+from soebench.metrics.bootstrap import size_buckets_note
 
 PLOTS = "plots"
 
@@ -38,6 +39,47 @@ def fmt_ci(d: dict[str, Any] | None) -> str:
     return f"{text} ({extra})"
 
 
+def fmt_pct(fraction: Any) -> str:
+    """A rate as the terminal, the report and the comparison all show it: ``75%``."""
+    return "n/a" if not isinstance(fraction, (int, float)) or math.isnan(fraction) else f"{fraction:.0%}"
+
+
+#: footnote marks for what a table cell has no room to say
+CAVEAT_MARK = "*"
+NEGATIVE_KID_MARK = "†"
+NEGATIVE_KID_NOTE = (
+    "KID < 0: KID is an unbiased estimate (of MMD²) that scatters around 0 for image sets that are alike, "
+    "widely on few samples; read a negative value as no measurable difference"
+)
+
+
+def negative_kid(name: str, d: dict[str, Any] | None) -> bool:
+    # the KID rows are kid_crop and kid_full; their value is a float, or "inf"/None in summary.json
+    value = (d or {}).get("value")
+    return name.startswith("kid") and isinstance(value, (int, float)) and value < 0
+
+
+def distance_notes(name: str, d: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The footnotes ``(mark, text)`` one FID/KID result needs where only its value is shown (the
+    terminal and comparison tables): why it is biased or missing (its ``reason``, e.g. fewer
+    samples than feature dimensions), and why a KID is below zero."""
+    notes = [(CAVEAT_MARK, d["reason"])] if d and d.get("reason") else []
+    if negative_kid(name, d):
+        notes.append((NEGATIVE_KID_MARK, NEGATIVE_KID_NOTE))
+    return notes
+
+
+def marked(text: str, notes: list[tuple[str, str]]) -> str:
+    """``text`` followed by the marks of its footnotes."""
+    marks = "".join(dict.fromkeys(mark for mark, _ in notes))
+    return f"{text} {marks}" if marks else text
+
+
+def footnote_lines(notes: list[tuple[str, str]]) -> list[str]:
+    """One ``mark text`` line per distinct footnote, in the order the table first needs them."""
+    return [f"{mark} {text}" for mark, text in dict.fromkeys(notes)]
+
+
 def _md_cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
@@ -48,14 +90,18 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The report's tables as ``(title, header, rows)`` (shared by the Markdown and HTML writers)."""
+def summary_sections(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The report's tables as ``(title, header, rows)`` or ``(title, header, rows, note lines)``
+    (shared by the Markdown and HTML writers): the notes define the size buckets and explain a
+    negative KID under the tables that show them."""
     m = summary["metrics"]
     sections = []
     rows = [[name, fmt_ci(d)] for name, d in m.get("means", {}).items()]
-    rows += [[name, f"{fmt(d.get('value'))} (n={d.get('n_real')}/{d.get('n_fake')}, {d.get('mode')})"
-              + (f" -- {d['reason']}" if d.get("reason") else "")] for name, d in m.get("distances", {}).items()]
-    sections.append(("Metrics (mean [95 % bootstrap interval])", ["metric", "value"], rows))
+    distances = m.get("distances", {})
+    rows += [[name, f"{fmt(d.get('value'))}{_kid_mark(name, d)} (n={d.get('n_real')}/{d.get('n_fake')}, {d.get('mode')})"
+              + (f" -- {d['reason']}" if d.get("reason") else "")] for name, d in distances.items()]
+    sections.append(("Metrics (mean [95 % bootstrap interval])", ["metric", "value"], rows,
+                     _kid_note(distances.items())))
     if m.get("skipped"):
         sections.append(("Metrics skipped", ["metric", "why"], [[k, v] for k, v in m["skipped"].items()]))
     for key, title in (("by_size_bucket", "By object size"), ("by_category", "By category")):
@@ -67,25 +113,37 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[str], list
         if not keys:
             continue
         sections.append((title, [key.removeprefix("by_")] + names,
-                         [[g] + [fmt_ci(groups[n].get(g)) for n in names] for g in keys]))
+                         [[g] + [fmt_ci(groups[n].get(g)) for n in names] for g in keys],
+                         [size_buckets_note()] if key == "by_size_bucket" else []))
     by_size = m.get("distances_by_size_bucket", {})
     if by_size:
         names = list(by_size)
         buckets = list(dict.fromkeys(b for n in names for b in by_size[n]))
         sections.append(("FID/KID by object size (small groups: FID biased upward)", ["size_bucket"] + names,
-                         [[b] + [f"{fmt(by_size[n].get(b, {}).get('value'))} (n={by_size[n].get(b, {}).get('n_real', 0)})"
-                                 for n in names] for b in buckets]))
+                         [[b] + [f"{fmt(by_size[n].get(b, {}).get('value'))}{_kid_mark(n, by_size[n].get(b))}"
+                                 f" (n={by_size[n].get(b, {}).get('n_real', 0)})" for n in names] for b in buckets],
+                         [size_buckets_note()] + _kid_note((n, g) for n in names for g in by_size[n].values())))
     tax = summary.get("taxonomy", {})
     if tax.get("available"):
         labels = list(tax["counts"])
-        rows = [["all"] + [f"{tax['counts'][lab]} ({tax['fractions'][lab]:.0%})" for lab in labels]]
+        rows = [["all"] + [f"{tax['counts'][lab]} ({fmt_pct(tax['fractions'][lab])})" for lab in labels]]
         rows += [[b] + [str(c.get(lab, 0)) for lab in labels] for b, c in tax["by_size_bucket"].items()]
-        sections.append(("Failure taxonomy", ["size bucket"] + labels, rows))
+        sections.append(("Failure taxonomy", ["size bucket"] + labels, rows, [size_buckets_note()]))
     errors = summary.get("errors", {})
     if errors.get("count"):
         sections.append((f"Errors ({errors['count']})", ["sample", "error"],
                          [[e["sample_id"], e["error"]] for e in errors.get("examples", [])]))
     return sections
+
+
+def _kid_mark(name: str, d: dict[str, Any] | None) -> str:
+    # the report keeps a FID's reason in its cell; only a negative KID needs a footnote
+    return f" {NEGATIVE_KID_MARK}" if negative_kid(name, d) else ""
+
+
+def _kid_note(results) -> list[str]:
+    """The negative-KID footnote, when any of the ``(name, result)`` pairs is a KID below 0."""
+    return footnote_lines([(NEGATIVE_KID_MARK, NEGATIVE_KID_NOTE)]) if any(negative_kid(*r) for r in results) else []
 
 
 def _header(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -160,8 +218,9 @@ def write_report(run_dir: Path, summary: dict[str, Any], frame, manifest=None) -
     title = f"SOEBench run {summary['run_name']}"
     sections = summary_sections(summary)
     md = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in _header(summary)] + [""]
-    for name, header, rows in sections:
-        md += [f"## {name}", "", _md_table(header, rows), ""]
+    for section in sections:
+        name, header, rows = section[:3]
+        md += [f"## {name}", "", _md_table(header, rows), ""] + md_notes(section_notes(section))
     for name, path in figures.items():
         md += [f"## {name}", "", f"![{name}]({path.relative_to(run_dir).as_posix()})", ""]
     md_path = run_dir / "report.md"
@@ -172,8 +231,21 @@ def write_report(run_dir: Path, summary: dict[str, Any], frame, manifest=None) -
     return md_path, html_path
 
 
+def section_notes(section: tuple) -> list[str]:
+    """The lines under a section's table: a section is ``(title, header, rows)`` or, with
+    footnotes, ``(title, header, rows, lines)``."""
+    return list(section[3]) if len(section) > 3 else []
+
+
+def md_notes(lines: list[str]) -> list[str]:
+    """Markdown of the lines under a table: one paragraph each (a leading ``*`` footnote mark
+    escaped, else Markdown makes the line a list item)."""
+    return [part for line in lines for part in ("\\" + line if line.startswith("*") else line, "")]
+
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f2f2f2}img{max-width:100%}"""
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f2f2f2}img{max-width:100%}
+p.note{font-size:12px;color:#555;margin:-1em 0 1.5em}"""
 
 
 def render_html(title: str, header: list[tuple[str, str]], sections, figures: dict[str, str]) -> str:
@@ -182,10 +254,12 @@ def render_html(title: str, header: list[tuple[str, str]], sections, figures: di
              f"<h1>{e(title)}</h1><ul>"]
     parts += [f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in header]
     parts.append("</ul>")
-    for name, head, rows in sections:
+    for section in sections:
+        name, head, rows = section[:3]
         parts.append(f"<h2>{e(name)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
+        parts += [f"<p class='note'>{e(line)}</p>" for line in section_notes(section)]
     for name, rel in figures.items():
         parts.append(f"<h2>{e(name)}</h2><img src='{e(rel)}' alt='{e(name)}'>")
     parts.append("</body></html>\n")

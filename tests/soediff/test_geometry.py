@@ -113,3 +113,12 @@ def test_latent_mask_any_coverage():
     lat = latent_mask(mask, 8)
     assert lat.shape == (1, 1, 2, 2)
     assert lat[0, 0].tolist() == [[0.0, 0.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_noise_mappings_refuse_unknown_modes(k):
+    x = torch.zeros(1, 4, 2 * k, 2 * k)
+    with pytest.raises(ValueError, match="unknown noise resampling mode"):
+        teacher_noise(x[..., :2, :2], k, mode="conditonal")
+    with pytest.raises(ValueError, match="unknown noise resampling mode"):
+        teacher_to_student(x, k, mode="conditonal")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from soediff.losses import denoising_loss, masked_mse, reconstruction_loss
@@ -38,3 +39,11 @@ def test_reconstruction_weights_the_mask():
     # weights 10 at the masked pixel, 1 elsewhere: (3 * 10 * 1) / (3 * (10 + 3))
     assert abs(float(reconstruction_loss(recon, image, mask, 10.0, "l1")) - 30 / 39) < 1e-7
     assert abs(float(reconstruction_loss(recon, image, torch.zeros_like(mask), 10.0, "l2")) - 3 / 12) < 1e-7
+
+
+@pytest.mark.parametrize("kind", ["L1", "huber", ""])
+def test_reconstruction_loss_refuses_unknown_kinds(kind):
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="unknown reconstruction loss"):
+        reconstruction_loss(x, x, torch.zeros(1, 1, 4, 4), kind=kind)
+    assert float(reconstruction_loss(x + 1, x, torch.zeros(1, 1, 4, 4), kind="l2")) == 1.0
