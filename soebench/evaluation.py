@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +142,10 @@ def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOpti
         values["metrics"] = tuple(dict.fromkeys(values["metrics"]))  # each once, in the order given
     if values.get("shard") is not None:
         values["shard"] = tuple(values["shard"])
+    for key in ("clip_weights", "clip_pretrained", "inception_weights"):
+        # recorded with the run: a path relative to where the command ran would name nothing later
+        if isinstance(values.get(key), (str, os.PathLike)) and Path(values[key]).expanduser().exists():
+            values[key] = str(Path(values[key]).expanduser().resolve())
     opts = EvalOptions(**values)
     opts.check()
     return opts
@@ -169,7 +174,6 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     if isinstance(args_dict.get("device"), str) and args_dict["device"] != opts.device:
         check_device(args_dict["device"], "--model-args device=")  # the adapter's own, checked the same way
     model_name = model if isinstance(model, str) else str(getattr(adapter, "name", type(adapter).__name__))
-    scorer, info = _build_scorer(opts)
     table = man.table.select(list(ROW_COLUMNS))
     if opts.limit is not None:
         table = table.slice(0, opts.limit)
@@ -178,6 +182,7 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
         row["_index"] = i
     if callable(check := getattr(adapter, "check_samples", None)):  # optional: an adapter's own look before work
         check([row["sample_id"] for row in rows])
+    scorer, info = _build_scorer(opts)  # after the cheap checks: it may load networks for seconds
     # one process per run folder and shard: a second `evaluate --out` on it would mix its files with ours
     suffix = "" if shard.world_size == 1 else f".rank{shard.rank}"
     held.enter_context(exclusive_lock(run_dir.parent / f".{run_dir.name}{suffix}.lock", what=f"run folder {run_dir}"))
@@ -265,12 +270,22 @@ def _build_scorer(opts: EvalOptions):
         "weights": dict(chosen.weights),
         "clip": getattr(clip, "source", None),
         "inception": getattr(inception, "source", None),
-        "taxonomy": "soebench.taxonomy.classify" if classify else f"unavailable: {taxonomy_reason}",
+        "taxonomy": _taxonomy_info(opts) if classify else f"unavailable: {taxonomy_reason}",
     }
     from soebench.run.gate import ComputeGate
 
     gate = ComputeGate.for_device(opts.device)
     return Scorer(chosen, clip=clip, inception=inception, classify=classify, gate=gate), info
+
+
+def _taxonomy_info(opts: EvalOptions) -> dict[str, Any]:
+    """How the failure labels were made: enough to tell two runs labelled by other rules apart."""
+    import soebench.taxonomy as taxonomy
+    from soebench.mining.prompts import names_colour
+    from soebench.taxonomy.rules import DEFAULT_RULES
+
+    return {"classifier": "soebench.taxonomy.classify", "tier": "weight_free", "version": taxonomy.TAXONOMY_VERSION,
+            "colour_checked": names_colour(opts.prompt_key), "rules": json.loads(DEFAULT_RULES.to_json())}
 
 
 def _taxonomy() -> tuple[Callable | None, str | None]:
@@ -335,7 +350,18 @@ def _config(run: _Run) -> dict[str, Any]:
         "inception_stamp": _stamp(inception_path),
         "limit": opts.limit,
         "seed": opts.seed,
+        # the code that turns outputs into numbers and labels: a resume after an upgrade re-scores
+        "scoring_code": _scoring_versions(),
     }
+
+
+def _scoring_versions() -> dict[str, str]:
+    import soebench
+    import soebench.taxonomy as taxonomy
+    from soebench.mining.colour import COLOUR_NAMER_VERSION
+
+    return {"soebench": soebench.__version__, "taxonomy": taxonomy.TAXONOMY_VERSION,
+            "colour_namer": COLOUR_NAMER_VERSION}
 
 
 def _stamp(path: str | None) -> float | None:
@@ -445,9 +471,11 @@ def _score_or_restore(run: _Run, items: Sequence[Any], generated: Sequence[Any],
 def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: Any, writer: Any) -> list[dict[str, Any]]:
     from soebench.metrics import size_bucket
     from soebench.run.cache import link_or_copy, persist_output
+    from soebench.mining.prompts import names_colour
     from soebench.run.results import evidence_columns
     from soebench.run.scoring import ScoredSample
 
+    asks_colour = names_colour(run.opts.prompt_key)  # "tv" asked for no colour: none is checked
     rows, ok = [], []
     for item, gen in zip(items, generated):
         r = item.row
@@ -468,7 +496,8 @@ def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: An
                 writer.submit(persist_output, source.cache, gen.key, gen.image, run.run_dir / rel)
             row["output_path"] = rel
             ok.append((row, ScoredSample(item.sample_id, item.image, gen.image, item.mask, item.prompt, r["bbox"],
-                                         r["eval_crop"], r["color"], r["_index"], row["size_bucket"])))
+                                         r["eval_crop"], r["color"] if asks_colour else None, r["_index"],
+                                         row["size_bucket"])))
         else:
             row["failure"] = "error"
         rows.append(row)

@@ -94,7 +94,12 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     known = set(FILTER_KEYS) | set(INPUT_KEYS) | set(RUN_KEYS) | {"overwrite", "plots"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}",
+                          hint=f"did you mean {close[0]!r}?" if close else
+                          "the keys are the build-dataset flags without the dashes, e.g. max_per_image")
     try:
         return {key: _typed(key, value) for key, value in data.items()}
     except ConfigError as exc:

@@ -87,13 +87,29 @@ def evaluate_command(
         return
     if json_out:
         typer.echo(json.dumps(json_safe(result.summary), indent=2))
-        return
-    _print_summary(result)
+    else:
+        _print_summary(result)
+    _exit_if_nothing_scored(result.summary)
+
+
+def _exit_if_nothing_scored(summary) -> None:
+    """Every sample failed: the run folder holds no score, and a script or CI must notice (exit 1)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    errors, total = summary["errors"]["count"], summary["manifest"]["num_samples"]
+    if total and errors >= total:
+        first = summary["errors"]["examples"][0]["error"] if summary["errors"]["examples"] else "see samples.parquet"
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] every one of the {total} samples failed, e.g. {escape(first)}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from rich.markup import escape
 
     from soebench.run.report import distance_notes, fmt, fmt_ci, fmt_pct, footnote_lines, marked
 
@@ -111,16 +127,19 @@ def _print_summary(result) -> None:
         table.add_row(name, marked(fmt(d.get("value")), cell_notes))
     if s["taxonomy"].get("available"):
         table.add_row("taxonomy", ", ".join(f"{k} {fmt_pct(v)}" for k, v in s["taxonomy"]["fractions"].items()))
-    table.add_row("errors", str(s["errors"]["count"]))
+    table.add_row("errors", f"{s['errors']['count']} of {s['manifest']['num_samples']}")
     console.print(table)
+    for example in s["errors"]["examples"][:2]:  # the reason, not only a count (the rest: report.md)
+        console.print(f"  [yellow]sample {example['sample_id']}[/]: {escape(str(example['error']))}",
+                      highlight=False, soft_wrap=True)
     for line in footnote_lines(notes):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     for line in skipped_lines(s["metrics"].get("skipped", {})):
         console.print(line, highlight=False, soft_wrap=True)
     timing = s.get("timing", {})
-    console.print(f"generated {timing.get('adapter_calls', result.adapter_calls)}, reused "
-                  f"{timing.get('from_cache', result.from_cache)} from the cache; results in {result.run_dir}",
-                  highlight=False)
+    calls = timing.get("adapter_calls", result.adapter_calls)
+    console.print(f"the adapter ran on {calls} samples, {timing.get('from_cache', result.from_cache)} came from the "
+                  f"cache, {s['errors']['count']} failed; results in {result.run_dir}", highlight=False)
 
 
 def skipped_lines(skipped: dict[str, str]) -> list[str]:

@@ -74,10 +74,15 @@ class MetricAvailability:
     weights: dict[str, str] = field(default_factory=dict)
 
 
-def _weights_status(clip_spec: ClipSpec | None, inception_path) -> tuple[dict[str, tuple[bool, str]], dict[str, str]]:
+def _weights_status(clip_spec: ClipSpec | None, inception_path,
+                    needs: tuple[str, ...] = ("clip", "inception")) -> tuple[dict[str, tuple[bool, str]], dict[str, str]]:
+    """Which of the networks ``needs`` have their weights on disk (looking for CLIP imports
+    open_clip and torch, seconds: only when a requested metric needs it)."""
     status: dict[str, tuple[bool, str]] = {}
-    status["clip"] = clip_available(clip_spec or ClipSpec())
-    status["inception"] = inception_available(inception_path)
+    if "clip" in needs:
+        status["clip"] = clip_available(clip_spec or ClipSpec())
+    if "inception" in needs:
+        status["inception"] = inception_available(inception_path)
     found = {k: v[1] for k, v in status.items() if v[0]}
     return status, found
 
@@ -129,7 +134,8 @@ def resolve_metrics(
     if requested is None:
         return available_metrics(clip_spec, inception_path)
     check_metric_names(requested)
-    status, found = _weights_status(clip_spec, inception_path)
+    needs = tuple(dict.fromkeys(METRICS[n].needs for n in requested if METRICS[n].needs is not None))
+    status, found = _weights_status(clip_spec, inception_path, needs)
     for name in requested:
         need = METRICS[name].needs
         if need is not None and not status[need][0]:

@@ -15,6 +15,11 @@ TEMPLATES: dict[str, str] = {
 assert tuple(TEMPLATES) == PROMPT_KEYS
 
 
+def names_colour(prompt_key: str) -> bool:
+    """Whether the prompt of this key asks for a colour (so a wrong colour is a failure)."""
+    return "{color}" in TEMPLATES[prompt_key]
+
+
 def normalise_label(category: str) -> str:
     """Class names as prompts read them: OpenImages 'Traffic light' -> 'traffic light'."""
     return " ".join(category.replace("_", " ").split()).lower()

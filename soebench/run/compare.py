@@ -6,6 +6,8 @@ says so: their numbers are not measured on the same samples.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,8 +123,27 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], l
     counts = {summaries[n]["manifest"]["num_samples"] for n in names}
     if len(counts) > 1:
         warnings.append("runs cover different numbers of samples")
+    warnings += sample_set_warnings(summaries)
     warnings += setup_warnings(summaries)
     return ["metric"] + names, rows, warnings
+
+
+def sample_set_warnings(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """Runs whose means stand on different samples: failed samples drop out of every mean and of
+    FID/KID (a model that fails on the hard ones looks better for it), and the PSNR mean leaves
+    out untouched backgrounds (infinite PSNR)."""
+    warnings = []
+    errors = {name: int(s["errors"]["count"]) for name, s in summaries.items()}
+    if len(set(errors.values())) > 1:
+        shown = ", ".join(f"{name}: {n} of {summaries[name]['manifest']['num_samples']}" for name, n in errors.items())
+        warnings.append(f"runs failed on different numbers of samples ({shown}): every mean, FID/KID and taxonomy "
+                        "rate is over a run's own successful samples, so the runs are not scored on the same set")
+    n_inf = {name: (s["metrics"]["means"].get("bg_psnr") or {}).get("n_inf") for name, s in summaries.items()}
+    if len({v for v in n_inf.values() if v is not None}) > 1:
+        shown = ", ".join(f"{name}: {v}" for name, v in n_inf.items() if v is not None)
+        warnings.append(f"bg_psnr means leave out different numbers of untouched backgrounds (infinite PSNR: {shown}); "
+                        "compare bg_mse and bg_ssim, which count every sample")
+    return warnings
 
 
 def metric_setup(summary: dict[str, Any]) -> dict[str, str]:
@@ -138,6 +159,11 @@ def metric_setup(summary: dict[str, Any]) -> dict[str, str]:
     if isinstance(clip, dict):
         weights = clip.get("sha256") or clip.get("checkpoint") or clip.get("pretrained")
         setup["CLIP model"] = f"{clip.get('resolved_model') or clip.get('model')} ({weights})"
+    taxonomy = metrics.get("taxonomy")
+    if isinstance(taxonomy, dict):  # runs before 0.2 recorded only the classifier's name
+        rules = hashlib.sha256(json.dumps(taxonomy.get("rules"), sort_keys=True).encode()).hexdigest()[:12]
+        setup["taxonomy rules"] = (f"{taxonomy.get('tier')} v{taxonomy.get('version')}, rules {rules}, "
+                                   f"colour {'checked' if taxonomy.get('colour_checked') else 'not checked'}")
     modes = metrics.get("modes", {})
     for key in ("fid_resize", "clip_preprocess", "bg_dilation_radius_at_512"):
         if key in modes:

@@ -180,7 +180,7 @@ def test_cli_evaluate_and_compare(tmp_path, manifest6, capsys):
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(args[:-2] + ["--resume", "--quiet"]) == 0
-    assert "reused 3 from the cache" in capsys.readouterr().out
+    assert "3 came from the cache, 0 failed" in capsys.readouterr().out
     assert main(["evaluate", "-m", str(manifest6), "--out", str(tmp_path / "x"), "--model", "opencv-tela"]) == 2
     assert "did you mean opencv-telea" in capsys.readouterr().err
     assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 0

@@ -285,3 +285,14 @@ def test_cli_warns_when_the_manifest_is_empty(tmp_path, capsys):
 
 def _rows_at(path):
     return read_manifest(path).table.to_pylist()
+
+
+def test_a_mistyped_config_key_gets_a_suggestion(tmp_path, capsys):
+    from soebench.cli.app import main
+
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text("max_per_imag: 2\n")
+    assert main(_cli(fx, tmp_path / "a.parquet", "--config", str(cfg))) == 2
+    err = capsys.readouterr().err
+    assert "unknown option(s) max_per_imag" in err and "did you mean 'max_per_image'?" in err
