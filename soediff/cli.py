@@ -110,7 +110,7 @@ def show_config(
         from soebench.fileio import write_text_atomic
 
         _check_out_file(out, overwrite)
-        write_text_atomic(out, TrainConfig().to_yaml())
+        write_text_atomic(out, TrainConfig().to_yaml(comments=True))
         typer.echo(str(out))
         return
     from rich.console import Console

@@ -48,6 +48,25 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
+def _commented(settings: Any, indent: str) -> list[str]:
+    """YAML lines of a settings dataclass, each field after a ``# meaning`` line (a nested block's
+    from its field, else its class docstring)."""
+    import yaml
+
+    lines: list[str] = []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            about = f.metadata.get("doc") or (type(value).__doc__ or "").strip().split("\n")[0]
+            lines += [f"{indent}# {about}"] if about else []
+            lines += [f"{indent}{f.name}:", *_commented(value, indent + "  ")]
+            continue
+        if f.metadata.get("doc"):
+            lines.append(f"{indent}# {f.metadata['doc']}")
+        lines.append(indent + yaml.safe_dump({f.name: value}, default_flow_style=True, width=10**6).strip()[1:-1])
+    return lines
+
+
 @dataclass
 class LoraSettings:
     """SO-LoRA: low-rank adapters on the inpainting UNet."""
@@ -222,10 +241,13 @@ class TrainConfig:
         """Build from a (possibly partial) nested dict; unknown keys are an error naming the key."""
         return _from_dict(cls, data, where)
 
-    def to_yaml(self) -> str:
+    def to_yaml(self, *, comments: bool = False) -> str:
+        """The config as YAML; ``comments``: each option preceded by its meaning (``soediff config``)."""
         import yaml
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if not comments:
+            return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return "\n".join(_commented(self, "")) + "\n"
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:

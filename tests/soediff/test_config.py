@@ -96,3 +96,19 @@ def test_resume_refuses_a_changed_config(tmp_path):
     with pytest.raises(ConfigError, match="differs") as err:
         check_resume_config(changed, tmp_path / "config.yaml")
     assert "learning_rate: 3e-07 -> 0.0001" in str(err.value) and "lora.rank: 64 -> 8" in str(err.value)
+
+
+def test_written_defaults_say_what_each_option_means_and_read_back():
+    import dataclasses
+
+    import yaml
+
+    from soediff.config import TrainConfig
+
+    cfg = TrainConfig()
+    text = cfg.to_yaml(comments=True)
+    assert "# LoRA rank r (SOEDiff: 64).\n  rank: 64" in text
+    assert "# SO-LoRA settings.\nlora:" in text
+    assert TrainConfig.from_dict(yaml.safe_load(text)).to_dict() == cfg.to_dict()
+    documented = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("doc")]
+    assert all(f"# {f.metadata['doc']}\n{f.name}:" in text for f in documented)
