@@ -23,6 +23,7 @@ up to float rounding (a level or two of 255), because batched arithmetic differs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -251,7 +252,7 @@ class DiffusersInpainter:
         if not self.config.safety_checker:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
-            with warnings.catch_warnings():  # newer diffusers rename torch_dtype -> dtype; both work
+            with warnings.catch_warnings(), _quiet_loading():  # newer diffusers rename torch_dtype -> dtype
                 warnings.simplefilter("ignore", FutureWarning)
                 pipe = AutoPipelineForInpainting.from_pretrained(path, local_files_only=True, **kwargs)
         except (OSError, EnvironmentError) as exc:
@@ -329,3 +330,22 @@ def load_decoder_weights(vae, path: str | os.PathLike) -> None:
     if unexpected or any(k.startswith("decoder.") for k in missing):
         bad = unexpected[0] if unexpected else next(k for k in missing if k.startswith("decoder."))
         raise ConfigError(f"{path}: decoder weights do not fit this VAE (key {bad!r})")
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading pipeline components" / "Loading weights" bars: evaluate draws its own progress
+    (and prints nothing with --quiet); the libraries' settings are restored afterwards."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    restore = [(mod.enable_progress_bar if mod.is_progress_bar_enabled() else None)
+               for mod in (diffusers_logging, transformers_logging)]
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for enable in restore:
+            if enable is not None:
+                enable()

@@ -295,3 +295,14 @@ def test_diffusers_rejects_non_finite_settings(tmp_path, arg):
     (tmp_path / "model_index.json").write_text("{}")
     with pytest.raises(ConfigError, match=arg.split("=")[0]):
         MODELS.create("diffusers", f"path={tmp_path},{arg}")
+
+
+def test_loading_draws_no_library_progress_bars(tiny_pipeline_dir, capfd):
+    import diffusers.utils.logging as diffusers_logging
+
+    adapter = DiffusersInpainter(DiffusersConfig(path=str(tiny_pipeline_dir), steps=1, resolution=64))
+    capfd.readouterr()
+    adapter.inpaint([make_request("a", (32, 32))])
+    err = capfd.readouterr().err
+    assert "Loading pipeline components" not in err and "Loading weights" not in err
+    assert diffusers_logging.is_progress_bar_enabled()  # the library's own setting is back
