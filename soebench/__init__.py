@@ -26,4 +26,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'soebench' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The lazy names are not in globals() until first used; list them so that dir() and tab
+    # completion show the public API without importing it.
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = sorted(_LAZY)

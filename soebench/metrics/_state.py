@@ -2,7 +2,10 @@
 
 A metric keeps its state as named arrays that *add up* across shards: ``a + b`` (or
 ``a.merge(b)``) gives the metric of the union of their samples, and ``state_dict()`` /
-``load_state_dict()`` move states between processes (sum them, load the sum, ``compute()``).
+``load_state_dict()`` move states between processes (sum them key by key, except ``_config``,
+load the sum, ``compute()``). Every state, an empty one included, must be summable that way: a
+state whose shape is not known before the first update starts as a 0-d zero, which adds to any
+shape (see :class:`~soebench.metrics.fid.FID`); list-valued states concatenate.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class SummableMetric:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """Copies of the state arrays (lists of arrays for kept samples), plus ``_config``: the
+        settings a state may only be merged or loaded under."""
         out: dict[str, Any] = {}
         for name in self._state_names:
             value = getattr(self, name)
@@ -35,6 +40,8 @@ class SummableMetric:
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the state by ``state`` (from ``state_dict()``, or the sum of several);
+        ValueError when its ``_config`` differs from this metric's settings."""
         config = state.get("_config", {})
         if config and config != self._config():
             raise ValueError(f"cannot load a {type(self).__name__} state made with {config}; this one uses {self._config()}")

@@ -4,8 +4,19 @@
 shards merge by adding. While a side has at most as many rows as feature dimensions it also keeps
 the rows themselves (bounded: at most D x D values per side): such covariances are singular, and
 the FID of small sets (a few crops, one size bucket) is computed exactly and far faster from the
-rows (:func:`~soebench.metrics.functional.fid_from_features`) than from the D x D sums. ``KID`` needs the features themselves (its unbiased MMD is a kernel
-over sample pairs), so its state is the list of feature blocks per side; merging concatenates.
+rows (:func:`~soebench.metrics.functional.fid_from_features`) than from the D x D sums. A side
+with no rows yet has 0-d zero sums (no feature dimension yet), which add to any ``(D,)`` /
+``(D, D)`` sums: so state dicts can be summed key by key, an empty shard's included.
+
+``KID`` needs the features themselves (its unbiased MMD is a kernel over sample pairs), so its
+state is the list of feature blocks per side; merging concatenates. Its subsets are drawn by row
+position, so ``compute`` first puts each side's rows in a canonical order that depends only on
+the rows themselves (see :func:`canonical_row_order`): the value is that of the *set* of rows,
+whatever the order of updates, shards or merges (``a + b`` equals ``b + a`` bit for bit).
+
+Features must be finite: ``update_features`` rejects a NaN or inf row, naming the side and row
+(a broken extractor or input; FID's linear algebra and KID's kernels would only give NaN or an
+opaque LinAlgError later).
 
 The feature extractor is injected: any callable mapping float32 ``(N, 299, 299, 3)`` images in
 [0, 255] to ``(N, D)`` features (:func:`soebench.metrics.features.load_inception`, or a stand-in in
@@ -24,6 +35,7 @@ import numpy as np
 
 from soebench.metrics._state import SummableMetric
 from soebench.metrics.functional import (
+    check_kid_settings,
     fid_from_features,
     frechet_distance,
     kernel_inception_distance,
@@ -67,10 +79,50 @@ class DistanceResult:
     extra: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (``extra`` left out when None)."""
         d = asdict(self)
         if d["extra"] is None:
             d.pop("extra")
         return d
+
+
+def check_features(features: np.ndarray, *, real: bool) -> np.ndarray:
+    """``features`` as an ``(N, D)`` float array (integers become float64); ValueError when it is
+    not 2-D or a row holds NaN or inf, naming the side and the first such row."""
+    f = np.asarray(features)
+    if not np.issubdtype(f.dtype, np.floating):
+        f = f.astype(np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be (N, D); got shape {f.shape}")
+    finite = np.isfinite(f).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        row = int(bad[0])
+        side = "real" if real else "fake"
+        raise ValueError(
+            f"{side} features must be finite, but row {row} of this update holds "
+            f"{f[row][~np.isfinite(f[row])][0]} ({len(bad)} of {len(f)} rows are not finite); "
+            "check the feature extractor and its input images"
+        )
+    return f
+
+
+def canonical_row_order(features: np.ndarray) -> np.ndarray:
+    """A permutation that sorts the rows of ``features`` into an order fixed by their values alone.
+
+    Rows are compared by the bytes of their float64 values (-0.0 counted as 0.0), a total order
+    that is cheap for wide rows (a comparison stops at the first differing byte); equal rows are
+    interchangeable, so ties cannot change a result. The order itself means nothing: it only has
+    to be the same for the same set of rows, however they arrived.
+    """
+    f = np.ascontiguousarray(features, dtype=np.float64)
+    if f.shape[0] < 2:
+        return np.arange(f.shape[0])
+    negative_zero = (f == 0.0) & np.signbit(f)
+    if negative_zero.any():  # equal values must compare equal: copy only when needed (f may be large)
+        f = np.where(negative_zero, 0.0, f)
+    rows = f.view(np.dtype((np.void, f.dtype.itemsize * f.shape[1]))).ravel()
+    return np.argsort(rows, kind="stable")
 
 
 class _FeatureSides(SummableMetric):
@@ -94,6 +146,7 @@ class _FeatureSides(SummableMetric):
         return feats
 
     def update_features(self, features: np.ndarray, *, real: bool) -> None:  # pragma: no cover - abstract
+        """Add ``(N, D)`` features to the real or fake side."""
         raise NotImplementedError
 
 
@@ -102,22 +155,35 @@ class FID(_FeatureSides):
 
     _state_names = ("n_real", "sum_real", "outer_real", "n_fake", "sum_fake", "outer_fake", "rows_real", "rows_fake")
 
+    _sum_names = ("sum_real", "outer_real", "sum_fake", "outer_fake")
+
     def reset(self) -> None:
+        """Forget every sample. The sums start as 0-d zeros: the feature dimension is not known
+        until the first update, and a 0-d zero adds to sums of any dimension, so an empty
+        state can be summed with (or merged into) a full one."""
         for side in ("real", "fake"):
             setattr(self, f"n_{side}", np.array(0, dtype=np.int64))
-            setattr(self, f"sum_{side}", np.zeros((0,), dtype=np.float64))
-            setattr(self, f"outer_{side}", np.zeros((0, 0), dtype=np.float64))
+            setattr(self, f"sum_{side}", np.zeros((), dtype=np.float64))
+            setattr(self, f"outer_{side}", np.zeros((), dtype=np.float64))
             setattr(self, f"rows_{side}", [])
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a state (one from ``state_dict()``, or the key-by-key sum of several)."""
+        super().load_state_dict(state)
+        for name in self._sum_names:
+            if getattr(self, name).size == 0:  # saved before empty sums were 0-d: shapes (0,), (0, 0)
+                setattr(self, name, np.zeros((), dtype=np.float64))
+
     def update_features(self, features: np.ndarray, *, real: bool) -> None:
-        f = np.asarray(features, dtype=np.float64)
-        if f.ndim != 2:
-            raise ValueError(f"features must be (N, D); got shape {f.shape}")
+        """Add ``(N, D)`` features (finite; any float or integer dtype, summed in float64) to the
+        real or fake side. D must match the side's earlier updates (and the two sides must agree
+        by ``compute``)."""
+        f = check_features(features, real=real).astype(np.float64, copy=False)
+        if f.shape[0] == 0:
+            return  # nothing to add (and no dimension to fix yet)
         side = "real" if real else "fake"
         s, o = getattr(self, f"sum_{side}"), getattr(self, f"outer_{side}")
-        if s.size == 0:
-            s, o = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
-        if s.shape[0] != f.shape[1]:
+        if s.ndim and s.shape[0] != f.shape[1]:
             raise ValueError(f"feature dimension {f.shape[1]} differs from earlier updates ({s.shape[0]})")
         n = int(getattr(self, f"n_{side}"))
         rows = getattr(self, f"rows_{side}")
@@ -145,6 +211,10 @@ class FID(_FeatureSides):
         return mu, (sigma + sigma.T) / 2.0
 
     def compute(self) -> DistanceResult:
+        """FID of the real vs the fake side. From the kept rows when every row of both sides was
+        kept and that is cheaper, else from the sums; the same value either way. NaN with a
+        ``reason`` below 2 samples per side; a ``reason`` also flags fewer samples than feature
+        dimensions (singular covariances, FID biased upward)."""
         n_real, n_fake = int(self.n_real), int(self.n_fake)
         if n_real < 2 or n_fake < 2:
             return DistanceResult(
@@ -171,7 +241,11 @@ class FID(_FeatureSides):
 
 class KID(_FeatureSides):
     """Kernel Inception Distance (unbiased polynomial MMD^2 averaged over subsets of
-    ``min(max_subset_size, n)`` samples; see :func:`~soebench.metrics.functional.kernel_inception_distance`)."""
+    ``min(max_subset_size, n)`` samples; see :func:`~soebench.metrics.functional.kernel_inception_distance`).
+
+    The value is that of the sets of rows, independent of update and merge order: ``compute``
+    sorts each side with :func:`canonical_row_order` before drawing subsets. ValueError for
+    ``num_subsets < 1`` or ``max_subset_size < 2``."""
 
     _state_names = ("feats_real", "feats_fake")
 
@@ -184,6 +258,7 @@ class KID(_FeatureSides):
         max_subset_size: int = 1000,
         seed: int = 0,
     ):
+        check_kid_settings(num_subsets, max_subset_size)  # else compute gives NaN with no reason
         self.num_subsets = num_subsets
         self.max_subset_size = max_subset_size
         self.seed = seed
@@ -193,17 +268,14 @@ class KID(_FeatureSides):
         return {"mode": self.mode, "num_subsets": self.num_subsets, "max_subset_size": self.max_subset_size, "seed": self.seed}
 
     def reset(self) -> None:
+        """Forget every sample."""
         self.feats_real: list[np.ndarray] = []
         self.feats_fake: list[np.ndarray] = []
 
     def update_features(self, features: np.ndarray, *, real: bool) -> None:
-        """Keep a copy of the features in their float dtype (float32 Inception features stay
-        float32: half the memory, no loss); the MMD is computed in float64."""
-        f = np.array(features, copy=True)
-        if not np.issubdtype(f.dtype, np.floating):
-            f = f.astype(np.float64)
-        if f.ndim != 2:
-            raise ValueError(f"features must be (N, D); got shape {f.shape}")
+        """Keep a copy of the (finite) features in their float dtype (float32 Inception features
+        stay float32: half the memory, no loss); the MMD is computed in float64."""
+        f = np.array(check_features(features, real=real), copy=True)
         blocks = self.feats_real if real else self.feats_fake
         dims = {b.shape[1] for b in self.feats_real + self.feats_fake if len(b)}
         if len(f) and dims and f.shape[1] not in dims:
@@ -212,10 +284,18 @@ class KID(_FeatureSides):
 
     @staticmethod
     def _stack(blocks: list[np.ndarray]) -> np.ndarray:
+        """One side's rows in canonical order, float64. Subsets are drawn by row position, so
+        in update order ``a + b`` and ``b + a`` (or shards in any order) would draw different
+        subsets; sorted by value, the draw depends on the set of rows only."""
         blocks = [b for b in blocks if len(b)]
-        return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0))
+        if not blocks:
+            return np.zeros((0, 0))
+        rows = np.concatenate(blocks, axis=0).astype(np.float64, copy=False)
+        return rows[canonical_row_order(rows)]
 
     def compute(self) -> DistanceResult:
+        """KID of the real vs the fake side (``std`` over the subsets; ``extra`` gives the subset
+        sizes and count). NaN with a ``reason`` below 2 samples per side."""
         real, fake = self._stack(self.feats_real), self._stack(self.feats_fake)
         n_real, n_fake = len(real), len(fake)
         if n_real < 2 or n_fake < 2:

@@ -2,12 +2,14 @@
 
 Conventions
 - Feature matrices are ``(N, D)`` arrays; statistics are computed in float64.
-- Images are ``HxWx3`` arrays, uint8 in [0, 255] (or float in [0, ``data_range``]).
+- Images are ``HxWx3`` arrays, uint8 in [0, 255] or float in [0, ``data_range``] (default 1);
+  the two images of a pair must share their dtype (see :func:`image_data_range`).
 - ``keep_mask`` is a boolean ``HxW`` array, True on the pixels that count (the background
   outside the dilated object mask, see :func:`background_keep_mask`).
 - Values that cannot be computed (too few samples, no kept pixels) are NaN; the stateful classes
   attach the reason. Malformed input (fewer than 2 feature rows for statistics, mismatched
-  shapes) raises ValueError.
+  shapes, float images outside [0, ``data_range``], impossible KID settings) raises ValueError;
+  images of different or unsupported dtypes raise TypeError.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # SSIM constants of Wang et al. (2004), the settings skimage documents for reproducing the paper.
 SSIM_SIGMA = 1.5
@@ -196,6 +199,16 @@ def _subset_mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
     return float(term_x + term_y - 2.0 * kxy.sum() / (m * n))
 
 
+def check_kid_settings(num_subsets: int, max_subset_size: int) -> None:
+    """Raise ValueError for KID settings that cannot give a value: at least one subset, and at
+    least 2 rows per subset (the unbiased MMD^2 averages over pairs of distinct rows)."""
+    # bool is an int subclass; True would silently mean 1 subset
+    if isinstance(num_subsets, bool) or not isinstance(num_subsets, (int, np.integer)) or num_subsets < 1:
+        raise ValueError(f"Argument `num_subsets` expected to be an integer >= 1, but got {num_subsets!r}")
+    if isinstance(max_subset_size, bool) or not isinstance(max_subset_size, (int, np.integer)) or max_subset_size < 2:
+        raise ValueError(f"Argument `max_subset_size` expected to be an integer >= 2, but got {max_subset_size!r}")
+
+
 def kernel_inception_distance(
     features1: np.ndarray,
     features2: np.ndarray,
@@ -215,7 +228,11 @@ def kernel_inception_distance(
     set 1, then those of set 2. When the full kernel matrices fit in :data:`KID_GRAM_BUDGET`
     they are computed once and each subset's sums read from them (same values, far fewer
     flops than 3 products per subset); otherwise each subset's kernels are computed directly.
+    The draws pick row *positions*, so the value depends on the order of the rows as given (the
+    :class:`~soebench.metrics.fid.KID` class orders them canonically first).
+    Raises ValueError for ``num_subsets < 1`` or ``max_subset_size < 2``.
     """
+    check_kid_settings(num_subsets, max_subset_size)
     f1 = np.asarray(features1)
     f2 = np.asarray(features2)
     n1, n2 = len(f1), len(f2)
@@ -244,11 +261,13 @@ def kernel_inception_distance(
 # ----------------------------------------------------------------------------------------------
 
 
-def clip_score(image_feats, text_feats):
+def clip_score(image_feats: ArrayLike, text_feats: ArrayLike) -> ArrayLike:
     """Per-pair CLIP-Score ``max(100 * cos(image, text), 0)`` for row-aligned feature matrices.
 
-    Accepts numpy arrays or torch tensors of shape ``(N, D)`` (normalised or not) and returns the
-    same kind, shape ``(N,)``.
+    Accepts numpy arrays or torch tensors of shape ``(N, D)`` (normalised or not). Two numpy
+    arrays give a float64 numpy array of shape ``(N,)``; anything else goes through torch and
+    gives a float32 tensor on the image features' device. (The hint is ``ArrayLike``, which torch
+    tensors satisfy, because this module must not import torch.)
     """
     if isinstance(image_feats, np.ndarray) and isinstance(text_feats, np.ndarray):
         a = np.asarray(image_feats, dtype=np.float64)
@@ -304,7 +323,53 @@ def background_keep_mask(object_mask: np.ndarray, radius_at_512: float = DEFAULT
     return ~dilate_mask(object_mask, ry, rx)
 
 
-def _check_pair(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def image_data_range(orig: np.ndarray, gen: np.ndarray, data_range: float | None = None) -> float:
+    """The value range of an image pair, checked: both images must have the same dtype, uint8
+    (range 255; ``data_range`` may only be None or 255) or float with every value in
+    ``[0, data_range]`` (``data_range`` defaults to 1.0).
+
+    The scores divide by this range, so a wrong one gives plausible but wrong numbers rather than
+    an error: a float [0, 1] image against a uint8 one, or float [0, 255] images read as [0, 1].
+    Hence mixed dtypes raise TypeError and out-of-range floats ValueError.
+    """
+    a, b = np.asarray(orig), np.asarray(gen)
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"original and generated images must have the same dtype, got {a.dtype} and {b.dtype}; "
+            "convert both to uint8 (range [0, 255]) or both to float in [0, data_range]"
+        )
+    if a.dtype == np.uint8:
+        if data_range is not None and float(data_range) != 255.0:
+            raise ValueError(f"uint8 images span [0, 255]; data_range must be None or 255, got {data_range!r}")
+        return 255.0
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(f"images must be uint8 or floating point, got {a.dtype}")
+    r = 1.0 if data_range is None else float(data_range)
+    if not (math.isfinite(r) and r > 0):
+        raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
+    for name, img in (("original", a), ("generated", b)):
+        _check_float_range(name, img, r, data_range is None)
+    return r
+
+
+def _check_float_range(name: str, img: np.ndarray, r: float, default_range: bool) -> None:
+    if img.size == 0:
+        return
+    lo, hi = float(np.min(img)), float(np.max(img))  # NaN propagates, so one check covers it
+    if lo >= 0.0 and hi <= r:
+        return
+    problem = f"{name} image has values in [{lo:g}, {hi:g}]"
+    if default_range:  # the usual cause: float images in [0, 255]
+        raise ValueError(
+            f"{problem}, outside [0, 1] (the default data_range=1.0); float images must lie in "
+            "[0, data_range]: pass data_range=255 for float images in [0, 255], or give uint8 images"
+        )
+    raise ValueError(f"{problem}, outside [0, {r:g}] (data_range={r:g}); float images must lie in [0, data_range]")
+
+
+def _check_pair(
+    orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray, data_range: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     a = np.asarray(orig)
     b = np.asarray(gen)
     keep = np.asarray(keep_mask, dtype=bool)
@@ -312,22 +377,16 @@ def _check_pair(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray) -> tup
         raise ValueError(f"original and generated images differ in shape: {a.shape} vs {b.shape}")
     if keep.shape != a.shape[:2]:
         raise ValueError(f"keep_mask shape {keep.shape} does not match image size {a.shape[:2]}")
-    return a, b, keep
-
-
-def _default_range(a: np.ndarray, data_range: float | None) -> float:
-    if data_range is not None:
-        return float(data_range)
-    return 255.0 if a.dtype == np.uint8 else 1.0
+    return a, b, keep, image_data_range(a, b, data_range)
 
 
 def masked_mse(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray, *, data_range: float | None = None) -> float:
-    """Mean squared error over the kept pixels (all channels), with values scaled to [0, 1]
-    (``data_range`` defaults to 255 for uint8 input, else 1). NaN when no pixel is kept."""
-    a, b, keep = _check_pair(orig, gen, keep_mask)
+    """Mean squared error over the kept pixels (all channels), with values scaled to [0, 1] by
+    the range of :func:`image_data_range` (255 for uint8; ``data_range``, default 1, for float).
+    NaN when no pixel is kept."""
+    a, b, keep, r = _check_pair(orig, gen, keep_mask, data_range)
     if not keep.any():
         return math.nan
-    r = _default_range(a, data_range)
     diff = (a[keep].astype(np.float64) - b[keep].astype(np.float64)) / r
     return float(np.mean(diff**2))
 
@@ -353,12 +412,13 @@ def ssim_map(
     """Per-pixel SSIM map (Gaussian window, sigma 1.5, population covariances, K1=0.01,
     K2=0.03 -- Wang et al. 2004), averaged over channels. Same map as
     ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, full=True)``; borders use reflected padding."""
+    use_sample_covariance=False, full=True)``; borders use reflected padding. The images are
+    checked by :func:`image_data_range` (same dtype, floats in [0, ``data_range``])."""
     from scipy.ndimage import gaussian_filter
 
     a = np.asarray(orig)
     b = np.asarray(gen)
-    r = _default_range(a, data_range)
+    r = image_data_range(a, b, data_range)
     a = a.astype(np.float64)
     b = b.astype(np.float64)
     if a.ndim == 2:
@@ -390,7 +450,7 @@ def masked_ssim(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray, *, dat
     independent of the edit itself: a kept pixel whose 11x11 window reaches into the (dilated)
     object would otherwise be penalised for the intended change there. NaN when no pixel is kept.
     """
-    a, b, keep = _check_pair(orig, gen, keep_mask)
+    a, b, keep, _ = _check_pair(orig, gen, keep_mask, data_range)
     if not keep.any():
         return math.nan
     composite = np.where(keep[..., None] if b.ndim == 3 else keep, b, a)

@@ -114,6 +114,9 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> tuple[Path,
 
 
 def inception_available(path: str | os.PathLike | None = None) -> tuple[bool, str]:
+    """``(True, "file (label)")`` when FID Inception weights are found (``path``, then the search
+    order of :func:`find_inception_weights`), else ``(False, why and how to get them)``; never
+    raises for missing weights."""
     try:
         found, label = find_inception_weights(path)
     except MissingWeightsError as exc:

@@ -67,9 +67,13 @@ class Inpainter(Protocol):
     name: str
 
     def inpaint(self, requests: Sequence[InpaintRequest]) -> Sequence[InpaintResult | np.ndarray | Any]:
+        """One output per request, in order: an :class:`InpaintResult`, a uint8 HxWx3 array, a float
+        array in [0, 1] or a PIL image of the request's size (see :func:`check_output`)."""
         ...
 
     def cache_token(self) -> dict[str, Any] | None:
+        """A JSON-able description of everything that changes the outputs (it keys the output
+        cache); None: outputs are never cached."""
         ...
 
 
@@ -283,6 +287,8 @@ class Registry:
     _entries: dict[str, Registration] = field(default_factory=dict)
 
     def register(self, name: str, config_cls: type, factory: Callable[[Any], Inpainter], description: str = "") -> None:
+        """Add adapter ``name``: ``factory(config_cls(...))`` builds it from its (dataclass) config.
+        ValueError when the name is taken, TypeError when ``config_cls`` is not a dataclass."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         if not dataclasses.is_dataclass(config_cls):
@@ -290,12 +296,14 @@ class Registry:
         self._entries[name] = Registration(name, config_cls, factory, description)
 
     def names(self) -> tuple[str, ...]:
+        """The registered names, sorted."""
         return tuple(sorted(self._entries))
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
     def get(self, name: str) -> Registration:
+        """The registration of ``name``; :class:`ConfigError` with close matches when unknown."""
         try:
             return self._entries[name]
         except KeyError:
@@ -304,6 +312,8 @@ class Registry:
             raise ConfigError(f"unknown {self.kind} {name!r}", hint=f"{hint}known: {', '.join(self.names())}") from None
 
     def create(self, name: str, args: Mapping[str, Any] | str | None = None) -> Inpainter:
+        """Build adapter ``name`` from ``args`` (a mapping or ``"key=value,..."`` text, checked
+        against its config dataclass by :func:`config_from_args`)."""
         entry = self.get(name)
         config = config_from_args(entry.config_cls, args, adapter=name)
         return entry.factory(config)
