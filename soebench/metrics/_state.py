@@ -57,8 +57,8 @@ class SummableMetric:
             raise ValueError(f"cannot merge states with different settings: {other._config()} vs {self._config()}")
         for name in self._state_names:
             mine, theirs = getattr(self, name), getattr(other, name)
-            if isinstance(mine, list):
-                setattr(self, name, mine + list(theirs))
+            if isinstance(mine, list):  # copies: editing one metric's kept rows must not change the other's
+                setattr(self, name, mine + [np.array(v, copy=True) for v in theirs])
             elif np.ndim(mine) and np.ndim(theirs) and np.shape(mine) != np.shape(theirs):
                 if np.size(mine) == 0:  # an empty state has no feature dimension yet
                     setattr(self, name, np.array(theirs, copy=True))
@@ -70,8 +70,18 @@ class SummableMetric:
 
     def __add__(self, other: SummableMetric) -> SummableMetric:
         """A new metric holding both states; shares (does not copy) the injected network."""
+        return self._copy().merge(other)
+
+    def __radd__(self, other: Any) -> SummableMetric:
+        """``sum(shards)`` starts from 0: ``0 + metric`` is a copy of the metric."""
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+            return self._copy()
+        return NotImplemented
+
+    def _copy(self) -> SummableMetric:
         out = copy.copy(self)
         for name in self._state_names:
             value = getattr(self, name)
-            setattr(out, name, list(value) if isinstance(value, list) else np.array(value, copy=True))
-        return out.merge(other)
+            setattr(out, name, [np.array(v, copy=True) for v in value] if isinstance(value, list)
+                    else np.array(value, copy=True))
+        return out

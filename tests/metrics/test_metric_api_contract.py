@@ -297,3 +297,29 @@ def test_clip_score_and_encoder_have_resolvable_type_hints():
     assert {"image_feats", "text_feats", "return"} <= set(hints)
     assert "encoder" in typing.get_type_hints(CLIPScore.__init__)
     assert {"image_feats", "text_feats"} <= set(typing.get_type_hints(CLIPScore.update_features))
+
+
+def test_sum_of_shards_and_merge_copies():
+    import numpy as np
+
+    from soebench.metrics import FID, KID
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(12, 4)), rng.normal(size=(12, 4)) + 0.5
+    parts = []
+    for k in range(3):
+        fid = FID()
+        fid.update_features(real[4 * k:4 * k + 4], real=True)
+        fid.update_features(fake[4 * k:4 * k + 4], real=False)
+        parts.append(fid)
+    whole = FID()
+    whole.update_features(real, real=True)
+    whole.update_features(fake, real=False)
+    assert sum(parts).compute().value == pytest.approx(whole.compute().value, rel=1e-12)
+    a, b = KID(), KID()
+    a.update_features(real[:6], real=True)
+    b.update_features(real[6:], real=True)
+    a.merge(b)
+    for block in b.feats_real:  # editing b's kept rows in place must not reach into a
+        block[...] = 0
+    assert np.array_equal(np.concatenate(a.feats_real), real)
