@@ -359,8 +359,11 @@ def _scoring_versions() -> dict[str, str]:
     import soebench
     import soebench.taxonomy as taxonomy
     from soebench.mining.colour import COLOUR_NAMER_VERSION
+    from soebench.taxonomy.rules import DEFAULT_RULES
 
-    return {"soebench": soebench.__version__, "taxonomy": taxonomy.TAXONOMY_VERSION,
+    # the rules' content too: the labels a summary records must be those its rules made
+    rules = hashlib.sha256(DEFAULT_RULES.to_json().encode()).hexdigest()[:16]
+    return {"soebench": soebench.__version__, "taxonomy": taxonomy.TAXONOMY_VERSION, "taxonomy_rules": rules,
             "colour_namer": COLOUR_NAMER_VERSION}
 
 

@@ -259,8 +259,14 @@ def build_dataset_command(
         console.print("  [yellow]kept with the flag unknown[/] (the drop filter could not see it): "
                       + ", ".join(f"{k} {v}" for k, v in s["unknown_flags"].items()), highlight=False)
     if not s["kept"]:
-        Console(stderr=True, soft_wrap=True).print("[yellow]warning:[/] no object passed the filters: the manifest is empty",
-                                   highlight=False)
+        warn = Console(stderr=True, soft_wrap=True)
+        if s["invalid"].get("missing image file"):  # a wrong --images more often than a partial copy
+            warn.print(f"[yellow]warning:[/] the manifest is empty: no image file of the objects that passed the "
+                       f"filters is in --images {pick('images')}", highlight=False)
+            warn.print("[yellow]hint:[/] --images must be the folder that holds the image files the annotations "
+                       "name (e.g. val2017/ for instances_val2017.json)", highlight=False)
+        else:
+            warn.print("[yellow]warning:[/] no object passed the filters: the manifest is empty", highlight=False)
     console.print(f"  summary: {result.summary_path}", highlight=False)
 
 

@@ -115,10 +115,10 @@ def validate_table(table: pa.Table, *, where: str = "manifest", required: tuple[
 
 #: pixels a box may overshoot the image by rounding (COCO boxes are floats)
 BOX_TOLERANCE_PX = 1.0
-#: an image_path a reader must not open: absolute (POSIX root, Windows drive or UNC), a ``..``
-#: component, or empty. A manifest is data that is handed around; its paths must stay inside
-#: the images root it names, whatever the folder layout around it.
-_OUTSIDE_ROOT = r"^[/\\]|^[A-Za-z]:|(^|[/\\])\.\.([/\\]|$)|^$"
+#: an image_path a reader must not open: absolute (POSIX root, a Windows drive ``C:\\`` or ``C:/``,
+#: UNC; ``x:1.jpg`` is a file name on Linux), a ``..`` component, or empty. A manifest is data
+#: that is handed around; its paths must stay inside the images root it names.
+_OUTSIDE_ROOT = r"^[/\\]|^[A-Za-z]:[/\\]|(^|[/\\])\.\.([/\\]|$)|^$"
 IMAGE_PATH_PROBLEM = "image_path leaves the images root (absolute, empty or with a '..' component)"
 
 

@@ -285,7 +285,14 @@ def _widen_classes(src, cfg: FilterConfig) -> FilterConfig:
     widen = getattr(src, "widen_classes", None)
     if widen is None or getattr(src, "hierarchy_path", None) is None:
         return cfg
-    return cfg.replace(include_classes=widen(cfg.include_classes), exclude_classes=widen(cfg.exclude_classes))
+    wide = cfg.replace(include_classes=widen(cfg.include_classes), exclude_classes=widen(cfg.exclude_classes))
+    excluded = {c.strip().lower() for c in wide.exclude_classes}
+    covered = [n for n in cfg.include_classes if src.class_ids(n) & excluded]
+    if covered:  # as if listed in both: Cat under an excluded Mammal
+        raise ConfigError(f"{', '.join(map(repr, covered))} is in --include-classes but a subclass of an excluded "
+                          "class (with --class-hierarchy the exclusions, the preset's too, take every subclass)",
+                          hint="--preset none (with your own filters) keeps it, or exclude narrower classes")
+    return wide
 
 
 def _check_class_overlap(cfg: FilterConfig, preset: str | None, source: str) -> None:
@@ -439,11 +446,6 @@ def _select(src, frun: FilterRun, tally: Tally, num_shards: int, shard_index: in
     # one look-up per image, before the per-image loop: missing files are common in partial copies
     uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)
     missing = np.array([src.image_file(k) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
-    if missing.all() and len(missing):  # not one image found: a wrong --images, not an empty selection
-        raise InputError(f"none of the {len(uniq)} images of the {len(rows)} objects that passed the filters is in "
-                         f"--images {src.images_root}",
-                         hint="--images must be the folder that holds the image files the annotations name "
-                         "(e.g. val2017/ for instances_val2017.json)")
     if missing.any():
         tally.drop("missing image file", cands.ann_key[rows[missing]])
         rows = rows[~missing]

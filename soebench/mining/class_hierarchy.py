@@ -68,12 +68,14 @@ def descendants(mids: Iterable[str], children: Mapping[str, tuple[str, ...]]) ->
     return sorted(seen)
 
 
+def mids_of(name: str, classes: Mapping[str, str]) -> list[str]:
+    """The MIDs a class filter entry (a display name or a MID, any case) names."""
+    key = name.strip().lower()
+    return [mid for mid, display in classes.items() if key in (mid.lower(), display.lower())]
+
+
 def widen(names: tuple[str, ...], classes: Mapping[str, str], children: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
     """``names`` (display names or MIDs, any case) followed by the MIDs of all their subclasses."""
-    by_name: dict[str, list[str]] = {}
-    for mid, name in classes.items():
-        by_name.setdefault(name.lower(), []).append(mid)
-        by_name.setdefault(mid.lower(), []).append(mid)
-    mids = [mid for n in names for mid in by_name.get(n.strip().lower(), [])]
+    mids = [mid for n in names for mid in mids_of(n, classes)]
     extra = [m for m in descendants(mids, children) if m not in mids]
     return tuple(names) + tuple(extra)

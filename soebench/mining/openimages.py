@@ -493,6 +493,12 @@ class OpenImagesSource:
             self._children = read_hierarchy(self.hierarchy_path)
         return widen(names, self._classes or read_classes(self.classes_path), self._children)
 
+    def class_ids(self, name: str) -> set[str]:
+        """Everything a class filter entry matches on (lower-cased): itself and its MIDs."""
+        from soebench.mining.class_hierarchy import mids_of
+
+        return {name.strip().lower()} | {m.lower() for m in mids_of(name, self._classes or read_classes(self.classes_path))}
+
     def vocabulary(self) -> dict[str, str]:
         """Every class a filter may name, lower-cased -> as written: display names and MIDs."""
         classes = self._classes or read_classes(self.classes_path)

@@ -159,3 +159,20 @@ def test_an_adapters_own_check_comes_before_the_networks_load(manifest, tmp_path
     (empty / "someone-else.png").write_bytes(b"")
     with pytest.raises(InputError, match="none of"):
         evaluate(manifest, "folder", tmp_path / "run", model_args={"path": str(empty)}, metrics=BG, progress=False)
+
+
+def test_a_resume_after_the_rules_changed_scores_again(manifest, tmp_path, monkeypatch):
+    import dataclasses
+
+    import soebench.taxonomy as taxonomy
+    import soebench.taxonomy.rules as rules
+
+    out = tmp_path / "run"
+    evaluate(manifest, "mean-fill", out, metrics=BG, progress=False, report=False)
+    monkeypatch.setattr(rules, "DEFAULT_RULES", dataclasses.replace(rules.DEFAULT_RULES, colour_share_min=0.5))
+    calls = []
+    classify = taxonomy.classify
+    monkeypatch.setattr(taxonomy, "classify", lambda *a, **k: calls.append(1) or classify(*a, **k))
+    result = evaluate(manifest, "mean-fill", out, metrics=BG, progress=False, report=False, resume=True)
+    assert result.from_cache == 4 and len(calls) == 4  # outputs reused, labels made again by the new rules
+    assert result.summary["metrics"]["taxonomy"]["rules"]["colour_share_min"] == 0.5

@@ -197,3 +197,17 @@ def test_the_report_figure_survives_a_box_that_is_no_box():
     assert zoom_window([math.nan] * 4, 96, 80) == (slice(0, 80), slice(0, 96))
     assert zoom_window(None, 96, 80) == (slice(0, 80), slice(0, 96))
     assert zoom_window([40, 30, 4, 4], 96, 80) == (slice(0, 64), slice(10, 74))
+
+
+@pytest.mark.parametrize("name", ["x:1.jpg", "a..b.jpg", "..a.jpg", "sub/..x.jpg", "C:x.jpg"])
+def test_legitimate_file_names_stay_inside_the_root(name):
+    from soebench.manifest.schema import leaves_images_root
+
+    assert not leaves_images_root(name)
+
+
+@pytest.mark.parametrize("name", ["C:/x.jpg", "c:\\x.jpg", "\\\\server\\share\\x.jpg", "a/../../x.jpg"])
+def test_drives_unc_and_parent_components_leave_the_root(name):
+    from soebench.manifest.schema import leaves_images_root
+
+    assert leaves_images_root(name)

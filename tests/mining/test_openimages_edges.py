@@ -220,17 +220,33 @@ def test_class_lists_given_as_text_to_the_api_are_comma_separated(tmp_path):
     assert res.summary["kept"] == 0 and res.summary["filters"]["exclude_classes"] == ["cup", "ball"]
 
 
-def test_no_image_found_is_an_error_not_an_empty_manifest(tmp_path):
-    from soebench.errors import InputError
+def test_no_image_found_is_counted_and_the_cli_says_check_images(tmp_path, capsys):
+    from soebench.cli.app import main
 
     fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
-    with pytest.raises(InputError, match="none of the 1 images of the 1 objects that passed the filters is in --images") as err:
-        build_dataset("openimages", tmp_path / "a.parquet", images=elsewhere, classes=fx.classes,
-                      segmentation_csv=fx.segmentation_csv, masks=fx.masks, preset="none", plots=False)
-    assert "folder that holds the image files" in str(err.value)
-    assert not list(tmp_path.glob("a.*"))
+    res = build_dataset("openimages", tmp_path / "a.parquet", images=elsewhere, classes=fx.classes,
+                        segmentation_csv=fx.segmentation_csv, masks=fx.masks, preset="none", plots=False)
+    assert res.summary["kept"] == 0 and res.summary["invalid"] == {"missing image file": 1}  # dropped, not a crash
+    args = _cli(fx, tmp_path / "b.parquet", "--preset", "none")
+    args[args.index("--images") + 1] = str(elsewhere)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"no image file of the objects that passed the filters is in --images {elsewhere}" in err
+    assert "folder that holds the image files" in err
+
+
+def test_a_sharded_build_over_a_partial_copy_completes(tmp_path):
+    images = {f"{k:04x}000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))] for k in range(8)}
+    fx = write_openimages(tmp_path / "oi", images)
+    for image in sorted(fx.images.glob("*.jpg"))[1:]:  # a partial copy: one image of eight
+        image.unlink()
+    for i in range(4):
+        build_dataset("openimages", tmp_path / "parts", images=fx.images, classes=fx.classes,
+                      segmentation_csv=fx.segmentation_csv, masks=fx.masks, preset="none", plots=False,
+                      num_shards=4, shard_index=i)
+    assert len(read_manifest(tmp_path / "parts").table) == 1
 
 
 @pytest.mark.parametrize("preset, hint", [("none", "one of the two lists"), ("soe-eval", "--preset none")])
@@ -296,3 +312,16 @@ def test_a_mistyped_config_key_gets_a_suggestion(tmp_path, capsys):
     assert main(_cli(fx, tmp_path / "a.parquet", "--config", str(cfg))) == 2
     err = capsys.readouterr().err
     assert "unknown option(s) max_per_imag" in err and "did you mean 'max_per_image'?" in err
+
+
+def test_an_included_class_under_an_excluded_parent_is_an_error(tmp_path):
+    fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3)),
+                                                                 OiObj((0.5, 0.5, 0.7, 0.7), "Ball")]})
+    fx.classes.write_text(fx.classes.read_text() + "/m/0a,Tableware\n/m/0b,Drinkware\n")
+    tree = _hierarchy(tmp_path / "h.json", TREE)
+    with pytest.raises(ConfigError, match="'Cup' is in --include-classes but a subclass of an excluded class"):
+        _seg(fx, tmp_path / "a.parquet", preset="none", class_hierarchy=tree,
+             filters={"include_classes": "Cup", "exclude_classes": "Tableware"})
+    narrower = _seg(fx, tmp_path / "b.parquet", preset="none", class_hierarchy=tree,
+                    filters={"include_classes": "Tableware", "exclude_classes": "Drinkware"})
+    assert narrower.summary["rejected"]["exclude_classes"] == 1  # Tableware but not Drinkware: the cup goes
