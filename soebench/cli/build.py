@@ -334,7 +334,7 @@ def info_command(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
     console.print(f"[bold]{info['path']}[/]: {info['rows']} objects on {info['images']} images "
                   f"(schema {info['schema_version']}, preset {info['preset']})", highlight=False)
     for title, key in (("source", "per_source"), ("split", "per_split"), ("size (box side)", "size_histogram"),

@@ -114,7 +114,7 @@ def _print_summary(result) -> None:
     from soebench.run.report import distance_notes, fmt, fmt_ci, fmt_pct, footnote_lines, marked
 
     s = result.summary
-    console = Console()
+    console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
     table = Table(title=f"{s['run_name']}: {s['model']['name']} on {s['manifest']['num_samples']} samples")
     table.add_column("metric")
     table.add_column("value")
@@ -185,7 +185,7 @@ def compare_command(
         typer.echo(json.dumps({"runs": result["header"][1:], "values": result["values"], "warnings": result["warnings"],
                                "files": [str(f) for f in result["files"]]}, indent=2))
         return
-    console = Console()
+    console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
     table = Table(title="SOEBench comparison")
     for col in result["header"]:
         table.add_column(col)

@@ -46,7 +46,7 @@ def inspect_cmd(
     from soebench.fiftyone_export import resolve_sources
     from soebench.fo.writer import export
 
-    console = Console()
+    console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
     resolved = resolve_sources(list(sources), manifest=manifest)
     result = export(resolved, name=name, progress=not quiet, overwrite=overwrite)
     console.print(_slices_table(result))
@@ -134,7 +134,7 @@ def agreement_cmd(
     if not slices:
         raise InputError(f"dataset {name!r} holds no evaluation runs", hint="add runs with `soebench inspect RUN_DIR --name ...`")
     recorded = dataset_runs(dataset)
-    console = Console()
+    console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
     misplaced = tagged_originals(dataset)
     if misplaced:
         Console(stderr=True).print(
