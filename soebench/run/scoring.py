@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from soebench.metrics import METRICS, MetricAvailability
+from soebench.metrics import MetricAvailability
 from soebench.run.gate import OPEN, ComputeGate
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,3 @@ def _plain(value: Any) -> Any:
         return value.item()
     return value
 
-
-def metric_directions() -> dict[str, bool]:
-    """Metric name -> higher is better."""
-    return {name: info.higher_is_better for name, info in METRICS.items()}

@@ -11,6 +11,7 @@ from typing import Any
 def build_summary(run: Any, config: dict[str, Any], frame: Any, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     from soebench import __version__
     from soebench.metrics import CLIP_PREPROCESS_MODE, FID_RESIZE_DESCRIPTION, FID_RESIZE_MODE, SIZE_BUCKET_NAMES
+    from soebench.metrics.preprocess import CLIP_PREPROCESS_DESCRIPTION
     from soebench.run.results import breakdown, errors_summary, git_commit, metric_means, \
         package_versions, taxonomy_summary
     from soebench.run.scoring import PER_SAMPLE_METRICS
@@ -38,6 +39,7 @@ def build_summary(run: Any, config: dict[str, Any], frame: Any, parts: Sequence[
             **run.metrics_info,
             "modes": {"fid_resize": FID_RESIZE_MODE, "fid_resize_description": FID_RESIZE_DESCRIPTION,
                       "clip_preprocess": CLIP_PREPROCESS_MODE,
+                      "clip_preprocess_description": CLIP_PREPROCESS_DESCRIPTION,
                       "bg_dilation_radius_at_512": run.scorer.bg.radius_at_512,
                       "bg_psnr_mean": "finite values only; untouched backgrounds (inf dB) counted in n_inf"},
             "n_scored": int(len(ok)),
