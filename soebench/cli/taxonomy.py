@@ -37,6 +37,15 @@ RulesFile = Annotated[
 Splits = Annotated[
     list[str] | None, typer.Option("--split", help="Only objects of this split (repeatable), e.g. --split train2017 for the held-out half.")
 ]
+CvFolds = Annotated[
+    int | None,
+    typer.Option(
+        "--cv", min=2,
+        help="With --refit: also report a K-fold cross-validation of the fit on the tuning split's objects "
+        "(the figure for design decisions, which never needs the held-out split).",
+        show_default=False,
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -50,6 +59,7 @@ def validate_taxonomy_command(
     refit: Refit = False,
     rules: RulesFile = None,
     split: Splits = None,
+    cv: CvFolds = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -80,7 +90,7 @@ def validate_taxonomy_command(
         task = bar.add_task("objects", total=None)
         result = validate(
             data, limit=limit, seed=seed, all_methods=all_methods, tuning_split=tuning_split, refit=refit,
-            rules=rule_set, splits=split or None, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            rules=rule_set, splits=split or None, cv_folds=cv, progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     manifest_info = {"path": str(manifest), "sha256": sha256_file(manifest) if Path(manifest).is_file() else None, "objects": len(data)}
     written = write_outputs(result, out, extra={"manifest": manifest_info}) if out is not None else {}
@@ -116,7 +126,12 @@ def _print_report(result, console, written: dict[str, str]) -> None:
         f"{', all methods' if result.settings['all_methods'] else ', one method per label'})"
     )
     for rep in result.splits:
-        role = "[green]held-out[/]" if rep.role == "held-out" else "[yellow]tuning (optimistic)[/]"
+        if rep.role == "held-out":
+            role = "[green]held-out[/]"
+        elif rep.role.endswith("cross-validation"):
+            role = f"[cyan]{rep.role} of the fit (design figure)[/]"
+        else:
+            role = "[yellow]tuning (optimistic)[/]"
         table = Table(title=f"{rep.split} — {role}: accuracy {rep.accuracy:.1%} of {rep.n} cases", title_justify="left")
         table.add_column("truth \\ predicted")
         for label in LABELS:

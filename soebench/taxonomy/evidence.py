@@ -4,9 +4,13 @@ What the measurements may look at (the honesty rule of this module):
 
 - the **generated** image, inside the mask and in a background ring around it;
 - the **original** image *outside* the mask only -- the context the inpainter itself was given.
-  It is used for one thing: to tell whether the generated ring still is the photo's own
-  background (``ring_change``), because every other background statistic is taken from the
-  generated image so that both sides of each comparison went through the same decoder.
+  It tells whether the generated ring still is the photo's own background (``ring_change``),
+  and, since evidence wf-5, gives the ring's statistics as photographed (the ``*_orig`` keys of
+  :data:`ORIGINAL_RING_KEYS`, equal to the generated ones when the ring is unchanged). The rules
+  compare the region with the generated ring or the photographed one, whichever makes the weaker
+  case (:func:`soebench.taxonomy.rules.derived_features`): a generated image whose fill or halo
+  spills past the mask has a smoothed ring, against which a removal's leftovers look like an
+  object and an intact object looks noisy.
 - never the original object's pixels. The benchmark's ground-truth object is one possible
   answer among many (any red cup is a good answer to "a red cup"), so comparing against it would
   reward copying and would make the validation's ``ok`` cases trivially right.
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Bump when a measurement changes: results record the version whose numbers they hold.
-EVIDENCE_VERSION = "wf-4"
+EVIDENCE_VERSION = "wf-5"
 
 #: At most this many pixels take part in the colour-novelty nearest-neighbour search (each side).
 MAX_NOVELTY_PIXELS = 1024
@@ -351,6 +355,52 @@ def inner_contour_step(values: np.ndarray, mask: np.ndarray, at_outline: float, 
     return best
 
 
+def sharpness(gray: np.ndarray, where: np.ndarray, coarse_sigma: float) -> float:
+    """log of the mean gradient magnitude after a Gaussian of sigma 1 over that after one of
+    ``coarse_sigma`` (about 1/12 of the object's side), inside ``where``.
+
+    A photographed object keeps structure between the two scales (edges, parts, texture), so
+    its fine gradients are clearly stronger than its coarse ones (log ratio ~0.7 on COCO
+    objects, ~0.55 after a sigma-1 re-draw); an object smoothed away -- melted to a blob, blurred
+    at a fraction of its size -- has nothing at the fine scale that the coarse one does not
+    already hold (log ratio ~0). Self-referenced (no background needed), contrast-free."""
+    import cv2
+
+    values = []
+    for sigma in (1.0, coarse_sigma):
+        smooth = cv2.GaussianBlur(gray, (0, 0), sigma)
+        values.append(_robust_mean(_gradient_magnitude(smooth)[where]))
+    return float(np.log((values[0] + 0.5) / (values[1] + 0.5)))
+
+
+#: Measurements of the background ring that are also taken on the *original* image's ring (keys
+#: with ``_orig``): when the generated image changed the ring (a fill that spills past the mask,
+#: a halo, a re-exposed photo), the rules compare the region with whichever background -- as
+#: generated or as photographed -- makes the weaker case (:func:`soebench.taxonomy.rules.derived_features`).
+ORIGINAL_RING_KEYS = (
+    "ring_texture", "ring_spread", "edge_ring", "noise_ring", "fine_coarse_ring", "corr_ring",
+    "coherence_ring", "contour_step_ring", "sharpness_ring",
+)
+
+
+def _ring_stats(lab: np.ndarray, reg: Regions, coarse_sigma: float) -> dict[str, float]:
+    """The ring-only measurements of one image's window (see :data:`ORIGINAL_RING_KEYS`)."""
+    gray = lab[..., 0]
+    ring_smooth = _masked_blur(lab, reg.ring, 2.0)
+    gradients = value_gradients(lab)
+    return {
+        "ring_texture": float(np.linalg.norm((lab - ring_smooth)[reg.ring], axis=1).mean()),
+        "ring_spread": float(np.linalg.norm(lab[reg.ring] - lab[reg.ring].mean(axis=0), axis=1).mean()),
+        "edge_ring": _robust_mean(_gradient_magnitude(gray)[reg.ring]),
+        "noise_ring": float(np.median(immerkaer_map(gray)[reg.ring])),
+        "fine_coarse_ring": fine_to_coarse(gray, reg.ring),
+        "corr_ring": neighbour_correlation(gray, reg.ring),
+        "coherence_ring": structure_coherence(gray, reg.ring),
+        "contour_step_ring": contour_step(lab, dilate(reg.hole, max(1, reg.width // 2)), gradients=gradients),
+        "sharpness_ring": sharpness(gray, reg.ring, coarse_sigma),
+    }
+
+
 def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """All weight-free measurements of ``generated`` under ``mask`` (see the module docstring for
     what may be looked at). Values are plain floats; ratios compare region with background ring.
@@ -412,8 +462,13 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
     step_inner = inner_contour_step(lab, reg.mask, step, gradients=gradients)
 
     ring_change = float(np.abs(gen[reg.ring].astype(np.float32) - orig[reg.ring].astype(np.float32)).mean())
+    coarse_sigma = max(1.5, side / 12.0)
+    if ring_change > 0.0:
+        ring_orig = _ring_stats(rgb_to_lab(orig).astype(np.float32), reg, coarse_sigma)
+    else:  # the ring is the photo's own: the original's measurements are the generated ones
+        ring_orig = None
 
-    return {
+    result = {
         "area_px": float(area),
         "departure": departure,
         "ring_texture": ring_texture,
@@ -444,7 +499,12 @@ def measure(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> tu
         "contour_step_inner": step_inner,
         "contour_ratio_inner": (step_inner + 0.5) / (step_ring + 0.5),
         "foreground_share": float(foreground.sum()) / max(area, 1),
-    }, foreground
+        "sharpness_region": sharpness(gray, reg.interior, coarse_sigma),
+        "sharpness_ring": sharpness(gray, reg.ring, coarse_sigma),
+    }
+    for key in ORIGINAL_RING_KEYS:
+        result[f"{key}_orig"] = result[key] if ring_orig is None else ring_orig[key]
+    return result, foreground
 
 
 def colour_evidence(generated: np.ndarray, mask: np.ndarray, foreground: np.ndarray, expected: str | None) -> dict[str, float | str | None]:

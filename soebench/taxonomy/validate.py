@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from soebench.taxonomy import LABELS
+from soebench.taxonomy.cases import method_family
 
 COLOUR_KEYS = ("colour_named", "colour_confidence", "colour_named_foreground", "colour_expected", "colour_expected_share")
 #: The split the shipped rules were tuned on: reported as "tuning" when the manifest has it.
@@ -88,8 +89,9 @@ def summarise(rows: Sequence[CaseRow], split: str, role: str) -> SplitReport:
     truths: dict[str, str] = {}
     for r in rows:
         confusion[index[r.truth], index[r.predicted]] += 1
-        methods.setdefault(r.method if not r.method.startswith("recolour_") else "recolour", []).append(r.truth == r.predicted)
-        truths[r.method if not r.method.startswith("recolour_") else "recolour"] = r.truth
+        family = method_family(r.method)
+        methods.setdefault(family, []).append(r.truth == r.predicted)
+        truths[family] = r.truth
     n = int(confusion.sum())
     per_class = {
         label: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else float("nan"))
@@ -131,12 +133,15 @@ def validate(
     rules: Any = None,
     splits: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cv_folds: int | None = None,
 ) -> ValidationResult:
     """Build the cases of ``manifest``'s objects (at most ``limit`` objects, balanced over splits),
     classify them and summarise per split (only ``splits`` when given; with ``refit`` the tuning
     split is always included). ``tuning_split`` (default :data:`DEFAULT_TUNING_SPLIT`, which
     the manifest may lack) and each of ``splits`` must be splits of the manifest when given.
-    ``progress(done, total)`` is called per object."""
+    ``progress(done, total)`` is called per object. ``cv_folds`` (with ``refit``): also report a
+    ``cv_folds``-fold cross-validation of the fit on the tuning split's objects (role
+    ``"K-fold cross-validation"``), the figure to make design decisions on."""
     from soebench.errors import InputError
     from soebench.taxonomy import classify
     from soebench.taxonomy.cases import iter_cases, objects_of
@@ -149,6 +154,8 @@ def validate(
     if tuning_split is not None:
         check_split(manifest, tuning_split, have, option="--tuning-split")
     tuning_split = tuning_split or DEFAULT_TUNING_SPLIT
+    if cv_folds is not None and (not refit or cv_folds < 2):
+        raise InputError(f"--cv {cv_folds}: cross-validation needs --refit and at least 2 folds")
     if refit and tuning_split not in have:
         raise InputError(
             f"--refit: manifest {manifest.path} has no objects of the tuning split {tuning_split!r} "
@@ -183,17 +190,63 @@ def validate(
         relabel(rows, rules)
     splits = sorted({r.split for r in rows}, key=lambda s: (s == tuning_split, s))
     reports = [summarise([r for r in rows if r.split == s], s, "tuning" if s == tuning_split else "held-out") for s in splits]
+    if refit and cv_folds:
+        reports.append(cross_validate([r for r in rows if r.split == tuning_split], folds=cv_folds, seed=seed, split=tuning_split))
     settings = {
         "limit": limit,
         "seed": seed,
         "all_methods": all_methods,
         "tuning_split": tuning_split,
         "refit": refit,
+        "cv_folds": cv_folds,
         "splits": wanted,
         "objects": len(refs),
         "cases": len(rows),
     }
     return ValidationResult(reports, rows, rules, settings)
+
+
+def _fold_of(sample_id: str, folds: int, seed: int) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(f"cv|{seed}|{sample_id}".encode()).hexdigest()[:8], 16) % folds
+
+
+def cross_validate(rows: Sequence[CaseRow], *, folds: int = 5, seed: int = 0, split: str = "", **fit_kwargs: Any) -> SplitReport:
+    """K-fold cross-validation of the fitting protocol on ``rows`` (one split's cases): the rules
+    are fitted on the objects of k-1 folds (:func:`soebench.taxonomy.fit.fit_rules`) and label the
+    objects of the remaining one; every case is labelled once, by rules that never saw its
+    object. The design-decision figure: it needs only the fitting half, so the held-out half can
+    stay unseen. ``rows`` are not modified. ``fit_kwargs`` go to ``fit_rules`` (e.g. feature
+    lists to compare)."""
+    import copy
+
+    from soebench.taxonomy.fit import fit_rules
+    from soebench.taxonomy.rules import decide, derived_features
+
+    if folds < 2:
+        raise ValueError(f"cross_validate: need at least 2 folds, got {folds}")
+    fold = [_fold_of(r.sample_id, folds, seed) for r in rows]
+    labelled: list[CaseRow] = []
+    for k in range(folds):
+        train = [r for r, f in zip(rows, fold) if f != k]
+        test = [r for r, f in zip(rows, fold) if f == k]
+        if not test or not train:
+            continue
+        rules = fit_rules(
+            [derived_features(r.evidence) for r in train],
+            [{c: r.evidence.get(c) for c in COLOUR_KEYS} for r in train],
+            [r.truth for r in train],
+            methods=[r.method for r in train],
+            fitted_on=f"cv fold {k}",
+            **fit_kwargs,
+        )
+        for r in test:
+            label, _ = decide(derived_features(r.evidence), {c: r.evidence.get(c) for c in COLOUR_KEYS}, rules)
+            row = copy.copy(r)
+            row.predicted = label
+            labelled.append(row)
+    return summarise(labelled, split or (rows[0].split if rows else ""), f"{folds}-fold cross-validation")
 
 
 def splits_of(manifest: Any) -> list[str]:

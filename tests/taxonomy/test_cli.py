@@ -38,3 +38,15 @@ def test_validate_taxonomy_json_limit_and_refit_errors(tmp_path, capsys):
     assert "tuning split" in capsys.readouterr().err
     assert main(["validate-taxonomy", "--manifest", str(tmp_path / "nope.parquet")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_validate_taxonomy_cross_validates_the_refit_on_the_tuning_split(tmp_path, capsys):
+    manifest = make_manifest(tmp_path, n=8, size=(200, 160), seed=5)
+    args = ["validate-taxonomy", "--manifest", str(manifest), "--tuning-split", "test", "--refit", "--cv", "2", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    roles = {s["role"]: s for s in report["splits"]}
+    assert set(roles) == {"tuning", "2-fold cross-validation"} and report["settings"]["cv_folds"] == 2
+    assert roles["2-fold cross-validation"]["n"] == roles["tuning"]["n"] == 32
+    assert main(["validate-taxonomy", "--manifest", str(manifest), "--cv", "2", "--quiet"]) == 2
+    assert "needs --refit" in capsys.readouterr().err

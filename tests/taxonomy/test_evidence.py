@@ -137,3 +137,40 @@ def test_measure_returns_plain_floats_and_a_foreground_inside_the_mask():
     empty_values, empty_fg = ev.measure(with_object, image, mask)
     assert empty_values["departure_ratio"] < 0.5 * values["departure_ratio"]
     assert empty_values["foreground_share"] < 0.1
+
+
+def test_sharpness_drops_when_an_object_is_smoothed_but_not_after_a_light_blur():
+    import cv2
+
+    rng = np.random.default_rng(3)
+    gray = cv2.GaussianBlur(rng.uniform(0, 100, size=(120, 120)).astype(np.float32), (0, 0), 1.2)
+    where = np.zeros_like(gray, dtype=bool)
+    where[20:100, 20:100] = True
+    sharp = ev.sharpness(gray, where, 6.0)
+    light = ev.sharpness(cv2.GaussianBlur(gray, (0, 0), 1.0), where, 6.0)
+    heavy = ev.sharpness(cv2.GaussianBlur(gray, (0, 0), 8.0), where, 6.0)
+    assert sharp > 0.5 and light > 0.6 * sharp and heavy < 0.15 * sharp
+
+
+def test_the_original_ring_is_measured_only_outside_the_mask_and_used_when_the_ring_changed():
+    from soebench.taxonomy.rules import derived_features
+
+    rng = np.random.default_rng(6)
+    image = np.clip(120 + rng.normal(0, 12, size=(100, 120, 3)), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:100, 0:120]
+    mask = (yy - 50) ** 2 / 15**2 + (xx - 60) ** 2 / 20**2 <= 1
+    same, _ = ev.measure(image, image, mask)
+    assert all(same[f"{k}_orig"] == same[k] for k in ev.ORIGINAL_RING_KEYS) and same["ring_change"] == 0.0
+    # the original's object pixels never matter
+    scribbled = image.copy()
+    scribbled[mask] = 0
+    assert ev.measure(scribbled, image, mask)[0] == same
+    # a fill spilling past the mask: the generated ring is flat, the photo's ring is not
+    spilled = image.copy()
+    spilled[(yy - 50) ** 2 / 30**2 + (xx - 60) ** 2 / 40**2 <= 1] = 120
+    values, _ = ev.measure(image, spilled, mask)
+    assert values["ring_texture"] < 0.3 * values["ring_texture_orig"]
+    features = derived_features(values)
+    gen_only = derived_features({k: v for k, v in values.items() if not k.endswith("_orig")})
+    assert features["log_contour_texture_inner"] < gen_only["log_contour_texture_inner"]
+    assert features["ring_kept"] < 0.0 == derived_features(same)["ring_kept"]

@@ -105,3 +105,68 @@ def test_a_rules_file_whose_score_lengths_disagree_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match=r"rules.json: not a taxonomy rules file .*one mean, scale and weight per feature"):
         RuleSet.load(path)
 
+
+
+def test_colour_threshold_ties_go_to_the_middle_of_the_optimal_interval():
+    from soebench.taxonomy.fit import COLOUR_GRID, fit_colour_threshold
+
+    def pair(share, label, named):
+        return {"colour_named": named, "colour_expected": "red", "colour_expected_share": share}, label
+
+    # every threshold in (0.10, 0.40] separates these: the middle of that run, not its first value
+    pairs = [pair(0.1, "mismatch", "blue"), pair(0.05, "mismatch", "green"), pair(0.4, "ok", "orange"), pair(0.9, "ok", "red")]
+    threshold, notes = fit_colour_threshold(pairs)
+    assert notes["optimal"] == [0.12, 0.4] and notes["balanced_accuracy"] == 1.0
+    assert threshold == pytest.approx(0.26)
+    # a case set that cannot tell thresholds apart shows it: the whole grid is optimal
+    _, flat = fit_colour_threshold([pair(0.0, "mismatch", "blue"), pair(0.9, "ok", "red")])
+    assert flat["optimal"] == [COLOUR_GRID[0], COLOUR_GRID[-1]]
+
+
+def test_exposure_cases_are_reported_but_not_fitted():
+    rng = np.random.default_rng(2)
+    feats, colours, labels, methods = [], [], [], []
+    for label, method in (("ok", "original"), ("missing", "telea"), ("ok", "exposure_gamma")):
+        for _ in range(40):
+            f = {n: float(rng.normal()) for n in FEATS}
+            f["log_departure_ratio"] += {"ok": 2.0, "missing": -2.0}[label] * (method != "exposure_gamma")
+            feats.append(f)
+            colours.append({"colour_named": "red", "colour_expected": "red", "colour_expected_share": 0.9})
+            labels.append(label)
+            methods.append(method)
+    # the distortion fit needs both classes among the present cases
+    for _ in range(40):
+        feats.append({**{n: float(rng.normal()) for n in FEATS}, "excess_noise": 3.0, "log_departure_ratio": 2.0})
+        colours.append(colours[0])
+        labels.append("distortion")
+        methods.append("noise")
+    with_exposure = fit_rules(feats, colours, labels, methods=methods, fitted_on="synthetic")
+    keep = [i for i, m in enumerate(methods) if m != "exposure_gamma"]
+    without = fit_rules([feats[i] for i in keep], [colours[i] for i in keep], [labels[i] for i in keep], methods=[methods[i] for i in keep], fitted_on="synthetic")
+    assert with_exposure.presence == without.presence and with_exposure.distortion == without.distortion
+    assert "exposure_gamma" in with_exposure.notes["not_fitted_on"]
+
+
+def test_cross_validation_labels_every_case_once_by_rules_that_never_saw_its_object():
+    from soebench.taxonomy import validate as vd
+
+    rng = np.random.default_rng(4)
+    rows = []
+    raw = {"area_px": 400.0, "ring_texture": 3.0, "ring_spread": 5.0, "edge_region": 4.0, "edge_ring": 4.0, "noise_region": 1.0,
+           "noise_ring": 1.0, "fine_coarse_region": 0.8, "fine_coarse_ring": 0.8, "corr_region": 0.9, "corr_ring": 0.9,
+           "blockiness": 1.1, "coherence_region": 0.5, "coherence_ring": 0.5, "energy_ratio": 1.0, "energy_region": 1.0,
+           "contour_step": 5.0, "contour_step_ring": 2.0, "contour_step_inner": 5.0, "novel_share": 0.1, "novel_median": 3.0,
+           "foreground_share": 0.5, "sharpness_region": 0.7, "sharpness_ring": 0.6, "ring_change": 0.0}
+    for i in range(60):
+        for truth, departure, noise in (("ok", 20.0, 1.0), ("missing", 1.0, 1.0), ("mismatch", 20.0, 1.0), ("distortion", 20.0, 9.0)):
+            ev = {**raw, "departure": departure * float(rng.uniform(0.7, 1.3)), "noise_region": noise * float(rng.uniform(0.8, 1.2)),
+                  "colour_named": "blue" if truth == "mismatch" else "red", "colour_named_foreground": None, "colour_expected": "red",
+                  "colour_confidence": 0.8, "colour_expected_share": 0.01 if truth == "mismatch" else 0.9}
+            rows.append(vd.CaseRow(f"s{i}:{truth}", f"s{i}", "val2017", truth, truth, "cup", "?", ev))
+    report = vd.cross_validate(rows, folds=4, split="val2017")
+    assert report.n == len(rows) and report.role == "4-fold cross-validation"
+    assert report.accuracy > 0.95
+    assert all(r.predicted == "?" for r in rows)  # the input rows are left alone
+    assert len({vd._fold_of(f"s{i}", 4, 0) for i in range(60)}) == 4
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        vd.cross_validate(rows, folds=1)

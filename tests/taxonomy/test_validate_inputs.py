@@ -61,7 +61,8 @@ def test_every_derived_feature_is_a_known_feature_name():
         "departure_ratio", "novel_share", "edge_ratio", "foreground_share", "contour_ratio", "contour_ratio_inner",
         "energy_ratio", "noise_ratio", "contour_step", "ring_texture", "contour_step_inner", "novel_median",
         "departure", "ring_spread", "energy_region", "fine_coarse_region", "fine_coarse_ring", "corr_ring",
-        "corr_region", "coherence_ring", "coherence_region", "blockiness",
+        "corr_region", "coherence_ring", "coherence_region", "blockiness", "edge_region", "edge_ring", "noise_region",
+        "noise_ring", "contour_step_ring", "sharpness_region", "sharpness_ring", "ring_change",
     )}
     assert set(derived_features(evidence)) == set(DERIVED_FEATURES)
 
