@@ -318,15 +318,21 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
     accelerator.wait_for_everyone()  # the first process clears an overwritten run: nobody writes before it is done
     unet, decoder, optimizer, loader, scheduler = _setup_optimisation(config, accelerator, parts.unet, decoder, loader)
     step_gen = StepGenerator(accelerator.device, config.seed + 7919 * accelerator.process_index)
-    accelerator.register_for_checkpointing(step_gen)
     _checkpoint_hooks(accelerator, type(parts.unet),
                       {"rank": config.lora.rank, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
                        "target_modules": targets})
 
     step = 0
     if resume_from is not None:
+        state = json.loads((resume_from / "trainer_state.json").read_text())
+        _check_same_processes(state, accelerator.num_processes, resume_from)
+        if (resume_from / "custom_checkpoint_0.pkl").exists():
+            # a checkpoint of soediff 0.1 (or a run resumed from one): accelerate refuses to load it
+            # unless the object it holds is registered; the per-rank file below then replaces it
+            accelerator.register_for_checkpointing(step_gen)
         accelerator.load_state(str(resume_from))
-        step = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        _load_step_generator(resume_from, accelerator.process_index, step_gen)
+        step = state["step"]
         log.info("resumed from %s at step %d", resume_from, step)
     models = StepModels(unet=unet, base_unet=accelerator.unwrap_model(unet), vae=parts.vae,
                         text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
@@ -527,7 +533,8 @@ class _Loop:
             bar[0].update(bar[1], completed=step, description=f"loss {row['loss']:.4f}")
         if step % config.checkpointing_steps == 0 or last:
             self._check_finite_weights(step)
-            self.last_checkpoint = _save_checkpoint(accelerator, self.out, step, epoch, config.checkpoints_total_limit)
+            self.last_checkpoint = _save_checkpoint(accelerator, self.out, step, epoch, config.checkpoints_total_limit,
+                                                    self.step_gen)
         if main and self.val_ds is not None and config.validation_steps and (step % config.validation_steps == 0 or last):
             self.validation_images.append(
                 _validate(self.models, self.val_ds, config, self.out, step, self.weight_dtype, accelerator))
@@ -668,16 +675,52 @@ def _progress(enabled: bool, total: int, start: int):
     return bar, task
 
 
-def _save_checkpoint(accelerator, out: Path, step: int, epoch: int, limit: int | None) -> Path:
+def _save_checkpoint(accelerator, out: Path, step: int, epoch: int, limit: int | None,
+                     step_gen: StepGenerator | None = None) -> Path:
     folder = out / "checkpoints" / f"checkpoint-{step:08d}"
     accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()  # the folder exists
+    if step_gen is not None:  # every process its own: accelerate saves custom objects of rank 0 only
+        _save_step_generator(folder, accelerator.process_index, step_gen)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_text_atomic(folder / "trainer_state.json", json.dumps({"step": step, "epoch": epoch}))
+        write_text_atomic(folder / "trainer_state.json",
+                          json.dumps({"step": step, "epoch": epoch, "num_processes": accelerator.num_processes}))
         if limit is not None:
             for old in list_checkpoints(out)[:-limit]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return folder
+
+
+def _step_generator_file(folder: Path, rank: int) -> Path:
+    return folder / f"step_generator_{rank}.pt"
+
+
+def _save_step_generator(folder: Path, rank: int, step_gen: StepGenerator) -> None:
+    import torch
+
+    with atomic_path(_step_generator_file(folder, rank)) as tmp:
+        torch.save(step_gen.state_dict(), tmp)
+
+
+def _load_step_generator(folder: Path, rank: int, step_gen: StepGenerator) -> None:
+    """This process's step generator as the checkpoint saved it (a checkpoint of soediff 0.1 holds
+    rank 0's only, which accelerate's load_state restored)."""
+    import torch
+
+    path = _step_generator_file(folder, rank)
+    if path.exists():
+        step_gen.load_state_dict(torch.load(path, weights_only=False))
+
+
+def _check_same_processes(state: dict[str, Any], now: int, checkpoint: Path) -> None:
+    """A resume on another number of processes is another run: the global batch, the data each
+    process reads and the learning-rate schedule (laid out over steps x processes) all change."""
+    before = state.get("num_processes")
+    if before is not None and before != now:
+        raise ConfigError(f"--resume from {checkpoint.name} with {now} process(es): the run was trained with {before}",
+                          hint=f"resume with {before} processes (accelerate launch / torchrun --nproc_per_node {before})")
 
 
 def _validate(models, dataset, config: TrainConfig, out: Path, step: int, weight_dtype, accelerator) -> Path:

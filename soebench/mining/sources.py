@@ -111,6 +111,21 @@ class FileIndex:
         return relative in self._names
 
 
+def inside_root(root: Path, name: str) -> str | None:
+    """``name`` (an annotation's file name) as a path relative to ``root``, the form a manifest
+    stores: an absolute or ``..`` name that points inside ``root`` is made relative to it, one that
+    points elsewhere gives None (the image is not in --images; readers refuse such paths)."""
+    from soebench.manifest.schema import leaves_images_root
+
+    if not leaves_images_root(name):
+        return name
+    path = Path(name) if Path(name).is_absolute() else root / name
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def read_image_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
@@ -244,8 +259,8 @@ class CocoSource:
         row = d.image_row(int(image_key))
         if row is None:
             return None
-        name = d.image_files[row]
-        return name if self._index.exists(name) else None
+        name = inside_root(self.images_root, d.image_files[row])
+        return name if name is not None and self._index.exists(name) else None
 
     def image_size(self, image_key: str) -> tuple[int, int]:
         img = self.data.image(int(image_key))

@@ -59,3 +59,32 @@ def test_processes_without_a_process_group_are_refused(tmp_path, tiny_pipe_dir, 
     assert "launched as 2 processes, but accelerate set up 1" in proc.stderr
     assert "ACCELERATE_USE_CPU=true torchrun" in proc.stderr
     assert not (out / "checkpoints").exists()
+
+
+def _losses(out):
+    with open(out / "logs" / "losses.csv", newline="") as fh:
+        return {r["step"]: (float(r["loss"]), float(r["denoise"])) for r in csv.DictReader(fh)}
+
+
+@pytest.mark.slow  # three 2-process launches
+def test_two_process_resume_is_exact_and_each_rank_keeps_its_generator(tmp_path, tiny_pipe_dir, train_manifest):
+    import torch
+    from safetensors.torch import load_file
+
+    def launch(out, steps, *extra):
+        args = _args(tmp_path, tiny_pipe_dir, train_manifest, out)
+        args[args.index("--max-steps") + 1] = str(steps)
+        proc = _torchrun(tmp_path, [*args, *extra], ACCELERATE_USE_CPU="true")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    launch(tmp_path / "a", 4)
+    launch(tmp_path / "b", 2)
+    checkpoint = tmp_path / "b" / "checkpoints" / "checkpoint-00000002"
+    assert (checkpoint / "step_generator_0.pt").is_file() and (checkpoint / "step_generator_1.pt").is_file()
+    launch(tmp_path / "b", 4, "--resume")
+    straight, resumed = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    for step in ("3", "4"):
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-5), step
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "checkpoint-00000004" / "lora.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "checkpoint-00000004" / "lora.safetensors"))
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)

@@ -61,3 +61,29 @@ def test_resume_with_another_max_steps_keeps_the_schedule(make_config, tmp_path,
             train(longer, resume=True, progress=False)
     else:
         assert [r["step"] for r in train(longer, resume=True, progress=False).history] == [2]
+
+
+def test_a_resume_on_another_number_of_processes_is_refused(make_config, tmp_path):
+    import json
+
+    out = tmp_path / "r"
+    train(make_config(out=str(out), max_steps=1, checkpointing_steps=1), progress=False)
+    state_file = out / "checkpoints" / "checkpoint-00000001" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["num_processes"] == 1
+    state_file.write_text(json.dumps({**state, "num_processes": 2}))  # as a 2-process run writes it
+    with pytest.raises(ConfigError, match="with 1 process.*trained with 2") as err:
+        train(make_config(out=str(out), max_steps=2, checkpointing_steps=1), resume=True, progress=False)
+    assert "--nproc_per_node 2" in str(err.value)
+
+
+def test_a_checkpoint_from_before_per_rank_generators_still_resumes_exactly(make_config, tmp_path):
+    import shutil
+
+    straight = train(make_config(out=str(tmp_path / "a"), max_steps=2, checkpointing_steps=1), progress=False)
+    train(make_config(out=str(tmp_path / "b"), max_steps=1, checkpointing_steps=1), progress=False)
+    checkpoint = tmp_path / "b" / "checkpoints" / "checkpoint-00000001"
+    shutil.move(checkpoint / "step_generator_0.pt", checkpoint / "custom_checkpoint_0.pkl")  # the 0.1 layout
+    resumed = train(make_config(out=str(tmp_path / "b"), max_steps=2, checkpointing_steps=1), resume=True,
+                    progress=False)
+    assert resumed.history[0]["loss"] == pytest.approx(straight.history[1]["loss"], rel=1e-6)
