@@ -174,19 +174,10 @@ def validate(
         if progress is not None:
             progress(done, len(refs))
     if refit:
-        from soebench.taxonomy.fit import fit_rules
-        from soebench.taxonomy.rules import derived_features
-
         tune = [r for r in rows if r.split == tuning_split]
         if not tune:
             raise InputError(f"--refit: no object of the tuning split {tuning_split!r} in manifest {manifest.path} has a colour word")
-        rules = fit_rules(
-            [derived_features(r.evidence) for r in tune],
-            [{k: r.evidence.get(k) for k in COLOUR_KEYS} for r in tune],
-            [r.truth for r in tune],
-            methods=[r.method for r in tune],
-            fitted_on=f"{tuning_split} (refit in this run, seed {seed}, {len(tune)} cases)",
-        )
+        rules = fit_on_rows(tune, fitted_on=f"{tuning_split} (refit in this run, seed {seed}, {len(tune)} cases)")
         relabel(rows, rules)
     splits = sorted({r.split for r in rows}, key=lambda s: (s == tuning_split, s))
     reports = [summarise([r for r in rows if r.split == s], s, "tuning" if s == tuning_split else "held-out") for s in splits]
@@ -206,6 +197,15 @@ def validate(
     return ValidationResult(reports, rows, rules, settings)
 
 
+def fit_on_rows(rows: Sequence[CaseRow], *, fitted_on: str, **fit_kwargs: Any) -> Any:
+    """Rules fitted on measured case rows (their evidence, truths and methods)."""
+    from soebench.taxonomy.fit import fit_rules
+    from soebench.taxonomy.rules import derived_features
+
+    return fit_rules([derived_features(r.evidence) for r in rows], [{k: r.evidence.get(k) for k in COLOUR_KEYS} for r in rows],
+                     [r.truth for r in rows], methods=[r.method for r in rows], fitted_on=fitted_on, **fit_kwargs)
+
+
 def _fold_of(sample_id: str, folds: int, seed: int) -> int:
     import hashlib
 
@@ -221,7 +221,6 @@ def cross_validate(rows: Sequence[CaseRow], *, folds: int = 5, seed: int = 0, sp
     lists to compare)."""
     import copy
 
-    from soebench.taxonomy.fit import fit_rules
     from soebench.taxonomy.rules import decide, derived_features
 
     if folds < 2:
@@ -233,14 +232,7 @@ def cross_validate(rows: Sequence[CaseRow], *, folds: int = 5, seed: int = 0, sp
         test = [r for r, f in zip(rows, fold) if f == k]
         if not test or not train:
             continue
-        rules = fit_rules(
-            [derived_features(r.evidence) for r in train],
-            [{c: r.evidence.get(c) for c in COLOUR_KEYS} for r in train],
-            [r.truth for r in train],
-            methods=[r.method for r in train],
-            fitted_on=f"cv fold {k}",
-            **fit_kwargs,
-        )
+        rules = fit_on_rows(train, fitted_on=f"cv fold {k}", **fit_kwargs)
         for r in test:
             label, _ = decide(derived_features(r.evidence), {c: r.evidence.get(c) for c in COLOUR_KEYS}, rules)
             row = copy.copy(r)
