@@ -156,7 +156,8 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     """Check everything and claim the run folder (its lock goes on ``held`` for the run)."""
     from soebench.manifest.io import Manifest, read_manifest
     from soebench.models import build_model
-    from soebench.run.generate import ROW_COLUMNS, check_rows
+    from soebench.manifest.schema import check_rows
+    from soebench.run.generate import CHECKED_COLUMNS, ROW_COLUMNS
     from soebench.run.shard import Shard, detect_shard, local_device
 
     shard = Shard(*opts.shard) if opts.shard else detect_shard()
@@ -167,17 +168,15 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
         raise InputError(f"manifest {man.path} has no rows: nothing to evaluate")
     _check_images_root(man)
     # a NaN box or an image path outside the root: named now, before the models load, not after the run
-    check_rows(man, man.table if opts.limit is None else man.table.slice(0, opts.limit))
+    selected = man.table if opts.limit is None else man.table.slice(0, opts.limit)
+    check_rows(selected, CHECKED_COLUMNS, where=str(man.path))
     if shard.is_main:
         _check_run_dir_path(run_dir)
     adapter, args_dict = build_model(model, model_args, device=opts.device)
     if isinstance(args_dict.get("device"), str) and args_dict["device"] != opts.device:
         check_device(args_dict["device"], "--model-args device=")  # the adapter's own, checked the same way
     model_name = model if isinstance(model, str) else str(getattr(adapter, "name", type(adapter).__name__))
-    table = man.table.select(list(ROW_COLUMNS))
-    if opts.limit is not None:
-        table = table.slice(0, opts.limit)
-    rows = table.to_pylist()
+    rows = selected.select(list(ROW_COLUMNS)).to_pylist()
     for i, row in enumerate(rows):
         row["_index"] = i
     if callable(check := getattr(adapter, "check_samples", None)):  # optional: an adapter's own look before work

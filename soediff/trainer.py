@@ -500,7 +500,8 @@ class _Loop:
         import torch
 
         trained = [self.models.base_unet] + ([self.models.decoder] if self.models.decoder is not None else [])
-        if all(torch.isfinite(p).all() for m in trained for p in m.parameters() if p.requires_grad):
+        params = [p for m in trained for p in m.parameters() if p.requires_grad]
+        if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):  # one device sync
             return
         raise SoebenchError(f"training diverged at step {step}: the trained weights are no longer finite, "
                             "so no checkpoint was written for this step", hint=self._divergence_hint())

@@ -117,8 +117,6 @@ def _typed(key: str, value: Any) -> Any:
 
     if value is None:
         return None
-    if key in ("include_classes", "exclude_classes") and isinstance(value, int) and not isinstance(value, bool):
-        value = [value]  # `include_classes: 47`: YAML reads one COCO id as a number, not a list
     if key in FILTER_KEYS:
         return coerce_filter_value(key, value)
     if key in _INT_KEYS:

@@ -201,10 +201,11 @@ def write_slice(fo: Any, dataset: Any, slice_name: str, dicts: list[dict[str, An
             for sample in view.select(update_ids).iter_samples(autosave=True):
                 d = wanted[sample["sample_id"]]
                 keep = sample.tags
-                if _output_changed(sample, d):  # a human tag judged the old image, not this one
+                changed = _output_changed(sample, d)
+                if changed:  # a human tag judged the old image, not this one
                     keep = [t for t in keep if not t.lower().startswith(HUMAN_TAG_PREFIX)]
                     report.tags_dropped += len(sample.tags) - len(keep)
-                _fill(fo, sample, d, keep_tags=keep, output_changed=_output_changed(sample, d))
+                _fill(fo, sample, d, keep_tags=keep, output_changed=changed)
                 report.updated += 1
                 if bar:
                     bar.advance(task)

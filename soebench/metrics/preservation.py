@@ -23,7 +23,6 @@ from soebench.metrics._state import SummableMetric
 from soebench.metrics.functional import (
     DEFAULT_DILATION_AT_512,
     background_keep_mask,
-    image_data_range,
     masked_mse,
     masked_psnr,
     masked_ssim,
@@ -97,11 +96,10 @@ class BackgroundPreservation(SummableMetric):
             )
         if m.shape != o.shape[:2]:
             raise InputError(f"{where}object mask is {m.shape[1]}x{m.shape[0]} but the image is {o.shape[1]}x{o.shape[0]}")
-        try:  # checked here too (cheap) so that the error can name the sample; same type
-            image_data_range(o, g, self.data_range)
+        try:  # the dtype / range check inside, its error naming the sample (same type)
+            values = background_preservation(o, g, m, radius_at_512=self.radius_at_512, data_range=self.data_range)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}{exc}") from None
-        values = background_preservation(o, g, m, radius_at_512=self.radius_at_512, data_range=self.data_range)
         self.update_values(values)
         return values
 

@@ -105,9 +105,8 @@ class FilterConfig:
         if unknown:
             raise ConfigError(f"unknown filter option(s): {', '.join(unknown)}")
         for key in ("include_classes", "exclude_classes"):
-            if isinstance(changes.get(key), str):  # "cup,ball" as on the command line, never its letters
-                changes[key] = tuple(v.strip() for v in changes[key].split(",") if v.strip())
-            elif key in changes and changes[key] is not None:
+            # other iterables as tuples; text ("cup,ball") is split by coerce_filter_value, never into letters
+            if changes.get(key) is not None and not isinstance(changes[key], (str, int)):
                 changes[key] = tuple(changes[key])
         return dataclasses.replace(self, **changes)
 
@@ -160,6 +159,8 @@ def coerce_filter_value(name: str, value: Any) -> Any:
     if name.startswith("drop_") or name == "unique_category":
         return as_bool(name, value)
     if name in ("include_classes", "exclude_classes"):
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = [value]  # one COCO id, as YAML reads `include_classes: 47`
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{name} must be a list of category names or ids, got {value!r}")

@@ -343,14 +343,15 @@ class OpenImagesSource:
         self._cols: dict[str, np.ndarray] = {}
         self._image_ids: list[str] = []
         self._box = np.zeros((0, 4))
-        self._classes: dict[str, str] | None = None  # MID -> display name, read with the candidates
+        self._classes: dict[str, str] | None = None  # MID -> display name, read once (_class_table)
+        self._children: dict[str, tuple[str, ...]] | None = None  # the class hierarchy, read on first need
 
     # -- candidate table ------------------------------------------------------------------
     def candidates(self) -> Candidates:
         """Strings stay in Arrow (dictionary-encoded): 2.7M rows of Python strings would cost GBs."""
         import pyarrow.compute as pc
 
-        classes = self._classes = read_classes(self.classes_path)
+        classes = self._class_table()
         table, coord_names, iou, flag_cols = self._read_tables()
         n = table.num_rows
         coords = [arrow_to_numpy(table.column(c)).astype(np.float64) for c in coord_names]
@@ -392,7 +393,9 @@ class OpenImagesSource:
             provides.discard("category_count")
         self._cols = cols
         self._box = box
-        self._raw, self._image_key, self._label_key, self._mids = np.stack(coords, axis=1), img_idx, lab_idx, mids
+        # what names a box-only object (a segmentation row is named by its MaskPath)
+        self._raw = np.stack(coords, axis=1) if self.segmentation_csv is None else None
+        self._image_key, self._label_key, self._mids = img_idx, lab_idx, mids
         rows = np.arange(n, dtype=np.int64)
         return Candidates(
             ann_key=rows,
@@ -483,25 +486,30 @@ class OpenImagesSource:
         digest = hashlib.sha1(f"{x0},{x1},{y0},{y1}".encode()).hexdigest()[:8]
         return f"{self._image_ids[self._image_key[row]]}_{self._mids[self._label_key[row]].replace('/', '')}_{digest}"
 
+    def _class_table(self) -> dict[str, str]:
+        if self._classes is None:
+            self._classes = read_classes(self.classes_path)
+        return self._classes
+
     def widen_classes(self, names: tuple[str, ...]) -> tuple[str, ...]:
         """``names`` plus the MIDs of their subclasses (with ``hierarchy_path``; else as given)."""
         if self.hierarchy_path is None or not names:
             return names
         from soebench.mining.class_hierarchy import read_hierarchy, widen
 
-        if getattr(self, "_children", None) is None:
+        if self._children is None:
             self._children = read_hierarchy(self.hierarchy_path)
-        return widen(names, self._classes or read_classes(self.classes_path), self._children)
+        return widen(names, self._class_table(), self._children)
 
     def class_ids(self, name: str) -> set[str]:
         """Everything a class filter entry matches on (lower-cased): itself and its MIDs."""
         from soebench.mining.class_hierarchy import mids_of
 
-        return {name.strip().lower()} | {m.lower() for m in mids_of(name, self._classes or read_classes(self.classes_path))}
+        return {name.strip().lower()} | {m.lower() for m in mids_of(name, self._class_table())}
 
     def vocabulary(self) -> dict[str, str]:
         """Every class a filter may name, lower-cased -> as written: display names and MIDs."""
-        classes = self._classes or read_classes(self.classes_path)
+        classes = self._class_table()
         return {**{mid.lower(): mid for mid in classes}, **{n.lower(): n for n in classes.values()}}
 
     def annotation_keys(self, ann_keys: np.ndarray):

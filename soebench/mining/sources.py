@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from soebench.image_io import rgb_array
+from soebench.manifest.schema import BOX_TOLERANCE_PX  # the build's drop rule is validate's check
 from soebench.mining.coco import (
     CocoInstances,
     MaskError,
@@ -23,9 +24,6 @@ from soebench.mining.coco import (
     load_instances,
     segmentation_mask,
 )
-
-#: tolerance (pixels) for COCO boxes that overshoot the image by rounding
-BOX_TOLERANCE_PX = 1.0
 
 
 class ImageError(ValueError):

@@ -105,14 +105,6 @@ def load_inputs(
 CHECKED_COLUMNS = ("image_path", "width", "height", "bbox", "eval_crop", "mask_area_fraction")
 
 
-def check_rows(manifest, table) -> None:
-    """Refuse rows (of ``manifest``, as selected in ``table``) whose values a run cannot use --
-    a NaN box, an image path outside the images root -- naming the samples, before any work."""
-    from soebench.manifest.schema import check_rows as check
-
-    check(table, CHECKED_COLUMNS, where=str(manifest.path))
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"adapter called sys.exit({exc.code!r})" if exc.code is not None else "adapter called sys.exit()"

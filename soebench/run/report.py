@@ -91,9 +91,9 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def summary_sections(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The report's tables as ``(title, header, rows)`` or ``(title, header, rows, note lines)``
-    (shared by the Markdown and HTML writers): the notes define the size buckets and explain a
-    negative KID under the tables that show them."""
+    """The report's tables as ``(title, header, rows, note lines)`` (shared by the Markdown and
+    HTML writers): the notes define the size buckets and explain a negative KID under the tables
+    that show them."""
     m = summary["metrics"]
     sections = []
     rows = [[name, fmt_ci(d)] for name, d in m.get("means", {}).items()]
@@ -103,7 +103,7 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
     sections.append(("Metrics (mean [95 % bootstrap interval])", ["metric", "value"], rows,
                      _kid_note(distances.items())))
     if m.get("skipped"):
-        sections.append(("Metrics skipped", ["metric", "why"], [[k, v] for k, v in m["skipped"].items()]))
+        sections.append(("Metrics skipped", ["metric", "why"], [[k, v] for k, v in m["skipped"].items()], []))
     for key, title in (("by_size_bucket", "By object size"), ("by_category", "By category")):
         groups = m.get(key, {})
         names = list(groups)
@@ -132,7 +132,7 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
     errors = summary.get("errors", {})
     if errors.get("count"):
         sections.append((f"Errors ({errors['count']})", ["sample", "error"],
-                         [[e["sample_id"], e["error"]] for e in errors.get("examples", [])]))
+                         [[e["sample_id"], e["error"]] for e in errors.get("examples", [])], []))
     return sections
 
 
@@ -218,9 +218,8 @@ def write_report(run_dir: Path, summary: dict[str, Any], frame, manifest=None) -
     title = f"SOEBench run {summary['run_name']}"
     sections = summary_sections(summary)
     md = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in _header(summary)] + [""]
-    for section in sections:
-        name, header, rows = section[:3]
-        md += [f"## {name}", "", _md_table(header, rows), ""] + md_notes(section_notes(section))
+    for name, header, rows, notes in sections:
+        md += [f"## {name}", "", _md_table(header, rows), ""] + md_notes(notes)
     for name, path in figures.items():
         md += [f"## {name}", "", f"![{name}]({path.relative_to(run_dir).as_posix()})", ""]
     md_path = run_dir / "report.md"
@@ -229,12 +228,6 @@ def write_report(run_dir: Path, summary: dict[str, Any], frame, manifest=None) -
     write_text_atomic(html_path, render_html(title, _header(summary), sections,
                                              {n: p.relative_to(run_dir).as_posix() for n, p in figures.items()}))
     return md_path, html_path
-
-
-def section_notes(section: tuple) -> list[str]:
-    """The lines under a section's table: a section is ``(title, header, rows)`` or, with
-    footnotes, ``(title, header, rows, lines)``."""
-    return list(section[3]) if len(section) > 3 else []
 
 
 def md_notes(lines: list[str]) -> list[str]:
@@ -254,12 +247,11 @@ def render_html(title: str, header: list[tuple[str, str]], sections, figures: di
              f"<h1>{e(title)}</h1><ul>"]
     parts += [f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in header]
     parts.append("</ul>")
-    for section in sections:
-        name, head, rows = section[:3]
+    for name, head, rows, notes in sections:  # notes: the lines under the table
         parts.append(f"<h2>{e(name)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
-        parts += [f"<p class='note'>{e(line)}</p>" for line in section_notes(section)]
+        parts += [f"<p class='note'>{e(line)}</p>" for line in notes]
     for name, rel in figures.items():
         parts.append(f"<h2>{e(name)}</h2><img src='{e(rel)}' alt='{e(name)}'>")
     parts.append("</body></html>\n")

@@ -534,7 +534,7 @@ def smoothing_kept(original: np.ndarray, damaged: np.ndarray, mask: np.ndarray) 
     import cv2
 
     from soebench.mining.colour import rgb_to_lab
-    from soebench.taxonomy.evidence import erode
+    from soebench.taxonomy.evidence import _gradient_magnitude, erode
 
     window = window_of(mask, 4)
     m = erode(mask[window], max(2, int(round(0.1 * _side(mask)))))
@@ -543,7 +543,7 @@ def smoothing_kept(original: np.ndarray, damaged: np.ndarray, mask: np.ndarray) 
     values = []
     for image in (original, damaged):
         gray = cv2.GaussianBlur(rgb_to_lab(image[window])[..., 0].astype(np.float32), (0, 0), 1.0)
-        values.append(float(np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))[m].mean()))
+        values.append(float(_gradient_magnitude(gray)[m].mean()))
     return values[1] / max(values[0], 1e-6)
 
 
