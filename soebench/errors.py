@@ -35,3 +35,31 @@ class OutputExistsError(SoebenchError):
 
 class MissingDependencyError(SoebenchError):
     """An optional dependency (or service such as FiftyOne's database) is not available."""
+
+
+class StorageError(SoebenchError):
+    """The disk refused a write (full, over quota, read-only): what was written before is kept."""
+
+
+# the write failures a user fixes by freeing space or choosing another --out, not by reading a traceback
+_STORAGE_ERRNOS = {"ENOSPC": "no space left on the device", "EDQUOT": "disk quota exceeded",
+                   "EROFS": "the file system is read-only", "EFBIG": "file too large for the file system"}
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """The StorageError for a disk-full / read-only OSError (also when it is the cause of another
+    error), else None: other OS errors are bugs or inputs and keep their traceback."""
+    import errno
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            name = errno.errorcode.get(exc.errno)
+            if name in _STORAGE_ERRNOS:
+                where = f" writing {exc.filename}" if exc.filename else ""
+                return StorageError(f"{_STORAGE_ERRNOS[name]}{where} ({name})",
+                                    hint="free space or write to another --out, then rerun with --resume "
+                                         "where the command has it: finished work is kept")
+        exc = exc.__cause__ or exc.__context__
+    return None

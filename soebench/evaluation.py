@@ -12,6 +12,7 @@ unless ``overwrite`` (start again) or ``resume`` (reuse every cached output) is 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import logging
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 RUN_FILES = ("samples.parquet", "summary.json", "report.md", "report.html", "run.json")
 RUN_DIRS = ("images", "cache", "scores", "shards", "plots")
+#: ``auto``: the model tier (CLIP zero-shot checks averaged into the weight-free scores) whenever
+#: the run loads CLIP for its CLIP-Scores, the weight-free tier alone otherwise; ``model``: always
+#: (loads CLIP, an error without its weights); ``weight-free``: never (the tier that is validated here)
+TAXONOMY_TIERS = ("auto", "weight-free", "model")
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class EvalOptions:
     ``clip_model``/``clip_pretrained``/``clip_weights`` and ``inception_weights`` go to the metric
     loaders; ``seed`` is the base of the per-sample seeds; ``shard`` (rank, world size) defaults to
     the ``RANK``/``WORLD_SIZE`` environment; ``shard_timeout`` is how long rank 0 waits for the
-    other shards."""
+    other shards; ``taxonomy_tier`` one of :data:`TAXONOMY_TIERS`."""
 
     prompt_key: str = "color_label"
     metrics: tuple[str, ...] | None = None
@@ -61,6 +66,7 @@ class EvalOptions:
     run_name: str | None = None
     shard: tuple[int, int] | None = None
     shard_timeout: float = 3600.0
+    taxonomy_tier: str = "auto"
 
     def check(self) -> None:
         from soebench.manifest.schema import PROMPT_KEYS
@@ -77,6 +83,10 @@ class EvalOptions:
             raise ConfigError(f"seed must be >= 0; got {self.seed}")
         if self.metrics is not None and not self.metrics:
             raise ConfigError("--metrics names no metric", hint="leave it out for every metric whose weights are available")
+        if self.taxonomy_tier not in TAXONOMY_TIERS:
+            close = difflib.get_close_matches(str(self.taxonomy_tier), TAXONOMY_TIERS, n=1)
+            raise ConfigError(f"unknown taxonomy tier {self.taxonomy_tier!r}",
+                              hint=f"did you mean {close[0]}?" if close else f"choose one of {', '.join(TAXONOMY_TIERS)}")
 
 
 @dataclass
@@ -118,13 +128,18 @@ def evaluate(
     *,
     model_args: Mapping[str, Any] | str | None = None,
     options: EvalOptions | None = None,
+    judge: Any = None,
     **overrides: Any,
 ) -> RunResult:
     """Evaluate ``model`` on ``manifest`` into the run folder ``out`` (see module docstring).
-    Keyword ``overrides`` set :class:`EvalOptions` fields."""
+    Keyword ``overrides`` set :class:`EvalOptions` fields. ``judge``: the failure taxonomy's model
+    tier as an object (a detector, a VQA model: anything with ``assess_batch(crops, categories=,
+    expected_colors=)`` or ``assess(crop, category=, expected_color=)``, see
+    :mod:`soebench.taxonomy.clip_judge`) instead of the CLIP one ``taxonomy_tier`` loads; its
+    ``describe()`` (or class name) keys the resume and is recorded."""
     opts = _options(options, overrides)
     with contextlib.ExitStack() as held:
-        run = _prepare(manifest, model, Path(out), model_args, opts, held)
+        run = _prepare(manifest, model, Path(out), model_args, opts, held, judge)
         return _execute(run)
 
 
@@ -152,7 +167,7 @@ def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOpti
 
 
 def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: EvalOptions,
-             held: contextlib.ExitStack) -> _Run:
+             held: contextlib.ExitStack, judge: Any = None) -> _Run:
     """Check everything and claim the run folder (its lock goes on ``held`` for the run)."""
     from soebench.manifest.io import Manifest, read_manifest
     from soebench.models import build_model
@@ -181,7 +196,9 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
         row["_index"] = i
     if callable(check := getattr(adapter, "check_samples", None)):  # optional: an adapter's own look before work
         check([row["sample_id"] for row in rows])
-    scorer, info = _build_scorer(opts)  # after the cheap checks: it may load networks for seconds
+    if judge is not None:
+        _check_judge(judge, opts)
+    scorer, info = _build_scorer(opts, judge)  # after the cheap checks: it may load networks for seconds
     # one process per run folder and shard: a second `evaluate --out` on it would mix its files with ours
     suffix = "" if shard.world_size == 1 else f".rank{shard.rank}"
     held.enter_context(exclusive_lock(run_dir.parent / f".{run_dir.name}{suffix}.lock", what=f"run folder {run_dir}"))
@@ -248,7 +265,7 @@ def _check_run_dir_path(run_dir: Path) -> None:
         raise ConfigError(f"cannot create the run folder {run_dir}: {problem[1]} is not a writable folder")
 
 
-def _build_scorer(opts: EvalOptions):
+def _build_scorer(opts: EvalOptions, judge: Any = None):
     """Resolve the metrics (fail before any generation when weights are missing) and load their
     networks; taxonomy's ``classify`` when that module is installed."""
     from soebench.metrics import ClipSpec, load_clip, load_inception, resolve_metrics
@@ -262,6 +279,7 @@ def _build_scorer(opts: EvalOptions):
     clip = load_clip(spec, device=opts.device) if names & set(CLIP_METRICS) else None
     inception = load_inception(opts.inception_weights, device=opts.device) if names & set(DISTANCE_METRICS) else None
     classify, taxonomy_reason = _taxonomy()
+    judge = (judge or _judge(opts, spec, clip)) if classify else None
     info = {
         "requested": list(opts.metrics) if opts.metrics is not None else "default (all with weights)",
         "available": list(chosen.available),
@@ -269,22 +287,58 @@ def _build_scorer(opts: EvalOptions):
         "weights": dict(chosen.weights),
         "clip": getattr(clip, "source", None),
         "inception": getattr(inception, "source", None),
-        "taxonomy": _taxonomy_info(opts) if classify else f"unavailable: {taxonomy_reason}",
+        "taxonomy": _taxonomy_info(opts, judge) if classify else f"unavailable: {taxonomy_reason}",
     }
     from soebench.run.gate import ComputeGate
 
     gate = ComputeGate.for_device(opts.device)
-    return Scorer(chosen, clip=clip, inception=inception, classify=classify, gate=gate), info
+    return Scorer(chosen, clip=clip, inception=inception, classify=classify, judge=judge, gate=gate), info
 
 
-def _taxonomy_info(opts: EvalOptions) -> dict[str, Any]:
+def _check_judge(judge: Any, opts: EvalOptions) -> None:
+    if opts.taxonomy_tier == "weight-free":
+        raise ConfigError("a judge was given with taxonomy_tier='weight-free'",
+                          hint="leave taxonomy_tier at 'auto' (or 'model') to label with the judge, or drop the judge")
+    if not callable(getattr(judge, "assess_batch", None)) and not callable(getattr(judge, "assess", None)):
+        raise ConfigError(f"judge {type(judge).__name__} has neither assess_batch(crops, categories=, expected_colors=) "
+                          "nor assess(crop, category=, expected_color=)")
+
+
+def judge_description(judge: Any) -> dict[str, Any]:
+    """What a run records of (and keys its scores by) a model-tier judge."""
+    describe = getattr(judge, "describe", None)
+    return dict(describe()) if callable(describe) else {"judge": f"{type(judge).__module__}.{type(judge).__qualname__}"}
+
+
+def _judge(opts: EvalOptions, spec: Any, clip: Any) -> Any:
+    """The taxonomy's model tier for ``opts.taxonomy_tier`` (None: weight-free only). It shares
+    the CLIP encoder of the CLIP-Scores; ``model`` without CLIP metrics loads one."""
+    from soebench.errors import MissingWeightsError
+    from soebench.metrics import load_clip
+    from soebench.taxonomy.clip_judge import ClipJudge
+
+    if opts.taxonomy_tier == "weight-free" or (opts.taxonomy_tier == "auto" and clip is None):
+        return None
+    if clip is None:
+        try:
+            clip = load_clip(spec, device=opts.device)
+        except MissingWeightsError as exc:
+            raise MissingWeightsError(f"--taxonomy-tier model needs CLIP weights: {exc.message}", hint=exc.hint) from exc
+    return ClipJudge(clip)
+
+
+def _taxonomy_info(opts: EvalOptions, judge: Any = None) -> dict[str, Any]:
     """How the failure labels were made: enough to tell two runs labelled by other rules apart."""
     import soebench.taxonomy as taxonomy
     from soebench.mining.prompts import names_colour
     from soebench.taxonomy.rules import DEFAULT_RULES
 
-    return {"classifier": "soebench.taxonomy.classify", "tier": "weight_free", "version": taxonomy.TAXONOMY_VERSION,
+    info = {"classifier": "soebench.taxonomy.classify", "tier": "model" if judge is not None else "weight_free",
+            "requested_tier": opts.taxonomy_tier, "version": taxonomy.TAXONOMY_VERSION,
             "colour_checked": names_colour(opts.prompt_key), "rules": json.loads(DEFAULT_RULES.to_json())}
+    if judge is not None:
+        info["judge"] = judge_description(judge)
+    return info
 
 
 def _taxonomy() -> tuple[Callable | None, str | None]:
@@ -349,6 +403,9 @@ def _config(run: _Run) -> dict[str, Any]:
         "inception_stamp": _stamp(inception_path),
         "limit": opts.limit,
         "seed": opts.seed,
+        # the model tier changes labels: its CLIP is the one keyed above
+        "taxonomy_tier": "model" if run.scorer.judge is not None else "weight_free",
+        "taxonomy_judge": judge_description(run.scorer.judge) if run.scorer.judge is not None else None,
         # the code that turns outputs into numbers and labels: a resume after an upgrade re-scores
         "scoring_code": _scoring_versions(),
     }
@@ -499,7 +556,7 @@ def _score(run: _Run, items: Sequence[Any], generated: Sequence[Any], source: An
             row["output_path"] = rel
             ok.append((row, ScoredSample(item.sample_id, item.image, gen.image, item.mask, item.prompt, r["bbox"],
                                          r["eval_crop"], r["color"] if asks_colour else None, r["_index"],
-                                         row["size_bucket"])))
+                                         row["size_bucket"], r["category"])))
         else:
             row["failure"] = "error"
         rows.append(row)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from soebench.errors import SoebenchError
+from soebench.errors import SoebenchError, storage_error
 
 app = typer.Typer(name="soediff", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   rich_markup_mode=None,  # plain help: full option names at 80 columns, no <bool> on flags
@@ -137,5 +137,11 @@ def run() -> None:
     try:
         app(standalone_mode=True)
     except SoebenchError as err:
+        render_error(err)
+        sys.exit(err.exit_code)
+    except Exception as exc:  # a disk-full error may arrive wrapped (a writer thread re-raises it)
+        err = storage_error(exc)
+        if err is None:
+            raise
         render_error(err)
         sys.exit(err.exit_code)

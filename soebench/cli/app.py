@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from soebench.errors import SoebenchError
+from soebench.errors import SoebenchError, storage_error
 
 app = typer.Typer(
     name="soebench",
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="soebench")
     except SoebenchError as err:
+        render_error(err)
+        return err.exit_code
+    except Exception as exc:  # a disk-full error may arrive wrapped (a writer thread re-raises it)
+        err = storage_error(exc)
+        if err is None:
+            raise
         render_error(err)
         return err.exit_code
     except SystemExit as exc:

@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from soebench.cli.options import Device, JsonOut, Limit, ManifestPath, Overwrite, Resume, Seed
+from soebench.cli.options import (
+    ClipModel,
+    ClipPretrained,
+    ClipWeights,
+    Device,
+    JsonOut,
+    Limit,
+    ManifestPath,
+    Overwrite,
+    Resume,
+    Seed,
+)
 
 ModelName = Annotated[
     str,
@@ -26,16 +37,16 @@ Metrics = Annotated[
     typer.Option("--metrics", help="Comma-separated metrics (default: every metric whose weights are available)."),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per adapter call and per metric batch.")]
-ClipModel = Annotated[str, typer.Option("--clip-model", help="open_clip architecture name or model-config JSON.")]
-ClipPretrained = Annotated[
-    str, typer.Option("--clip-pretrained", help="open_clip pretrained tag whose cached weights to use ('' for none).")
-]
-ClipWeights = Annotated[str | None, typer.Option("--clip-weights", help="Local CLIP checkpoint file or folder.")]
 InceptionWeights = Annotated[
     str | None, typer.Option("--inception-weights", help="TorchScript FID Inception file (default: search the usual places).")
 ]
 RunName = Annotated[
     str | None, typer.Option("--run-name", help="Name of the run in reports and FiftyOne (default: the --out folder's name).")
+]
+TaxonomyTier = Annotated[
+    str,
+    typer.Option("--taxonomy-tier", help="Failure taxonomy tier: auto (add the CLIP model tier when the run loads "
+                 "CLIP for its CLIP-Scores), weight-free (the tier validated offline), model (always; needs CLIP weights)."),
 ]
 NoReport = Annotated[bool, typer.Option("--no-report", help="Skip report.md/report.html and plots.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -56,6 +67,7 @@ def evaluate_command(
     clip_pretrained: ClipPretrained = "openai",
     clip_weights: ClipWeights = None,
     inception_weights: InceptionWeights = None,
+    taxonomy_tier: TaxonomyTier = "auto",
     overwrite: Overwrite = False,
     resume: Resume = False,
     run_name: RunName = None,
@@ -77,7 +89,7 @@ def evaluate_command(
             batch_size=batch_size, device=device, seed=seed, clip_model=clip_model,
             clip_pretrained=clip_pretrained or None, clip_weights=clip_weights, inception_weights=inception_weights,
             overwrite=overwrite, resume=resume, report=not no_report, progress=not quiet and not json_out,
-            run_name=run_name,
+            run_name=run_name, taxonomy_tier=taxonomy_tier,
         )
     except KeyboardInterrupt:
         typer.echo(f"interrupted: every finished output and scored batch is kept in {out}; "

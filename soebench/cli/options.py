@@ -20,3 +20,8 @@ ConfigFile = Annotated[
 ]
 ManifestPath = Annotated[Path, typer.Option("--manifest", "-m", help="Manifest file or folder of parts.")]
 Device = Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1, mps ...")]
+ClipModel = Annotated[str, typer.Option("--clip-model", help="open_clip architecture name or model-config JSON.")]
+ClipPretrained = Annotated[
+    str, typer.Option("--clip-pretrained", help="open_clip pretrained tag whose cached weights to use ('' for none).")
+]
+ClipWeights = Annotated[str | None, typer.Option("--clip-weights", help="Local CLIP checkpoint file or folder.")]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from soebench.cli.options import JsonOut, Limit, ManifestPath, Overwrite, Seed
+from soebench.cli.options import ClipModel, ClipPretrained, ClipWeights, Device, JsonOut, Limit, ManifestPath, Overwrite, Seed
 
 OutDir = Annotated[
     Path | None, typer.Option("--out", "-o", help="Folder for validation.json, cases.csv and confusion.png.")
@@ -47,6 +47,10 @@ CvFolds = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Tier = Annotated[
+    str, typer.Option("--taxonomy-tier", help="weight-free (default), or model: add the CLIP zero-shot checks "
+                      "(the judge evaluate uses), to measure them; needs CLIP weights (--clip-weights).")
+]
 
 
 def validate_taxonomy_command(
@@ -60,6 +64,11 @@ def validate_taxonomy_command(
     rules: RulesFile = None,
     split: Splits = None,
     cv: CvFolds = None,
+    taxonomy_tier: Tier = "weight-free",
+    clip_model: ClipModel = "ViT-B-32",
+    clip_pretrained: ClipPretrained = "openai",
+    clip_weights: ClipWeights = None,
+    device: Device = "cpu",
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -80,6 +89,7 @@ def validate_taxonomy_command(
     if out is not None:
         _check_out(out, overwrite)
     rule_set = RuleSet.load(rules) if rules is not None else None
+    judge = _judge(taxonomy_tier, clip_model, clip_pretrained or None, clip_weights, device)
     data = read_manifest(manifest)
     console = Console(stderr=True)
     show = not quiet and not json_out
@@ -90,7 +100,7 @@ def validate_taxonomy_command(
         task = bar.add_task("objects", total=None)
         result = validate(
             data, limit=limit, seed=seed, all_methods=all_methods, tuning_split=tuning_split, refit=refit,
-            rules=rule_set, splits=split or None, cv_folds=cv, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            rules=rule_set, splits=split or None, cv_folds=cv, judge=judge, progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     manifest_info = {"path": str(manifest), "sha256": sha256_file(manifest) if Path(manifest).is_file() else None, "objects": len(data)}
     written = write_outputs(result, out, extra={"manifest": manifest_info}) if out is not None else {}
@@ -98,6 +108,24 @@ def validate_taxonomy_command(
         typer.echo(json.dumps({"manifest": manifest_info, **result.to_dict(), "written": written}, indent=2, default=str))
         return
     _print_report(result, Console(), written)
+
+
+def _judge(tier: str, model: str, pretrained: str | None, weights: str | None, device: str):
+    """None for the weight-free tier; the CLIP judge (loaded now, before any case) for ``model``."""
+    from soebench.errors import ConfigError, MissingWeightsError
+
+    if tier == "weight-free":
+        return None
+    if tier != "model":
+        raise ConfigError(f"--taxonomy-tier {tier!r}: validate-taxonomy measures 'weight-free' or 'model'")
+    from soebench.evaluation import check_device
+    from soebench.taxonomy.clip_judge import ClipJudge
+
+    check_device(device)
+    try:
+        return ClipJudge.load(model, pretrained, weights=weights, device=device)
+    except MissingWeightsError as exc:
+        raise MissingWeightsError(f"--taxonomy-tier model needs CLIP weights: {exc.message}", hint=exc.hint) from exc
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -121,6 +149,7 @@ def _print_report(result, console, written: dict[str, str]) -> None:
     from soebench.taxonomy import LABELS
 
     console.print(
+        f"tier: {result.settings.get('tier', 'weight_free').replace('_', '-')}; "
         f"rules: [bold]{result.rules.fitted_on}[/]; cases: {result.settings['cases']} from "
         f"{result.settings['objects']} objects (seed {result.settings['seed']}"
         f"{', all methods' if result.settings['all_methods'] else ', one method per label'})"

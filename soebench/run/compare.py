@@ -162,8 +162,10 @@ def metric_setup(summary: dict[str, Any]) -> dict[str, str]:
     taxonomy = metrics.get("taxonomy")
     if isinstance(taxonomy, dict):  # runs before 0.2 recorded only the classifier's name
         rules = hashlib.sha256(json.dumps(taxonomy.get("rules"), sort_keys=True).encode()).hexdigest()[:12]
+        judge = (taxonomy.get("judge") or {}).get("source") or {}
+        judged = f", judge CLIP {judge.get('sha256') or judge.get('checkpoint') or judge.get('pretrained')}" if judge else ""
         setup["taxonomy rules"] = (f"{taxonomy.get('tier')} v{taxonomy.get('version')}, rules {rules}, "
-                                   f"colour {'checked' if taxonomy.get('colour_checked') else 'not checked'}")
+                                   f"colour {'checked' if taxonomy.get('colour_checked') else 'not checked'}{judged}")
     modes = metrics.get("modes", {})
     for key in ("fid_resize", "clip_preprocess", "bg_dilation_radius_at_512"):
         if key in modes:

@@ -128,7 +128,8 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
         labels = list(tax["counts"])
         rows = [["all"] + [f"{tax['counts'][lab]} ({fmt_pct(tax['fractions'][lab])})" for lab in labels]]
         rows += [[b] + [str(c.get(lab, 0)) for lab in labels] for b, c in tax["by_size_bucket"].items()]
-        sections.append(("Failure taxonomy", ["size bucket"] + labels, rows, [size_buckets_note()]))
+        sections.append(("Failure taxonomy", ["size bucket"] + labels, rows,
+                         [size_buckets_note(), _taxonomy_note(summary.get("metrics", {}).get("taxonomy"))]))
     errors = summary.get("errors", {})
     if errors.get("count"):
         sections.append((f"Errors ({errors['count']})", ["sample", "error"],
@@ -256,3 +257,14 @@ def render_html(title: str, header: list[tuple[str, str]], sections, figures: di
         parts.append(f"<h2>{e(name)}</h2><img src='{e(rel)}' alt='{e(name)}'>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _taxonomy_note(info: Any) -> str:
+    """Which tier made the labels: the model tier's accuracy is the user's to measure."""
+    if not isinstance(info, dict):
+        return "labels: the weight-free tier"
+    if info.get("tier") == "model":
+        judge = (info.get("judge") or {}).get("judge", "a judge")
+        return (f"labels: taxonomy v{info.get('version')}, weight-free tier with the model tier ({judge}); "
+                "measure the model tier with `soebench validate-taxonomy --taxonomy-tier model`")
+    return f"labels: taxonomy v{info.get('version')}, weight-free tier"

@@ -44,17 +44,21 @@ class ScoredSample:
     color: str | None = None
     index: int = 0  # position in the manifest (orders merged shards)
     group: str = ""  # size bucket, for the per-bucket FID/KID
+    category: str | None = None  # the object's name, for the taxonomy's model tier
 
 
 @dataclass
 class Scorer:
     """The metrics of one run. ``clip`` / ``inception`` are the loaded networks (None when their
-    metrics are not chosen); ``classify`` is :func:`soebench.taxonomy.classify` or None."""
+    metrics are not chosen); ``classify`` is :func:`soebench.taxonomy.classify` or None;
+    ``judge`` the taxonomy's model tier (:class:`soebench.taxonomy.clip_judge.ClipJudge`, or any
+    object with its ``assess_batch``), None for the weight-free tier alone."""
 
     chosen: MetricAvailability
     clip: Any = None
     inception: Any = None
     classify: Any = None
+    judge: Any = None
     bg_radius_at_512: float | None = None
     states: dict[str, Any] = field(default_factory=dict)
     #: closed around the network passes (:mod:`soebench.run.gate`); never closes by default
@@ -95,9 +99,32 @@ class Scorer:
                 row.update({k: v for k, v in values.items() if k in names})
         if self.states:
             self._distances(batch)
-        for row, s in zip(rows, batch):
-            row.update(self._taxonomy(s))
+        verdicts = self._verdicts(batch)
+        for row, s, verdict in zip(rows, batch, verdicts):
+            row.update(self._taxonomy(s, verdict))
         return rows
+
+    def _verdicts(self, batch: Sequence[ScoredSample]) -> list[dict[str, Any] | Exception | None]:
+        """The model tier's verdicts, one encoder pass per batch (None each: weight-free only; the
+        exception for each sample when the judge raised, so their labels are errors, not quietly
+        weight-free ones)."""
+        if self.judge is None or self.classify is None:
+            return [None] * len(batch)
+        from soebench.taxonomy.clip_judge import judge_crop
+
+        try:
+            with self.gate.compute():
+                crops = [judge_crop(s.generated, s.mask) for s in batch]
+                if callable(getattr(self.judge, "assess_batch", None)):
+                    verdicts = self.judge.assess_batch(crops, categories=[s.category for s in batch],
+                                                       expected_colors=[s.color for s in batch])
+                else:  # a judge with only the one-crop assess()
+                    verdicts = [self.judge.assess(c, category=s.category, expected_color=s.color) for c, s in zip(crops, batch)]
+        except Exception as exc:  # noqa: BLE001 - recorded per sample like a classifier failure
+            return [exc] * len(batch)
+        if len(verdicts) != len(batch):
+            return [RuntimeError(f"the judge returned {len(verdicts)} verdicts for {len(batch)} crops")] * len(batch)
+        return list(verdicts)
 
     def _clip(self, batch: Sequence[ScoredSample], rows: list[dict[str, Any]], names: set[str]) -> None:
         from soebench.metrics import clip_score, region_pixels
@@ -145,15 +172,16 @@ class Scorer:
                     self.states[name].update_features(block, real=real)
         self.grouped.extend(blocks)
 
-    def _taxonomy(self, s: ScoredSample) -> dict[str, Any]:
+    def _taxonomy(self, s: ScoredSample, verdict: dict[str, Any] | Exception | None = None) -> dict[str, Any]:
         if self.classify is None:
             return {"failure": None, "failure_evidence": None}
+        if isinstance(verdict, Exception):
+            return _classifier_error(s, f"taxonomy judge (model tier) raised {type(verdict).__name__}: {verdict}")
+        extra = {} if verdict is None else {"verdict": verdict, "category": s.category}
         try:
-            result = self.classify(s.original, s.generated, s.mask, expected_color=s.color, bbox=list(s.bbox))
+            result = self.classify(s.original, s.generated, s.mask, expected_color=s.color, bbox=list(s.bbox), **extra)
         except Exception as exc:  # noqa: BLE001 - a classifier failure on one sample must not end the run
-            message = f"taxonomy classifier raised {type(exc).__name__}: {exc}"
-            log.warning("sample %s: %s", s.sample_id, message)
-            return {"failure": None, "failure_evidence": json.dumps({"classifier_error": message})}
+            return _classifier_error(s, f"taxonomy classifier raised {type(exc).__name__}: {exc}")
         evidence = {k: _plain(v) for k, v in dict(result.evidence).items()}
         return {"failure": str(result.label), "failure_evidence": json.dumps(evidence, sort_keys=True), "_evidence": evidence}
 
@@ -241,3 +269,7 @@ def _plain(value: Any) -> Any:
         return value.item()
     return value
 
+
+def _classifier_error(s: ScoredSample, message: str) -> dict[str, Any]:
+    log.warning("sample %s: %s", s.sample_id, message)
+    return {"failure": None, "failure_evidence": json.dumps({"classifier_error": message})}

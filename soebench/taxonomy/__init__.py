@@ -83,6 +83,7 @@ def classify(
     judge: Any = None,
     category: str | None = None,
     rules: Any = None,
+    verdict: dict[str, Any] | None = None,
 ) -> TaxonomyResult:
     """Label ``generated`` (the inpainter's output for the object under ``mask``).
 
@@ -91,7 +92,9 @@ def classify(
     (recorded; the region comes from the mask); ``judge``: an optional model-tier object with
     ``assess(crop, category=..., expected_color=...) -> dict`` (see
     :mod:`soebench.taxonomy.clip_judge`); ``category``: the object's name, for the judge;
-    ``rules``: a :class:`~soebench.taxonomy.rules.RuleSet` (default: the fitted one).
+    ``rules``: a :class:`~soebench.taxonomy.rules.RuleSet` (default: the fitted one);
+    ``verdict``: a judge's verdict on this output computed beforehand (``judge.assess_batch`` over
+    a batch, as ``evaluate`` does), instead of ``judge``.
     """
     from soebench.taxonomy.evidence import EVIDENCE_VERSION, colour_evidence, measure
     from soebench.taxonomy.rules import DEFAULT_RULES, decide, derived_features
@@ -101,7 +104,8 @@ def classify(
     raw, foreground = measure(original, generated, mask)
     colour = colour_evidence(generated, mask, foreground, expected_color)
     features = derived_features(raw)
-    verdict = None
+    if judge is not None and verdict is not None:
+        raise ValueError("classify: give a judge or its verdict, not both")
     if judge is not None:
         from soebench.taxonomy.clip_judge import judge_crop
 

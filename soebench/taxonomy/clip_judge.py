@@ -23,6 +23,7 @@ no meaning; only the plumbing is tested.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -85,22 +86,28 @@ class ClipJudge:
         return _softmax(self.logit_scale * (self._texts(prompts) @ image_feat))
 
     def assess(self, crop: np.ndarray, *, category: str | None = None, expected_color: str | None = None) -> dict[str, Any]:
+        return self.assess_batch([crop], categories=[category], expected_colors=[expected_color])[0]
+
+    def assess_batch(self, crops: Sequence[np.ndarray], *, categories: Sequence[str | None],
+                     expected_colors: Sequence[str | None]) -> list[dict[str, Any]]:
+        """:meth:`assess` for many crops, with one image-encoder pass (what ``evaluate`` calls per batch)."""
+        if not len(crops) == len(categories) == len(expected_colors):
+            raise ValueError(f"assess_batch: {len(crops)} crops, {len(categories)} categories and "
+                             f"{len(expected_colors)} expected colours; one of each per crop")
+        if not len(crops):
+            return []
+        feats = self.encoder.encode_images(list(crops))
+        image_feats = np.asarray(feats.detach().cpu() if hasattr(feats, "detach") else feats, dtype=np.float64)
+        return [self._verdict(f, category, colour) for f, category, colour in zip(image_feats, categories, expected_colors)]
+
+    def _verdict(self, image_feat: np.ndarray, category: str | None, expected_color: str | None) -> dict[str, Any]:
         from soebench.mining.colour import COLOUR_TERMS
 
-        feats = self.encoder.encode_images([crop])
-        image_feat = np.asarray(feats.detach().cpu() if hasattr(feats, "detach") else feats, dtype=np.float64)[0]
         thing = category or "object"
         present = self._probs(image_feat, (f"a photo of a {thing}", *BACKGROUND_PROMPTS))
         distorted = self._probs(image_feat, (f"a photo of a {thing}", f"a distorted, garbled, glitchy image of a {thing}"))
-        result: dict[str, Any] = {
-            "present": float(present[0]),
-            "distorted": float(distorted[1]),
-            "colour_agrees": None,
-            "colour_top": None,
-        }
         colours = self._probs(image_feat, tuple(f"a photo of a {c} {thing}" for c in COLOUR_TERMS))
         top = int(np.argmax(colours))
-        result["colour_top"] = COLOUR_TERMS[top]
-        if expected_color in COLOUR_TERMS:
-            result["colour_agrees"] = float(colours[COLOUR_TERMS.index(expected_color)] / colours[top])
-        return result
+        agrees = float(colours[COLOUR_TERMS.index(expected_color)] / colours[top]) if expected_color in COLOUR_TERMS else None
+        return {"present": float(present[0]), "distorted": float(distorted[1]), "colour_agrees": agrees,
+                "colour_top": COLOUR_TERMS[top]}

@@ -111,13 +111,19 @@ def summarise(rows: Sequence[CaseRow], split: str, role: str) -> SplitReport:
     )
 
 
+def _verdict_of(evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """The model tier's verdict a case was labelled with (its ``judge_*`` evidence), None for weight-free."""
+    return {k[len("judge_"):]: v for k, v in evidence.items() if k.startswith("judge_")} or None
+
+
 def relabel(rows: Sequence[CaseRow], rules: Any) -> None:
-    """Recompute every row's label from its stored evidence under ``rules`` (in place)."""
+    """Recompute every row's label from its stored evidence under ``rules`` (in place); a row the
+    model tier labelled keeps its judge's verdict (the ``judge_*`` evidence)."""
     from soebench.taxonomy.rules import decide, derived_features
 
     for r in rows:
         colour = {k: r.evidence.get(k) for k in COLOUR_KEYS}
-        label, scores = decide(derived_features(r.evidence), colour, rules)
+        label, scores = decide(derived_features(r.evidence), colour, rules, judge=_verdict_of(r.evidence))
         r.predicted = label
         r.evidence.update(scores)
 
@@ -134,6 +140,7 @@ def validate(
     splits: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cv_folds: int | None = None,
+    judge: Any = None,
 ) -> ValidationResult:
     """Build the cases of ``manifest``'s objects (at most ``limit`` objects, balanced over splits),
     classify them and summarise per split (only ``splits`` when given; with ``refit`` the tuning
@@ -141,7 +148,8 @@ def validate(
     the manifest may lack) and each of ``splits`` must be splits of the manifest when given.
     ``progress(done, total)`` is called per object. ``cv_folds`` (with ``refit``): also report a
     ``cv_folds``-fold cross-validation of the fit on the tuning split's objects (role
-    ``"K-fold cross-validation"``), the figure to make design decisions on."""
+    ``"K-fold cross-validation"``), the figure to make design decisions on. ``judge``: the model
+    tier to measure (e.g. :class:`soebench.taxonomy.clip_judge.ClipJudge`); None: weight-free."""
     from soebench.errors import InputError
     from soebench.taxonomy import classify
     from soebench.taxonomy.cases import iter_cases, objects_of
@@ -169,7 +177,8 @@ def validate(
     rows: list[CaseRow] = []
     for done, (ref, cases) in enumerate(iter_cases(manifest, refs, seed=seed, all_methods=all_methods), start=1):
         for case in cases:
-            result = classify(case.original, case.generated, case.mask, expected_color=case.expected_color, bbox=case.bbox, rules=rules)
+            result = classify(case.original, case.generated, case.mask, expected_color=case.expected_color, bbox=case.bbox,
+                              rules=rules, judge=judge, category=case.category)
             rows.append(CaseRow(case.case_id, case.sample_id, case.split, case.label, case.method, case.category, result.label, dict(result.evidence)))
         if progress is not None:
             progress(done, len(refs))
@@ -190,6 +199,8 @@ def validate(
         "tuning_split": tuning_split,
         "refit": refit,
         "cv_folds": cv_folds,
+        "tier": "model" if judge is not None else "weight_free",
+        "judge": judge.describe() if judge is not None and callable(getattr(judge, "describe", None)) else None,
         "splits": wanted,
         "objects": len(refs),
         "cases": len(rows),
@@ -234,7 +245,8 @@ def cross_validate(rows: Sequence[CaseRow], *, folds: int = 5, seed: int = 0, sp
             continue
         rules = fit_on_rows(train, fitted_on=f"cv fold {k}", **fit_kwargs)
         for r in test:
-            label, _ = decide(derived_features(r.evidence), {c: r.evidence.get(c) for c in COLOUR_KEYS}, rules)
+            label, _ = decide(derived_features(r.evidence), {c: r.evidence.get(c) for c in COLOUR_KEYS}, rules,
+                              judge=_verdict_of(r.evidence))
             row = copy.copy(r)
             row.predicted = label
             labelled.append(row)
