@@ -8,7 +8,8 @@ bookkeeping testable without a database and FiftyOne an optional extra.
 Geometry: FiftyOne's ``Detection`` takes ``bounding_box = [x, y, w, h]`` relative to the image
 and an instance ``mask`` cropped to that box. We use the integer pixel box that encloses both
 the manifest ``bbox`` and the decoded mask (COCO polygons may stick out of their bbox by a
-pixel), so the crop loses no mask pixel and FiftyOne renders it at exactly its pixels.
+pixel), so the crop loses no mask pixel, and write it so that FiftyOne's own conversion back to
+pixels (``int(W * x)``) lands on exactly those pixels (see :func:`relative_box`).
 
 The dataset is grouped (slice ``original`` + one slice per run); :mod:`soebench.fo.writer`
 explains why that suits the App and human review better than per-model media fields.
@@ -67,6 +68,11 @@ class RunFolder:
     def slice(self) -> str:
         return slice_name(self.name)
 
+    @property
+    def label(self) -> str:
+        """How messages name the run: its run name, and its slice where that differs."""
+        return run_label(self.name, self.slice)
+
 
 @dataclass
 class Sources:
@@ -77,19 +83,43 @@ class Sources:
     runs: list[RunFolder] = field(default_factory=list)
 
 
+#: the slice of a run named ``original`` (the oracle model's default run name): the manifest's
+#: slice has that name. Kept as it was so that datasets already holding it stay up to date.
+ORIGINAL_RUN_SLICE = f"run-{ORIGINAL_SLICE}"
+
+
 def slice_name(run_name: str) -> str:
     """A group-slice name for a run: letters, digits, ``-`` and ``_`` only (it shows in App URLs).
-    A name that loses characters on the way gets a short hash of itself, so distinct run names
-    (``ünï run``, ``ûnï run``; ``v1.0``, ``v1+0``) never share a slice."""
+
+    A run name of those characters is its own slice, except ``original`` (the manifest's slice),
+    whose slice is ``run-original``. Every other name -- one that loses characters on the way, or
+    the literal ``run-original`` that ``original`` took -- gets a short hash of itself, so distinct
+    run names (``ünï run``, ``ûnï run``; ``v1.0``, ``v1+0``; ``original``, ``run-original``) never
+    share a slice. (Only a 24-bit hash coincidence could map two names to one slice;
+    :func:`resolve_sources` refuses that, naming both runs.)"""
     import hashlib
 
     text = str(run_name)
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "run"
-    if name != text:
+    if text == ORIGINAL_SLICE:
+        return ORIGINAL_RUN_SLICE
+    if name != text or text == ORIGINAL_RUN_SLICE:
         name = f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
-    if name == ORIGINAL_SLICE:
-        name = f"run-{name}"
     return name
+
+
+def run_label(run_name: str, slice_: str | None = None) -> str:
+    """``run 'NAME'``, with ``(slice 'SLICE')`` where the slice is not the name itself."""
+    slice_ = slice_name(run_name) if slice_ is None else slice_
+    return f"run {run_name!r}" + ("" if slice_ == run_name else f" (slice {slice_!r})")
+
+
+def check_dataset_name(name: str | None) -> None:
+    """``None`` means the default name; an empty or blank name is a mistake (an unset shell
+    variable, say), not a request for the default."""
+    if name is not None and not str(name).strip():
+        raise InputError(f"dataset name {name!r} is empty",
+                         hint="pass a name (--name NAME), or leave it out for the default name from the manifest")
 
 
 def default_dataset_name(manifest_path: Path, sha256: str) -> str:
@@ -187,15 +217,11 @@ def resolve_sources(paths: list[str | Path], *, manifest: str | Path | None = No
         if is_run_dir(p) or (p.is_dir() and (p / "samples.parquet").is_file()):
             runs.append(read_run(p))  # a broken run folder is reported as such, not as a manifest
         else:
+            _check_manifest_like(p)
             manifests.append(p)
     if len({m.resolve() for m in manifests}) > 1:
         raise InputError(f"more than one manifest given ({', '.join(map(str, manifests))}); inspect one at a time")
-    seen: dict[str, Path] = {}
-    for run in runs:
-        if run.slice in seen and seen[run.slice] != run.run_dir:
-            raise InputError(f"runs {seen[run.slice]} and {run.run_dir} share the run name {run.name!r}",
-                             hint="evaluate with distinct --run-name values (the name becomes the group slice)")
-        seen[run.slice] = run.run_dir
+    _check_distinct_slices(runs)
     if manifests:
         man_path = manifests[0]
     else:
@@ -215,6 +241,35 @@ def resolve_sources(paths: list[str | Path], *, manifest: str | Path | None = No
     return Sources(manifest=man, manifest_sha256=sha, runs=runs)
 
 
+def _check_manifest_like(path: Path) -> None:
+    """A folder that is neither a run folder nor holds manifest parts is named as what it is not
+    (the manifest reader would only say that it holds no parts, as if a manifest was meant)."""
+    from soebench.manifest.io import part_files
+
+    if path.is_dir() and not part_files(path):
+        raise InputError(
+            f"{path} is neither an evaluation run folder (summary.json + samples.parquet) nor a manifest "
+            "folder (.parquet parts)",
+            hint="pass a run folder written by `soebench evaluate`, a manifest .parquet file, or a folder of its parts",
+        )
+
+
+def _check_distinct_slices(runs: list[RunFolder]) -> None:
+    """Two run folders must not meet in one slice: the same run name, or (by a hash coincidence)
+    two names with one slice. The same folder given twice is fine."""
+    seen: dict[str, RunFolder] = {}
+    for run in runs:
+        other = seen.setdefault(run.slice, run)
+        if other.run_dir == run.run_dir:
+            continue
+        if other.name == run.name:
+            what = f"share the run name {run.name!r}"
+        else:
+            what = f"(run names {other.name!r} and {run.name!r}) map to the same FiftyOne slice {run.slice!r}"
+        raise InputError(f"runs {other.run_dir} and {run.run_dir} {what}",
+                         hint="evaluate with distinct --run-name values (the name becomes the group slice)")
+
+
 # ----------------------------------------------------------------------------- geometry
 def object_box(bbox: list[float], mask: np.ndarray) -> tuple[int, int, int, int]:
     """Integer pixel box ``(x0, y0, x1, y1)`` (half-open) enclosing the bbox and the mask."""
@@ -231,10 +286,24 @@ def object_box(bbox: list[float], mask: np.ndarray) -> tuple[int, int, int, int]
     return x0, y0, x1, y1
 
 
+#: how far (in pixels) into its first pixel a relative box starts; see :func:`relative_box`
+BOX_EPSILON_PX = 1e-6
+
+
 def relative_box(box: tuple[float, float, float, float], width: int, height: int) -> list[float]:
-    """Pixel ``(x0, y0, x1, y1)`` -> FiftyOne ``[x, y, w, h]`` in [0, 1]."""
+    """Pixel ``(x0, y0, x1, y1)`` -> FiftyOne ``[x, y, w, h]`` in [0, 1].
+
+    FiftyOne (eta) turns a box back into pixels by truncation: ``int(W * x)`` and
+    ``int(W * (x + w))``. With ``x = x0 / W`` the float product often comes out just below
+    ``x0`` (``W * (x0 / W) = x0 - 1e-13``) and truncates a pixel short, which moves the instance
+    mask by a pixel or stretches it by one. Starting the box ``BOX_EPSILON_PX`` inside its first
+    pixel puts both products above the integer by far more than the float error (about
+    ``W * 1e-16``) and far less than a pixel, so truncation and rounding alike give back
+    ``x0`` and ``x1``. ``w`` stays ``(x1 - x0) / W``: ``round(w * W)`` is still the width.
+    """
     x0, y0, x1, y1 = box
-    return [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height]
+    eps = BOX_EPSILON_PX
+    return [(x0 + eps) / width, (y0 + eps) / height, (x1 - x0) / width, (y1 - y0) / height]
 
 
 # ----------------------------------------------------------------------------- sample dicts
@@ -356,14 +425,18 @@ def to_fiftyone(
     name: str | None = None,
     manifest: str | Path | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ):
     """Load a manifest and/or evaluation run folders into a persistent grouped FiftyOne dataset.
 
     ``sources`` are a manifest (file or folder of parts) and/or run folders of that manifest;
     ``name`` defaults to :func:`default_dataset_name`. Calling it again adds or updates runs
-    (samples are keyed on ``sample_id``; human tags survive). Returns the ``fiftyone.Dataset``.
+    (samples are keyed on ``sample_id``; human tags survive). A run whose slice holds another
+    run folder of the same run name is refused unless ``overwrite`` (as ``inspect --overwrite``).
+    Returns the ``fiftyone.Dataset``.
     """
     from soebench.fo.writer import export
 
+    check_dataset_name(name)
     resolved = resolve_sources(list(sources), manifest=manifest)
-    return export(resolved, name=name, progress=progress).dataset
+    return export(resolved, name=name, progress=progress, overwrite=overwrite).dataset

@@ -43,9 +43,13 @@ def inspect_cmd(
     """
     from rich.console import Console
 
-    from soebench.fiftyone_export import resolve_sources
+    from soebench.fiftyone_export import check_dataset_name, resolve_sources
+    from soebench.fo import app
     from soebench.fo.writer import export
 
+    check_dataset_name(name)
+    if not no_launch:  # a busy port is found before minutes of writing the dataset, not after
+        app.check_port_free(address, port)
     console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
     resolved = resolve_sources(list(sources), manifest=manifest)
     result = export(resolved, name=name, progress=not quiet, overwrite=overwrite)
@@ -56,7 +60,7 @@ def inspect_cmd(
         return
     from soebench.fo.app import check_port_free, launch, url
 
-    check_port_free(address, port)  # before the URL is announced
+    check_port_free(address, port)  # again: it may have been taken while the dataset was written
     # the handler goes in before the App starts: a `kill` that arrives while it starts (it may
     # answer before launch() returns) must stop its server too, not leave it behind
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -79,15 +83,16 @@ def _interrupt(signum, frame) -> None:
 
 def _print_notes(console, result) -> None:
     """Warn about media not found (samples are kept, tagged) and views that could not be made."""
-    from soebench.fiftyone_export import TAG_MISSING_MEDIA
+    from soebench.fiftyone_export import TAG_MISSING_MEDIA, run_label
 
     for s in result.slices:
+        where = s.slice if s.run_name is None else run_label(s.run_name, s.slice)
         if s.missing_media:
-            console.print(f"[yellow]warning:[/] {s.slice}: {s.missing_media} of {s.samples} image(s) not found, "
+            console.print(f"[yellow]warning:[/] {escape(where)}: {s.missing_media} of {s.samples} image(s) not found, "
                           f"e.g. {escape(str(s.first_missing))}; those samples are kept with tag '{TAG_MISSING_MEDIA}'",
                           highlight=False, soft_wrap=True)
         if s.tags_dropped:
-            console.print(f"[yellow]warning:[/] {s.slice}: {s.tags_dropped} human tag(s) removed from sample(s) whose "
+            console.print(f"[yellow]warning:[/] {escape(where)}: {s.tags_dropped} human tag(s) removed from sample(s) whose "
                           "generated image changed (they judged the previous image)", highlight=False, soft_wrap=True)
     for view, why in result.skipped_views.items():
         console.print(f"note: no saved view {escape(view)}: {escape(why)}", highlight=False, soft_wrap=True)
@@ -120,7 +125,7 @@ def agreement_cmd(
     from rich.console import Console
 
     from soebench.errors import InputError
-    from soebench.fiftyone_export import ORIGINAL_SLICE, slice_name
+    from soebench.fiftyone_export import ORIGINAL_SLICE, run_label
     from soebench.fo.agreement import agreement, check_labels, collect, stale_tags, tagged_originals, write_human_labels
     from soebench.fo.db import connect
     from soebench.fo.writer import dataset_runs
@@ -130,10 +135,12 @@ def agreement_cmd(
         known = fo.list_datasets()  # inspect --name accepts any name: list them all
         raise InputError(f"no FiftyOne dataset named {name!r}", hint=f"datasets: {', '.join(known) or 'none'}")
     dataset = fo.load_dataset(name)
-    slices = [slice_name(r) for r in run] if run else [s for s in dataset.group_slices or [] if s != ORIGINAL_SLICE]
+    recorded = dataset_runs(dataset)
+    slices = _run_slices(dataset, recorded, run) if run else \
+        [s for s in dataset.group_slices or [] if s != ORIGINAL_SLICE]
     if not slices:
         raise InputError(f"dataset {name!r} holds no evaluation runs", hint="add runs with `soebench inspect RUN_DIR --name ...`")
-    recorded = dataset_runs(dataset)
+    names = {sl: recorded.get(sl, {}).get("run_name") or sl for sl in slices}
     console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
     misplaced = tagged_originals(dataset)
     if misplaced:
@@ -143,18 +150,18 @@ def agreement_cmd(
             "samples: pick its slice in the App or open a saved view 'soebench-<run>-…'", highlight=False)
     report = {}
     for sl in slices:
-        tags = collect(dataset, sl)
+        tags = collect(dataset, sl, names[sl])
         check_labels(tags)
         if tags.on_labels:
             Console(stderr=True).print(
-                f"[yellow]warning:[/] run {sl!r}: {len(tags.on_labels)} sample(s) carry human: tags on their failure "
+                f"[yellow]warning:[/] {escape(tags.label)}: {len(tags.on_labels)} sample(s) carry human: tags on their failure "
                 f"label ({', '.join(tags.on_labels[:5])}), not on the sample; agreement reads sample tags: tag the "
                 "samples (the App's sample tagging) instead", highlight=False)
         run_dir = recorded.get(sl, {}).get("run_dir")
         if run_dir and (stale := stale_tags(run_dir, tags)):
             # the run was evaluated again after inspect: the tags judge images it no longer holds
             raise InputError(
-                f"run {sl!r}: {len(stale)} tagged sample(s) show images that {run_dir} has since replaced "
+                f"{tags.label}: {len(stale)} tagged sample(s) show images that {run_dir} has since replaced "
                 f"(output_key differs: {', '.join(stale[:3])}); the dataset is out of date",
                 hint=f"run `soebench inspect {run_dir} --name {name}` (tags of replaced images are dropped there), "
                      "then tag those samples again",
@@ -166,21 +173,33 @@ def agreement_cmd(
                  "without_auto_label": unlabelled}
         if write:
             if not run_dir:
-                raise InputError(f"dataset {name!r} does not record the folder of run {sl!r}")
+                raise InputError(f"dataset {name!r} does not record the folder of {tags.label}")
             entry["written"] = str(write_human_labels(run_dir, tags.human, overwrite=overwrite))
         report[sl] = entry
         if not json_out:
-            _print_agreement(console, sl, result, entry)
+            _print_agreement(console, tags.label, result, entry)
     if json_out:
         typer.echo(json.dumps(report, indent=2))
 
 
-def _print_agreement(console, sl, result, entry) -> None:
+def _run_slices(dataset, recorded: dict, runs: list[str]) -> list[str]:
+    """The slices of ``--run`` values: a run name as recorded by inspect, else a slice name as the
+    App shows it (``run-original``), else the slice the name would have (absent: reported by
+    :func:`soebench.fo.agreement.collect`)."""
+    from soebench.fiftyone_export import ORIGINAL_SLICE, slice_name
+
+    by_name = {entry.get("run_name"): sl for sl, entry in recorded.items() if entry.get("run_name")}
+    present = set(dataset.group_slices or []) - {ORIGINAL_SLICE}
+    return [by_name.get(r) or (r if r in present else slice_name(r)) for r in runs]
+
+
+def _print_agreement(console, label, result, entry) -> None:
+    """``label``: how the run is named (its run name, and its slice where that differs)."""
     from rich.table import Table
 
     kappa = "undefined" if entry["kappa"] is None else f"{entry['kappa']:.3f}"
     acc = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.3f}"
-    console.print(f"[bold]{sl}[/]: {result.n} sample(s) with a human tag and an automatic label · "
+    console.print(f"[bold]{escape(label)}[/]: {result.n} sample(s) with a human tag and an automatic label · "
                   f"accuracy {acc} · Cohen's kappa {kappa}", highlight=False)
     if entry["conflicting"]:
         console.print(f"  skipped {len(entry['conflicting'])} sample(s) with conflicting human tags: "
@@ -188,7 +207,7 @@ def _print_agreement(console, sl, result, entry) -> None:
     if entry["without_auto_label"]:
         console.print(f"  skipped {entry['without_auto_label']} tagged sample(s) without an automatic label (errors)")
     if result.n:
-        table = Table(title=f"{escape(sl)}: automatic (rows) vs human (columns)")
+        table = Table(title=f"{escape(label)}: automatic (rows) vs human (columns)")
         table.add_column("auto \\ human")
         for lab in result.labels:
             table.add_column(escape(lab), justify="right")

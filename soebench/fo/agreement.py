@@ -46,6 +46,7 @@ class SliceTags:
     """What one run slice holds: per sample the automatic label and the human label (if any)."""
 
     slice: str
+    run_name: str | None = None  # the run's own name where known (messages name the run by it)
     auto: dict[str, str | None] = field(default_factory=dict)
     human: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, list[str]] = field(default_factory=dict)  # sample_id -> several human labels
@@ -63,6 +64,12 @@ class SliceTags:
             auto.append(a)
             human.append(h)
         return auto, human, unlabelled
+
+    @property
+    def label(self) -> str:
+        from soebench.fiftyone_export import run_label
+
+        return run_label(self.run_name or self.slice, self.slice)
 
 
 def confusion(auto: list[str], human: list[str], labels: list[str] | None = None) -> tuple[list[str], np.ndarray]:
@@ -124,14 +131,15 @@ def check_labels(tags: "SliceTags") -> None:
     close = difflib.get_close_matches(label, TAXONOMY_LABELS, n=1)
     more = f" (and {len(bad) - 1} more sample(s))" if len(bad) > 1 else ""
     raise InputError(
-        f"run {tags.slice!r}: sample {sid} is tagged {HUMAN_TAG_PREFIX}{label}, not a taxonomy label{more}",
+        f"{tags.label}: sample {sid} is tagged {HUMAN_TAG_PREFIX}{label}, not a taxonomy label{more}",
         hint=(f"did you mean {HUMAN_TAG_PREFIX}{close[0]}? " if close else "")
         + f"labels: {', '.join(TAXONOMY_LABELS)}; retag it in the App",
     )
 
 
-def collect(dataset: Any, slice_name: str) -> SliceTags:
-    """Read automatic labels and human tags of one run slice of ``dataset``."""
+def collect(dataset: Any, slice_name: str, run_name: str | None = None) -> SliceTags:
+    """Read automatic labels and human tags of one run slice of ``dataset`` (``run_name``: the
+    run's own name, for messages)."""
     if slice_name == ORIGINAL_SLICE or slice_name not in (dataset.group_slices or []):
         runs = [s for s in dataset.group_slices or [] if s != ORIGINAL_SLICE]
         raise InputError(f"dataset {dataset.name!r} has no run {slice_name!r}",
@@ -146,7 +154,7 @@ def collect(dataset: Any, slice_name: str) -> SliceTags:
     autos = values.get("failure.label", [None] * len(sids))
     label_tags = values.get("failure.tags", [None] * len(sids))
     keys = values.get("output_key", [None] * len(sids))
-    out = SliceTags(slice=slice_name)
+    out = SliceTags(slice=slice_name, run_name=run_name)
     for sid, tag_list, auto, key, on_label in zip(sids, tags, autos, keys, label_tags):
         out.auto[sid] = auto
         out.output_keys[sid] = key
@@ -212,7 +220,7 @@ def write_human_labels(run_dir: str | Path, human: dict[str, str], *, overwrite:
         old = table.column("human_label").to_pylist()
         if old != column.to_pylist() and not overwrite:
             raise OutputExistsError(f"{path} already has a human_label column with other values",
-                                    hint="pass --overwrite to replace it")
+                                    hint="pass overwrite=True (--overwrite) to replace it")
         table = table.set_column(table.column_names.index("human_label"), "human_label", column)
     else:
         table = table.append_column("human_label", column)

@@ -25,7 +25,7 @@ def check_port_free(address: str, port: int) -> None:
             s.bind((address, port))
         except OSError as exc:
             raise SoebenchError(f"cannot start the FiftyOne App on {address}:{port}: {exc.strerror or exc}",
-                                hint="choose another --port (or stop what is listening there)") from exc
+                                hint="choose another port (--port), or stop what is listening there") from exc
 
 
 def launch(dataset: Any, *, port: int = DEFAULT_PORT, address: str = DEFAULT_ADDRESS, view: Any = None) -> Any:
@@ -43,7 +43,7 @@ def launch(dataset: Any, *, port: int = DEFAULT_PORT, address: str = DEFAULT_ADD
         return fo.launch_app(dataset, view=view, port=port, address=address, auto=False)
     except (OSError, ServiceException) as exc:  # e.g. the port was taken between the check and the start
         raise SoebenchError(f"cannot start the FiftyOne App on {address}:{port}: {type(exc).__name__}: {exc}",
-                            hint="choose another --port") from exc
+                            hint="choose another port (--port)") from exc
 
 
 def url(address: str, port: int) -> str:

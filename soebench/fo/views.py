@@ -35,10 +35,13 @@ def view_name(slice_name: str, what: str) -> str:
 
 
 def build_views(dataset: Any, slice_name: str, skipped: dict[str, str] | None = None,
-                why_absent: dict[str, str] | None = None) -> dict[str, Any]:
+                why_absent: dict[str, str] | None = None, run_name: str | None = None) -> dict[str, Any]:
     """``{name: view}`` for one run slice; views left out are added to ``skipped`` with the reason
-    (``why_absent``: score -> why the run has none, e.g. from its ``summary.json``)."""
+    (``why_absent``: score -> why the run has none, e.g. from its ``summary.json``; ``run_name``:
+    the run's own name, for those reasons, where the slice is named otherwise)."""
     from fiftyone import ViewField as F
+
+    from soebench.fiftyone_export import run_label
 
     base = dataset.select_group_slices(slice_name)
     schema = base.get_field_schema()
@@ -56,23 +59,26 @@ def build_views(dataset: Any, slice_name: str, skipped: dict[str, str] | None = 
                 reason = (why_absent or {}).get(score)
                 if reason and len(reason) > REASON_CHARS:
                     reason = reason[: REASON_CHARS - 1] + "…"
-                skipped[name] = f"run {slice_name!r} has no {score} values" + (f" ({reason})" if reason else "")
+                label = run_label(run_name or slice_name, slice_name)
+                skipped[name] = f"{label} has no {score} values" + (f" ({reason})" if reason else "")
             continue
         views[name] = scored.sort_by(score, reverse=descending).limit(WORST_N)
     views[view_name(slice_name, "errors")] = base.match_tags(TAG_ERROR)
     return views
 
 
-def save_views(dataset: Any, why_absent: dict[str, dict[str, str]] | None = None) -> SavedViews:
+def save_views(dataset: Any, why_absent: dict[str, dict[str, str]] | None = None,
+               run_names: dict[str, str] | None = None) -> SavedViews:
     """(Re)save the views of every run slice; drop soebench views that no longer apply.
 
-    ``why_absent``: slice -> {score: why that run has no values of it}."""
+    ``why_absent``: slice -> {score: why that run has no values of it}; ``run_names``: slice -> run name."""
     out = SavedViews()
     for slice_name in dataset.group_slices or []:
         if slice_name == ORIGINAL_SLICE:
             continue
         reasons = (why_absent or {}).get(slice_name)
-        for name, view in build_views(dataset, slice_name, out.skipped, reasons).items():
+        run_name = (run_names or {}).get(slice_name)
+        for name, view in build_views(dataset, slice_name, out.skipped, reasons, run_name).items():
             dataset.save_view(name, view, overwrite=True)
             out.names.append(name)
     for old in dataset.list_saved_views():

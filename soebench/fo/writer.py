@@ -28,6 +28,7 @@ from soebench.fiftyone_export import (
     TAG_ERROR,
     TAG_MISSING_MEDIA,
     Sources,
+    check_dataset_name,
     default_dataset_name,
     manifest_sample_dicts,
     run_sample_dicts,
@@ -50,6 +51,7 @@ class SliceReport:
     errors: int = 0
     tags_dropped: int = 0  # human tags of outputs that changed since they were set
     run_dir: str | None = None
+    run_name: str | None = None  # the run's own name (None for the manifest's slice)
     model: str | None = None
     first_missing: str | None = None  # one media file not found, to show where they were looked for
 
@@ -71,8 +73,9 @@ def export(sources: Sources, *, name: str | None = None, progress: bool = False,
     from soebench.fo.db import connect
     from soebench.fo.views import save_views
 
+    check_dataset_name(name)
     fo = connect()
-    name = name or default_dataset_name(sources.manifest.path, sources.manifest_sha256)
+    name = default_dataset_name(sources.manifest.path, sources.manifest_sha256) if name is None else name
     dataset = open_dataset(fo, name, sources)
     if not overwrite:
         _refuse_other_runs(dataset, sources.runs)
@@ -84,10 +87,12 @@ def export(sources: Sources, *, name: str | None = None, progress: bool = False,
         for run in sources.runs:
             dicts = run_sample_dicts(run, by_id)
             report = write_slice(fo, dataset, run.slice, dicts, bar=bar)
-            report.run_dir, report.model = str(run.run_dir), run.model_name
+            report.run_dir, report.run_name, report.model = str(run.run_dir), run.name, run.model_name
             result.slices.append(report)
             _record_run(dataset, run)
-    saved = save_views(dataset, {sl: r.get("skipped_metrics") or {} for sl, r in dataset_runs(dataset).items()})
+    runs = dataset_runs(dataset)
+    saved = save_views(dataset, {sl: r.get("skipped_metrics") or {} for sl, r in runs.items()},
+                       run_names={sl: r["run_name"] for sl, r in runs.items() if r.get("run_name")})
     result.views, result.skipped_views = saved.names, saved.skipped
     return result
 
@@ -98,14 +103,18 @@ def _refuse_other_runs(dataset: Any, runs: list[Any]) -> None:
 
     held = dataset_runs(dataset)
     for run in runs:
-        old = held.get(run.slice, {}).get("run_dir")
+        entry = held.get(run.slice, {})
+        old = entry.get("run_dir")
         if old and Path(old) != Path(run.run_dir):
-            model = (held[run.slice].get("model") or {}).get("name", "?")
+            model = (entry.get("model") or {}).get("name", "?")
+            old_name = entry.get("run_name", run.name)
+            same = "the same run name" if old_name == run.name else f"run name {run.name!r}, which maps to that slice"
             raise OutputExistsError(
-                f"slice {run.slice!r} of dataset {dataset.name!r} holds run {old} (model {model}); "
-                f"{run.run_dir} has the same run name",
-                hint="evaluate it with --run-name NAME for a slice of its own, use another --name, or pass "
-                     "--overwrite to replace that slice (human tags stay only on identical outputs)",
+                f"slice {run.slice!r} of dataset {dataset.name!r} holds run {old_name!r} from {old} (model {model}); "
+                f"{run.run_dir} has {same}",
+                hint="evaluate it with --run-name NAME for a slice of its own, use another dataset name (--name), "
+                     "or pass overwrite=True (--overwrite) to replace that slice (human tags stay only on "
+                     "identical outputs)",
             )
 
 
@@ -118,19 +127,19 @@ def open_dataset(fo: Any, name: str, sources: Sources) -> Any:
         held = (dataset.info or {}).get(INFO_KEY, {}).get("manifest", {})
         if not held:
             raise InputError(f"FiftyOne dataset {name!r} exists but was not made by soebench",
-                             hint="choose another --name")
+                             hint="choose another dataset name (--name)")
         if held.get("sha256") != sources.manifest_sha256:
             raise InputError(
                 f"FiftyOne dataset {name!r} holds manifest {held.get('path')} (sha256 {str(held.get('sha256'))[:12]}…), "
                 f"not {sources.manifest.path} (sha256 {sources.manifest_sha256[:12]}…)",
-                hint="a dataset holds one manifest and its runs; choose another --name",
+                hint="a dataset holds one manifest and its runs; choose another dataset name (--name)",
             )
         return dataset
     try:
         dataset = fo.Dataset(name)
     except ValueError as exc:  # FiftyOne refuses a name whose URL slug another dataset has ("QA" vs "qa")
         raise InputError(f"FiftyOne cannot create dataset {name!r}: {exc}",
-                         hint="choose another --name (FiftyOne compares names by their lower-case URL slug)") from None
+                         hint="choose another dataset name (--name); FiftyOne compares names by their lower-case URL slug") from None
     dataset.persistent = True
     dataset.add_group_field("group", default=ORIGINAL_SLICE)
     dataset.info = {INFO_KEY: {"manifest": manifest_info, "runs": {}}}

@@ -262,8 +262,11 @@ def test_a_run_of_the_same_name_never_takes_over_a_slice_silently(tmp_path, data
     for sample in _slice(ds, "telea").iter_samples(autosave=True):
         sample.tags = sample.tags + ["human:ok"]
     other = make_run(tmp_path / "B" / "telea", manifest, name="telea", model="mean-fill", seed=2)
-    with pytest.raises(OutputExistsError, match=r"slice 'telea' .* holds run .*A/telea \(model opencv-telea\)"):
+    with pytest.raises(OutputExistsError, match=r"slice 'telea' .* holds run 'telea' from .*A/telea \(model opencv-telea\)"):
         export(resolve_sources([other]), name=dataset_name)
+    with pytest.raises(OutputExistsError) as info:  # the Python API says how to overwrite in its own terms
+        soebench.to_fiftyone(other, name=dataset_name)
+    assert "overwrite=True (--overwrite)" in info.value.hint
     assert main(["inspect", str(other), "--name", dataset_name, "--no-launch", "-q"]) == 2
     assert "--run-name" in capsys.readouterr().err
     assert len(_slice(ds, "telea").match_tags("human:ok")) == 4  # nothing changed
@@ -272,8 +275,8 @@ def test_a_run_of_the_same_name_never_takes_over_a_slice_silently(tmp_path, data
     frame = pd.read_parquet(other / "samples.parquet")
     frame.loc[frame["sample_id"] == sids[0], "output_key"] = f"opencv-telea:1:{sids[0]}"  # the same image
     frame.to_parquet(other / "samples.parquet", index=False)
-    result = export(resolve_sources([other]), name=dataset_name, overwrite=True)
-    assert result.slices[1].tags_dropped == 3
+    ds = soebench.to_fiftyone(other, name=dataset_name, overwrite=True)
+    assert ds.info["soebench"]["runs"]["telea"]["run_dir"] == str(other.resolve())
     assert _slice(ds, "telea").match_tags("human:ok").values("sample_id") == [sids[0]]
     assert set(_slice(ds, "telea").values("model")) == {"mean-fill"}
 
@@ -294,3 +297,58 @@ def test_distinct_run_names_get_distinct_slices():
     slices = [slice_name(n) for n in names]
     assert len(set(slices)) == len(names) and slices[-1] == "telea"
     assert all(re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in slices)
+
+
+def test_runs_named_original_and_run_original_keep_slices_apart(tmp_path, dataset_name, capsys):
+    from soebench.fiftyone_export import slice_name
+
+    manifest = make_manifest(tmp_path, 3)
+    ids = read_manifest(manifest).table.column("sample_id").to_pylist()
+    oracle = make_run(tmp_path / "reports" / "original", manifest, name="original", model="original", seed=1)
+    other = make_run(tmp_path / "reports" / "run-original", manifest, name="run-original", model="telea", seed=2,
+                     missing_images=(ids[0],))
+    assert main(["inspect", str(oracle), str(other), "--name", dataset_name, "--no-launch", "-q"]) == 0
+    err = capsys.readouterr().err
+    second = slice_name("run-original")
+    # the warning names the run by its own name, and its slice
+    assert f"run 'run-original' (slice '{second}'): 1 of 3 image(s) not found" in err
+    import fiftyone as fo
+
+    ds = fo.load_dataset(dataset_name)
+    assert sorted(ds.group_slices) == sorted([ORIGINAL_SLICE, "run-original", second])
+    assert set(_slice(ds, "run-original").values("model")) == {"original"}
+    assert set(_slice(ds, second).values("model")) == {"telea"}
+    runs = ds.info["soebench"]["runs"]
+    assert (runs["run-original"]["run_name"], runs[second]["run_name"]) == ("original", "run-original")
+    # agreement's --run takes the run name, or the slice name as the App shows it
+    for run in ("run-original", second):
+        assert main(["agreement", "--name", dataset_name, "--run", run, "--json"]) == 0
+        assert list(json.loads(capsys.readouterr().out)) == [second]
+    assert main(["agreement", "--name", dataset_name, "--run", "original", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["run-original"]
+
+
+def test_an_empty_name_is_refused_and_writes_nothing(fo_db, tmp_path, capsys):
+    import fiftyone as fo
+
+    manifest = make_manifest(tmp_path, 2, seed=12)
+    before = set(fo.list_datasets())
+    assert main(["inspect", str(manifest), "--name", "", "--no-launch", "-q"]) == 2
+    assert "dataset name '' is empty" in capsys.readouterr().err
+    assert set(fo.list_datasets()) == before  # not written under the default name either
+
+
+def test_a_busy_port_is_found_before_the_dataset_is_written(tmp_path, dataset_name, capsys):
+    import socket
+
+    import fiftyone as fo
+
+    manifest = make_manifest(tmp_path, 2, seed=13)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = main(["inspect", str(manifest), "--name", dataset_name, "--port", str(port), "-q"])
+    assert rc != 0
+    assert f"cannot start the FiftyOne App on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not fo.dataset_exists(dataset_name)
