@@ -37,6 +37,15 @@ class MissingDependencyError(SoebenchError):
     """An optional dependency (or service such as FiftyOne's database) is not available."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP received by the CLI: it unwinds like Ctrl-C (``finally`` blocks run, an
+    adapter's catch-all does not swallow it) and the process exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signum}")
+        self.exit_code = 128 + signum
+
+
 class StorageError(SoebenchError):
     """The disk refused a write (full, over quota, read-only): what was written before is kept."""
 

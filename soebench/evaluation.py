@@ -31,7 +31,8 @@ from soebench.fileio import exclusive_lock, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("samples.parquet", "summary.json", "report.md", "report.html", "run.json")
+RUN_FILES = ("samples.parquet", "summary.json", "report.md", "report.html", "run.json", ".samples-previous.parquet")
+PREVIOUS_SAMPLES = RUN_FILES[-1]  # samples.parquet of a run resumed under another configuration
 RUN_DIRS = ("images", "cache", "scores", "shards", "plots")
 #: ``auto``: the model tier (CLIP zero-shot checks averaged into the weight-free scores) whenever
 #: the run loads CLIP for its CLIP-Scores, the weight-free tier alone otherwise; ``model``: always
@@ -352,26 +353,59 @@ def _taxonomy() -> tuple[Callable | None, str | None]:
 def _claim_run_dir(run_dir: Path, opts: EvalOptions) -> None:
     """Refuse an existing run folder unless --overwrite (cleared) or --resume (kept). A folder
     that holds no result yet (a run that failed while starting, e.g. on a wrong model argument)
-    is reused: there is nothing to lose, and the corrected command must not need a flag."""
+    is reused: there is nothing to lose, and the corrected command must not need a flag. A folder
+    that is not a run's is never written into: its report.md or images/ are someone else's."""
     if run_dir.exists() and any(run_dir.iterdir()) and not _nothing_done(run_dir):
-        if opts.resume:
-            return
-        if not opts.overwrite:
+        if not opts.resume and not opts.overwrite:
             raise OutputExistsError(
                 f"run folder {run_dir} already exists", hint="pass --resume to continue it or --overwrite to start again"
             )
-        ours = [run_dir / n for n in RUN_FILES + RUN_DIRS]
-        if not any(p.exists() for p in ours):
+        if not _is_run_folder(run_dir):
+            flag = "--resume" if opts.resume else "--overwrite"
             raise OutputExistsError(
-                f"{run_dir} is not a soebench run folder (no {', '.join(RUN_FILES[:2])}); refusing to clear it",
+                f"{run_dir} is not a soebench run folder (no run.json); refusing {flag}, which would "
+                f"{'write into' if opts.resume else 'clear'} it",
                 hint="choose another --out or remove the folder yourself",
             )
-        for p in ours:
+        if opts.resume:
+            return
+        for p in (run_dir / n for n in RUN_FILES + RUN_DIRS):
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _is_run_folder(run_dir: Path) -> bool:
+    """``run.json`` (written first by every run), or the shard/score folders only soebench writes
+    (another rank may have started before the main one wrote ``run.json``)."""
+    return (run_dir / "run.json").is_file() or (run_dir / "shards").is_dir() or (run_dir / "scores").is_dir()
+
+
+def _retire_results_of_another_config(run_dir: Path, config_hash: str) -> None:
+    """A resume under a changed configuration re-links images/ to the new outputs as it goes:
+    the summary, report and plots of the old one would describe images that are no longer there,
+    so they go now, and samples.parquet moves aside (its human labels are carried over, where the
+    judged image is unchanged, when the new samples.parquet is written)."""
+    from soebench.fileio import read_json_object
+
+    if not (run_dir / "run.json").is_file():
+        return
+    try:
+        previous = read_json_object(run_dir / "run.json").get("config_hash")
+    except InputError:  # unreadable: which configuration made the results is unknown, so they go
+        previous = None
+    if previous == config_hash:
+        return
+    samples = run_dir / "samples.parquet"
+    if samples.is_file():
+        os.replace(samples, run_dir / PREVIOUS_SAMPLES)
+    for name in ("summary.json", "report.md", "report.html"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "plots", ignore_errors=True)
+    log.warning("run %s was made with another configuration: its summary and report are removed and "
+                "rewritten when this run finishes", run_dir)
 
 
 def _nothing_done(run_dir: Path) -> bool:
@@ -452,6 +486,7 @@ def _execute(run: _Run) -> RunResult:
     config = _config(run)
     config_hash = run.config_hash = _config_hash(config)
     if run.shard.is_main:
+        _retire_results_of_another_config(run.run_dir, config_hash)
         write_json(run.run_dir / "run.json", {"config": config, "config_hash": config_hash,
                                               "started": _now(), "world_size": run.shard.world_size})
     barrier()
@@ -498,6 +533,7 @@ def _process(run: _Run, source: Any) -> list[dict[str, Any]]:
                 with gate.compute():
                     generated = source.run(items)
                 out.extend(_score_or_restore(run, items, generated, source, writer, checkpoints))
+                writer.raise_failures()
                 advance(len(batch))
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
@@ -577,11 +613,15 @@ def finalize(run: _Run, config: dict[str, Any], parts: Sequence[dict[str, Any]])
     run.scorer.load_merged([p["states"] for p in parts])
     frame = samples_frame(rows)
     # a resume keeps the human labels of `agreement --write`, where the image judged is unchanged
-    frame, dropped = carry_human_labels(frame, run.run_dir / "samples.parquet")
+    previous = run.run_dir / "samples.parquet"
+    if not previous.is_file():
+        previous = run.run_dir / PREVIOUS_SAMPLES
+    frame, dropped = carry_human_labels(frame, previous)
     if dropped:
         log.warning("%d human label(s) judged generated images that this run replaced: left out of samples.parquet",
                     dropped)
     write_samples(run.run_dir / "samples.parquet", frame)
+    (run.run_dir / PREVIOUS_SAMPLES).unlink(missing_ok=True)
     summary = build_summary(run, config, frame, parts)
     write_json(run.run_dir / "summary.json", summary)
     if run.opts.report:

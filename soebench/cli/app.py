@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from typing import Annotated
 
 import typer
 
-from soebench.errors import SoebenchError, storage_error
+from soebench.errors import SoebenchError, Terminated, storage_error
 
 app = typer.Typer(
     name="soebench",
@@ -65,10 +67,34 @@ def render_error(err: SoebenchError) -> None:
         console.print(f"[yellow]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
 
 
+@contextlib.contextmanager
+def _terminate_like_ctrl_c():
+    """SIGTERM (a scheduler's kill, ``timeout``) and SIGHUP (a closed terminal) unwind the stack
+    as Ctrl-C does, so ``finally`` blocks run: pending PNG writes finish, locks are released and a
+    command adapter's program -- in a session of its own, which the signal does not reach -- is
+    ended. Only in the main thread and where nobody installed a handler of their own."""
+    import signal
+
+    def stop(signum, _frame):
+        raise Terminated(signum)
+
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+                installed[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; click renders usage errors, SoebenchError is rendered here, once."""
     try:
-        app(args=argv, prog_name="soebench")
+        with _terminate_like_ctrl_c():
+            app(args=argv, prog_name="soebench")
     except SoebenchError as err:
         render_error(err)
         return err.exit_code
@@ -78,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         render_error(err)
         return err.exit_code
+    except KeyboardInterrupt as exc:  # the command said what is kept, where it has something to say
+        return getattr(exc, "exit_code", 130)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

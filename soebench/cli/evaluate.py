@@ -91,10 +91,10 @@ def evaluate_command(
             overwrite=overwrite, resume=resume, report=not no_report, progress=not quiet and not json_out,
             run_name=run_name, taxonomy_tier=taxonomy_tier,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.echo(f"interrupted: every finished output and scored batch is kept in {out}; "
                    "the same command with --resume continues from there", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     if result.summary is None:  # a rank other than 0 of a sharded run
         return
     if json_out:

@@ -21,6 +21,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -251,6 +252,16 @@ def config_from_args(config_cls: type[C], args: Mapping[str, Any] | str | None, 
         return config_cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid model arguments for {where}: {exc}") from exc
+
+
+def absolute_if_local(value: str | Path | None) -> str | None:
+    """``value`` as an absolute path when it names something on disk, else unchanged (a hub id,
+    a file still to be written): model arguments are recorded with the run, and a path relative to
+    where the command ran would name nothing, or something else, when the run is resumed or read."""
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(str(value)))
+    return str(path.resolve()) if path.exists() else str(value)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

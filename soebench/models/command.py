@@ -20,6 +20,7 @@ import math
 import shlex
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from soebench.errors import ConfigError
 from soebench.image_io import rgb_array
-from soebench.models.base import InpaintRequest, InpaintResult
+from soebench.models.base import InpaintRequest, InpaintResult, absolute_if_local
 
 STDERR_TAIL = 800
 
@@ -47,6 +48,7 @@ class CommandConfig:
     version: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cwd", absolute_if_local(self.cwd))
         # checked here, once: a bad timeout would otherwise fail (and re-run the program for) every sample
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError(f"timeout must be a finite number of seconds > 0; got {self.timeout}")
@@ -69,6 +71,24 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # the group is gone already
+
+
+#: seconds between wake-ups while the program runs (see _communicate)
+_POLL = 0.5
+
+
+def _communicate(proc: subprocess.Popen, timeout: float) -> bytes:
+    """``proc.communicate(timeout)`` in short waits: a signal the kernel hands to another thread
+    (SIGTERM) runs its Python handler only when the main thread wakes, and one long wait would
+    keep soebench -- and the program it started -- running until the timeout. Retrying after
+    TimeoutExpired loses no output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return proc.communicate(timeout=max(0.0, min(_POLL, deadline - time.monotonic())))[1]
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
 
 
 class CommandInpainter:
@@ -143,7 +163,7 @@ class CommandInpainter:
         except OSError as exc:
             return f"cannot run command {argv[0]}: {exc}"
         try:
-            _, stderr = proc.communicate(timeout=self.config.timeout)
+            stderr = _communicate(proc, self.config.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             try:

@@ -38,7 +38,7 @@ import numpy as np
 
 from soebench.errors import ConfigError, MissingWeightsError, SoebenchError
 from soebench.fileio import tree_mtime
-from soebench.models.base import InpaintRequest, InpaintResult, config_to_dict
+from soebench.models.base import InpaintRequest, InpaintResult, absolute_if_local, config_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ class DiffusersConfig:
     paste_back: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "path", absolute_if_local(self.path))
+        object.__setattr__(self, "lora", absolute_if_local(self.lora))
+        if self.vae_decoder not in ("auto", "none"):
+            object.__setattr__(self, "vae_decoder", absolute_if_local(self.vae_decoder))
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.resolution < 8 or self.resolution % 8:

@@ -17,7 +17,7 @@ from typing import Any
 
 from soebench.errors import InputError
 from soebench.image_io import rgb_array
-from soebench.models.base import InpaintRequest, InpaintResult
+from soebench.models.base import InpaintRequest, InpaintResult, absolute_if_local
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class FolderConfig:
 
     path: Path
     ext: str = "png"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(absolute_if_local(self.path)))
 
 
 class FolderInpainter:

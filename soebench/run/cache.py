@@ -103,6 +103,14 @@ class BackgroundWriter:
         self._gate.wait()
         return fn(*args)
 
+    def raise_failures(self) -> None:
+        """Re-raise the first failed write so far (a full disk stops the run at the next batch,
+        not after every sample was generated); writes still running are left alone."""
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for future in done:
+            future.result()
+
     def drain(self) -> None:
         pending, self._pending = self._pending, []
         for future in pending:
