@@ -36,27 +36,41 @@ def train(
     from rich.console import Console
 
     from soediff.config import TrainConfig
+    from soediff.trainer import load_run_config
     from soediff.trainer import train as run_training
 
     if config is None and resume and out is not None and (out / "config.yaml").exists():
-        config = out / "config.yaml"  # resume with the run's own settings unless told otherwise
-    cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
+        cfg = load_run_config(out)  # resume with the run's own settings unless told otherwise
+    else:
+        cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
     cfg = cfg.replace(manifest=str(manifest) if manifest else None, pretrained=str(pretrained) if pretrained else None,
                       out=str(out) if out else None, max_steps=max_steps, train_batch_size=batch_size,
                       learning_rate=learning_rate, resolution=resolution, mixed_precision=mixed_precision, seed=seed)
     result = run_training(cfg, resume=resume, overwrite=overwrite, progress=progress)
     # soft_wrap: paths stay whole to copy; markup off: a path may hold [brackets]
-    Console(stderr=True).print(_train_summary(result, cfg.max_steps), soft_wrap=True, markup=False)
+    Console(stderr=True).print(_train_summary(result, cfg), soft_wrap=True, markup=False)
 
 
-def _train_summary(result, max_steps: int) -> str:
+def _train_summary(result, cfg) -> str:
     """What a train command did; a resume at or past max_steps trained nothing and has no losses."""
     if not result.history:
         return (f"run {result.out_dir} is already complete: its checkpoint is at step {result.step} "
-                f"(max_steps {max_steps}), nothing to train\ncheckpoint: {result.checkpoint}\n"
-                f"export it with: soediff export {result.out_dir} --out DIR (or pass a larger --max-steps)")
+                f"(max_steps {cfg.max_steps}), nothing to train\ncheckpoint: {result.checkpoint}\n"
+                f"export it with: soediff export {result.out_dir} --out DIR\n{_longer_hint(result.out_dir, cfg)}")
     losses = ", ".join(f"{k}={result.losses[k]:.4f}" for k in ("loss", "denoise", "csd", "vae") if k in result.losses)
     return f"trained to step {result.step}: {losses}\ncheckpoint: {result.checkpoint}\nlog: {result.log_csv}"
+
+
+def _longer_hint(out, cfg) -> str:
+    """How to train a complete run further, as :func:`soediff.trainer.check_resume_config` accepts it:
+    a resume may extend only a schedule that is not laid out over max_steps."""
+    from soediff.trainer import STEPS_SHAPED_SCHEDULES
+
+    if cfg.lr_scheduler in STEPS_SHAPED_SCHEDULES:
+        return (f"to train longer, start over with a larger --max-steps: soediff train --config {out / 'config.yaml'} "
+                f"--out {out} --overwrite --max-steps N (or --out NEW to keep this run); a resume cannot extend it, "
+                f"its {cfg.lr_scheduler!r} learning-rate schedule is laid out over max_steps")
+    return f"to train longer: soediff train --out {out} --resume --max-steps N (N > {cfg.max_steps})"
 
 
 @app.command()

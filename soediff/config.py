@@ -25,6 +25,8 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 NOISE_RESAMPLING = ("conditional", "nearest")
 PROMPT_SOURCES = (*PROMPT_KEYS, "caption")
 PROMPT_FIELDS = ("category", "color", "caption", *PROMPT_KEYS)
+#: the fields that name files or folders (relative ones are relative to the working directory)
+PATH_FIELDS = ("manifest", "pretrained", "validation_manifest", "out")
 
 SOEDIFF_TARGET_MODULES = (
     "to_q",
@@ -266,6 +268,12 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
         return cls.from_dict(data, where=str(path))
+
+    def absolute_paths(self) -> TrainConfig:
+        """A copy whose paths (:data:`PATH_FIELDS`) are absolute: ``~`` expanded, resolved against the
+        working directory. A run records these, so that its resume and export work from any directory."""
+        return self.replace(**{name: str(Path(value).expanduser().resolve())
+                               for name in PATH_FIELDS if (value := getattr(self, name))})
 
     def replace(self, **overrides: Any) -> TrainConfig:
         """A copy (sections included) with top-level fields replaced (``None`` values are ignored)."""

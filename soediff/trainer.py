@@ -2,11 +2,14 @@
 
 Run folder layout (``config.out``)::
 
-    config.yaml                     the resolved TrainConfig
-    inputs.json                     the training manifest's path and sha256 (a resume must train on the same rows)
+    config.yaml                     the resolved TrainConfig, its paths absolute (resume/export from any directory)
+    inputs.json                     the training manifest's path and sha256 (a resume must train on the same rows),
+                                    the pipeline's path and fingerprint, the paths as given, the code versions
     checkpoints/checkpoint-00000500 accelerate state: optimizers, schedulers, RNG states, the step
                                     generator, plus lora.safetensors / lora_config.json /
                                     vae_decoder.safetensors (only trained weights) and trainer_state.json
+                                    (step, epoch, processes, code versions; written last: it marks a
+                                    checkpoint complete)
     logs/losses.csv                 every loss term, learning rates, seconds per step (always)
     logs/tensorboard/               the same as TensorBoard scalars (report_to=tensorboard)
     validation/step-00001000.png    held-out rows: masked input | output, one row per sample
@@ -78,6 +81,50 @@ def list_checkpoints(out: Path) -> list[Path]:
         return []
     return sorted((p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
                   key=lambda p: int(p.name.split("-")[1]))
+
+
+#: the keys of :func:`code_versions` (top level, as in evaluate's summary.json)
+CODE_KEYS = ("soediff_version", "versions", "git_commit", "git_dirty")
+
+
+def code_versions() -> dict[str, Any]:
+    """The code a run, checkpoint or export came from: soediff's version, the package versions and git
+    commit that ``soebench evaluate`` records in its summary (the same helpers)."""
+    import soediff
+    from soebench.run.results import git_commit, package_versions
+
+    git = git_commit()
+    return {"soediff_version": soediff.__version__, "versions": package_versions(),
+            "git_commit": git["commit"], "git_dirty": git["dirty"]}
+
+
+def read_inputs(path: Path) -> dict[str, Any]:
+    """A run's inputs.json; unreadable is an InputError naming it."""
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(held, dict):
+            raise ValueError(f"expected a JSON object, got {type(held).__name__}")
+        return held
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable record of the run's inputs ({exc})",
+                         hint="delete it to resume without the manifest check") from exc
+
+
+#: inputs a run records as absolute paths in inputs.json as well as in config.yaml
+RECORDED_PATHS = ("manifest", "pretrained", "validation_manifest")
+
+
+def load_run_config(out: Path) -> TrainConfig:
+    """A run's config.yaml. Runs of soediff <= 0.2.0 wrote its paths as typed: a relative one there
+    is relative to a directory nobody recorded, so inputs.json's absolute path of the same input
+    (recorded by those runs too) takes its place."""
+    config = TrainConfig.from_yaml(out / "config.yaml")
+    relative = [k for k in RECORDED_PATHS
+                if getattr(config, k) and not Path(getattr(config, k)).expanduser().is_absolute()]
+    if not relative or not (out / INPUTS_FILE).exists():
+        return config
+    recorded = read_inputs(out / INPUTS_FILE)
+    return config.replace(**{k: recorded.get(k) for k in relative})
 
 
 RUN_DIRS = ("checkpoints", "logs", "validation")
@@ -158,12 +205,11 @@ def check_resume_manifest(inputs: dict[str, str], recorded: Path) -> None:
     run from before this record has nothing to compare; it gets the record when it resumes."""
     if not recorded.exists():
         return
-    try:
-        held = json.loads(recorded.read_text(encoding="utf-8"))
-        held_sha = held["manifest_sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{recorded}: not a readable record of the run's manifest ({exc})",
-                         hint="delete it to resume without the manifest check") from exc
+    held = read_inputs(recorded)
+    held_sha = held.get("manifest_sha256")
+    if not isinstance(held_sha, str):
+        raise InputError(f"{recorded}: not a readable record of the run's manifest (no manifest_sha256)",
+                         hint="delete it to resume without the manifest check")
     held_model = held.get("pretrained_fingerprint")  # runs from before this record have none
     if held_model is not None and held_model != inputs["pretrained_fingerprint"]:
         raise ConfigError(
@@ -262,13 +308,15 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     manifest = load_training_manifest(config.manifest)  # check every input before touching the run folder
     check_pretrained(config.pretrained)
     val_manifest = load_training_manifest(config.validation_manifest) if config.validation_manifest else None
-    inputs = {"manifest": str(Path(config.manifest).resolve()),
-              "manifest_sha256": manifest_sha256(Path(config.manifest)),
-              "pretrained": str(Path(config.pretrained).expanduser().resolve()),
-              "pretrained_fingerprint": pretrained_fingerprint(config.pretrained)}
+    record = config.absolute_paths()  # what config.yaml and inputs.json hold: valid from any directory
+    inputs = {"manifest": record.manifest, "manifest_sha256": manifest_sha256(Path(config.manifest)),
+              "pretrained": record.pretrained, "pretrained_fingerprint": pretrained_fingerprint(config.pretrained),
+              "validation_manifest": record.validation_manifest,
+              "given": {**{k: getattr(config, k) for k in RECORDED_PATHS}, "cwd": os.getcwd()},
+              **code_versions()}
     if resume_from is not None:
         check_resume_manifest(inputs, out / INPUTS_FILE)
-        check_resume_config(config, out / "config.yaml")
+        check_resume_config(record, out / "config.yaml")
     import torch
 
     try:
@@ -313,7 +361,7 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
         if clear:
             _clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", config.to_yaml())
+        write_text_atomic(out / "config.yaml", config.absolute_paths().to_yaml())
         write_text_atomic(out / INPUTS_FILE, json.dumps(inputs, indent=2))
     accelerator.wait_for_everyone()  # the first process clears an overwritten run: nobody writes before it is done
     unet, decoder, optimizer, loader, scheduler = _setup_optimisation(config, accelerator, parts.unet, decoder, loader)
@@ -342,7 +390,8 @@ def _train(config: TrainConfig, out: Path, manifest, val_manifest, resume_from: 
         accelerator.init_trackers("soediff")
     loop = _Loop(config, out, accelerator, models, optimizer, scheduler, loader, step_gen, val_ds, weight_dtype,
                  csv_log=CsvLog(out / "logs" / "losses.csv", step if resume_from is not None else None) if main else None,
-                 last_checkpoint=resume_from)
+                 last_checkpoint=resume_from,
+                 code={k: inputs[k] for k in CODE_KEYS})
     step = loop.run(step, _progress(progress and main, config.max_steps, step))
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -397,6 +446,7 @@ class _Loop:
     history: list[dict[str, float]] = field(default_factory=list)
     validation_images: list[Path] = field(default_factory=list)
     step_lrs: list[float] = field(default_factory=list)
+    code: dict[str, Any] = field(default_factory=dict)  # code_versions(), recorded in every checkpoint
 
     def run(self, step: int, bar) -> int:
         """Train from optimizer step ``step`` to ``config.max_steps``; returns the last step."""
@@ -535,7 +585,7 @@ class _Loop:
         if step % config.checkpointing_steps == 0 or last:
             self._check_finite_weights(step)
             self.last_checkpoint = _save_checkpoint(accelerator, self.out, step, epoch, config.checkpoints_total_limit,
-                                                    self.step_gen)
+                                                    self.step_gen, self.code)
         if main and self.val_ds is not None and config.validation_steps and (step % config.validation_steps == 0 or last):
             self.validation_images.append(
                 _validate(self.models, self.val_ds, config, self.out, step, self.weight_dtype, accelerator))
@@ -677,7 +727,8 @@ def _progress(enabled: bool, total: int, start: int):
 
 
 def _save_checkpoint(accelerator, out: Path, step: int, epoch: int, limit: int | None,
-                     step_gen: StepGenerator | None = None) -> Path:
+                     step_gen: StepGenerator | None = None, code: dict[str, Any] | None = None) -> Path:
+    """Save the state; trainer_state.json last, so that its presence marks a complete checkpoint."""
     folder = out / "checkpoints" / f"checkpoint-{step:08d}"
     accelerator.save_state(str(folder))
     accelerator.wait_for_everyone()  # the folder exists
@@ -686,7 +737,8 @@ def _save_checkpoint(accelerator, out: Path, step: int, epoch: int, limit: int |
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_text_atomic(folder / "trainer_state.json",
-                          json.dumps({"step": step, "epoch": epoch, "num_processes": accelerator.num_processes}))
+                          json.dumps({"step": step, "epoch": epoch, "num_processes": accelerator.num_processes,
+                                      **(code or {})}, indent=2))
         if limit is not None:
             for old in list_checkpoints(out)[:-limit]:
                 shutil.rmtree(old, ignore_errors=True)
