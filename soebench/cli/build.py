@@ -44,7 +44,9 @@ NoPlots = Annotated[bool, _opt("--no-plots", help="Skip the PNG histograms.")]
 Quiet = Annotated[bool, _opt("--quiet", "-q", help="No progress bar.")]
 MinFrac = Annotated[float | None, _opt("--min-area-fraction", help="Object area / image area, lower bound (inclusive).")]
 MaxFrac = Annotated[float | None, _opt("--max-area-fraction", help="Object area / image area, upper bound (inclusive).")]
-AreaBy = Annotated[str | None, _opt("--area-by", help="Measure area on the 'box' or the 'mask'.")]
+AreaBy = Annotated[str | None, _opt(
+    "--area-by", help="Measure area on the 'box' or the 'mask'. COCO 'mask': the annotation's area field (COCO's "
+    "measure); the manifest's mask_area_fraction is the decoded mask, which can differ by its outline's pixels.")]
 MinPx = Annotated[float | None, _opt("--min-pixels", help="Object area in pixels >= this.")]
 MaxPx = Annotated[float | None, _opt("--max-pixels", help="Object area in pixels < this.")]
 MaxAspect = Annotated[float | None, _opt("--max-aspect-ratio", help="Longest / shortest box side at most this.")]
@@ -235,9 +237,9 @@ def build_dataset_command(
             plots=not no_plots and bool(file_values.get("plots", True)),
             progress=not quiet and not json_out,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _say_where_progress_is(Path(pick("out")), int(pick("num_shards", 1)), int(pick("shard_index", 0)))
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # SIGTERM: 143 (soebench.errors.Terminated)
     if json_out:
         typer.echo(json.dumps(result.summary, indent=2))
         return
@@ -256,6 +258,10 @@ def build_dataset_command(
     if s.get("unknown_flags"):
         console.print("  [yellow]kept with the flag unknown[/] (the drop filter could not see it): "
                       + ", ".join(f"{k} {v}" for k, v in s["unknown_flags"].items()), highlight=False)
+    if s.get("images_without_captions"):  # a partial captions file: those rows have no captions
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]warning:[/] {s['images_without_captions']} of {s['images']} images have no caption in "
+            f"--captions {pick('captions')} (their rows have an empty captions list)", highlight=False)
     if not s["kept"]:
         warn = Console(stderr=True, soft_wrap=True)
         if s["invalid"].get("missing image file"):  # a wrong --images more often than a partial copy

@@ -199,9 +199,10 @@ def build_dataset(
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
     check_output_file(manifest_path, what="--out")  # its folder holds the lock
     with exclusive_lock(lock_path(manifest_path), what=f"manifest {manifest_path}"):
+        # a killed build's half-written files: garbage whatever this run does (no one else writes them: the lock)
+        remove_stale_temps([manifest_path, summary_path, sizes_path, cats_path])
         side = (summary_path, sizes_path, cats_path) if plots else (summary_path,)
-        store = _claim_outputs(manifest_path, side, overwrite=overwrite, resume=resume)
-        remove_stale_temps([manifest_path, summary_path, sizes_path, cats_path])  # a killed build's half-written files
+        store, replace = _claim_outputs(manifest_path, side, overwrite=overwrite, resume=resume)
         inputs = {
             "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
             "masks": masks, "classes": classes, "bbox_csv": bbox_csv, "class_hierarchy": class_hierarchy,
@@ -259,24 +260,30 @@ def build_dataset(
 
             plot_paths = write_plots(table, sizes_path, cats_path, title=f"{source} {src.split} ({preset or 'custom'})")
         summary["plots"] = [p.name for p in plot_paths]
+        write_manifest(table, manifest_path, metadata, overwrite=replace, validated=True)
+        # last: a summary says its build finished (a kill before it leaves the progress for --resume)
         write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
-        write_manifest(table, manifest_path, metadata, overwrite=overwrite, validated=True)
         store.discard()
         return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
 
 
-def _claim_outputs(manifest_path: Path, side: tuple[Path, ...], *, overwrite: bool, resume: bool) -> Progress:
+def _claim_outputs(manifest_path: Path, outputs: tuple[Path, ...], *, overwrite: bool,
+                   resume: bool) -> tuple[Progress, bool]:
     """Refuse outputs that exist (unless ``overwrite``) before any work; return the build's
-    progress store. A side output (summary, plot) beside saved progress but no manifest was
-    written by the build being resumed, killed while it wrote its outputs: ``resume`` replaces
-    it (the manifest, written last, is what says a build finished)."""
-    from soebench.mining.checkpoint import partial_dir
+    progress store and whether the outputs may be replaced.
 
-    unfinished = resume and partial_dir(manifest_path).is_dir() and not manifest_path.exists()
-    for p in (manifest_path, *side):
+    The outputs are written after the progress of the whole per-image stage is saved -- plots,
+    then the manifest, then the summary: a summary marks a finished build. Saved progress means
+    its build was killed before that, so ``resume`` replaces the outputs it finds (the plots or
+    manifest of that build, or those it was started with --overwrite to replace); a plain rerun
+    is pointed to --resume before any output is judged."""
+    for p in (manifest_path, *outputs):
         check_output_file(p, what="--out")  # before the mining, not after it
-        refuse_existing(p, overwrite or (unfinished and p != manifest_path), what="output")
-    return Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
+    store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
+    replace = overwrite or (resume and store.has_state())
+    for p in (manifest_path, *outputs):
+        refuse_existing(p, replace, what="output")
+    return store, replace
 
 
 def _widen_classes(src, cfg: FilterConfig) -> FilterConfig:
@@ -364,6 +371,9 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     frun = FilterRun(cfg)
     tally = Tally(namer=src.annotation_name)
     cands, groups, available, later, candidates = _select(src, frun, tally, num_shards, shard_index)
+    read_captions = getattr(src, "read_captions", None)  # COCO: a wrong --captions fails before the long part
+    if read_captions is not None:
+        read_captions(np.array([cands.image_key[g[0]] for g in groups]))
     stage = Stage(src, cands, groups, frun, available, later, before_fork)
     out_rows, capped, unprocessed = _mine_groups(stage, tally, seed, limit, progress, store, workers)
     frun.finish(available | later)
@@ -384,9 +394,18 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
         rejected["max_per_image"] = capped
     if limit is not None:
         rejected["limit"] = unprocessed
-    summary = _summary(table, candidates, tally, rejected)
+    summary = _summary(table, candidates, tally, rejected, band=_box_band(cfg))
     summary["unknown_flags"] = _unknown_flags(table, cfg)
+    if "captions" in src.input_files():  # their rows have an empty captions list: say how many
+        summary["images_without_captions"] = sum(1 for k in image_keys if not caps.get(k))
     return table, summary
+
+
+def _box_band(cfg: FilterConfig) -> tuple[float | None, float | None] | None:
+    """The area band every kept object's box passed (None: the band, if any, was on the mask)."""
+    if cfg.area_by != "box" or (cfg.min_area_fraction is None and cfg.max_area_fraction is None):
+        return None
+    return cfg.min_area_fraction, cfg.max_area_fraction
 
 
 def _unknown_flags(table, cfg: FilterConfig) -> dict[str, int]:
@@ -469,6 +488,7 @@ def _mine_groups(stage: Stage, tally: Tally, seed: int, limit, progress: bool, s
         snap, out_rows = restored
         tally.invalid, tally.examples = Counter(snap.invalid), snap.examples
         frun.rejected, capped, start = snap.rejected, snap.capped, snap.next_group
+    done = start  # the groups mined (or, past a limit, left unmined) so far
     with group_results(stage, start, workers, IMAGE_WORKERS) as results, _progress(progress, len(groups)) as prog:
         task = prog.add_task("mining", total=len(groups), completed=start) if prog is not None else None
         for gi in range(start, len(groups)):
@@ -486,8 +506,12 @@ def _mine_groups(stage: Stage, tally: Tally, seed: int, limit, progress: bool, s
                 capped += len(kept) - cap
                 kept = [r for r in kept if id(r) in chosen]
             out_rows.extend(kept)
+            done = gi + 1
             if prog is not None:
                 prog.advance(task)
+    if store is not None:  # the whole stage, saved before any output is written: a build killed while
+        # writing them (even one too short for a periodic save) is finished by --resume without mining again
+        store.save(snapshot(done, len(out_rows), tally.invalid, tally.examples, frun.rejected, capped), out_rows)
     return out_rows, capped, unprocessed
 
 
@@ -500,17 +524,37 @@ def _to_table(rows: list[dict[str, Any]]):
     return pa.Table.from_pydict(data, schema=SCHEMA)
 
 
-def size_histogram(fractions: np.ndarray) -> dict[str, int]:
-    """Counts of objects by box side fraction sqrt(area fraction), in bands of 1/32."""
-    edges = [0, 1 / 32, 1 / 16, 1 / 12, 1 / 8, 1 / 6, 1 / 4, 1 / 2, 1.0]
-    labels = ["<1/32", "1/32-1/16", "1/16-1/12", "1/12-1/8", "1/8-1/6", "1/6-1/4", "1/4-1/2", ">=1/2"]
-    side = np.sqrt(np.asarray(fractions, dtype=float))
-    idx = np.clip(np.searchsorted(edges, side, side="right") - 1, 0, len(labels) - 1)
-    counts = np.bincount(idx, minlength=len(labels))
-    return {label: int(c) for label, c in zip(labels, counts)}
+#: the size histogram's bins: box side fraction sqrt(area fraction), half-open [edge, next edge)
+SIZE_EDGES = (0, 1 / 32, 1 / 16, 1 / 12, 1 / 8, 1 / 6, 1 / 4, 1 / 2, 1.0)
+SIZE_LABELS = ("<1/32", "1/32-1/16", "1/16-1/12", "1/12-1/8", "1/8-1/6", "1/6-1/4", "1/4-1/2", ">=1/2")
 
 
-def _summary(table, candidates: int, tally: Tally, rejected: dict[str, int]) -> dict[str, Any]:
+def size_histogram(fractions: np.ndarray, band: tuple[float | None, float | None] | None = None) -> dict[str, int]:
+    """Counts of objects by box side fraction sqrt(area fraction), in the bins of :data:`SIZE_EDGES`.
+
+    ``band``: the inclusive area band (min, max; None: open) that every fraction passed, as the
+    build's filter judged it -- inclusive up to its tolerances (BAND_RTOL, OpenImages' coordinate
+    rounding). An object on the band's edge then counts in the band's bins: the soebench preset's
+    largest boxes, exactly (1/6)^2, are in "1/8-1/6", not in "1/6-1/4" outside the band.
+    """
+    from soebench.mining.filters import BAND_RTOL
+
+    area_edges = np.array([e * e for e in SIZE_EDGES])  # compared as areas: (1/6)**2 is the preset's value exactly
+    frac = np.asarray(fractions, dtype=float)
+    idx = np.clip(np.searchsorted(area_edges, frac, side="right") - 1, 0, len(SIZE_LABELS) - 1)
+    if band is not None and len(idx):
+        lo, hi = band
+        # the bins the band reaches; an edge within BAND_RTOL of a bin edge is that bin edge
+        top = len(SIZE_LABELS) - 1
+        first = 0 if lo is None else int(np.searchsorted(area_edges, lo * (1 + BAND_RTOL), side="right")) - 1
+        last = top if hi is None else int(np.searchsorted(area_edges, hi * (1 - BAND_RTOL), side="left")) - 1
+        first = min(max(first, 0), top)
+        idx = np.clip(idx, first, max(first, min(last, top)))
+    counts = np.bincount(idx, minlength=len(SIZE_LABELS))
+    return {label: int(c) for label, c in zip(SIZE_LABELS, counts)}
+
+
+def _summary(table, candidates: int, tally: Tally, rejected: dict[str, int], band=None) -> dict[str, Any]:
     cats = Counter(table.column("category").to_pylist())
     splits = Counter(table.column("split").to_pylist())
     colours = Counter(c for c in table.column("color").to_pylist() if c)
@@ -524,5 +568,5 @@ def _summary(table, candidates: int, tally: Tally, rejected: dict[str, int]) -> 
         "per_category": dict(sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))),
         "per_split": dict(sorted(splits.items())),
         "per_colour": dict(sorted(colours.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "size_histogram": size_histogram(table.column("bbox_area_fraction").to_numpy()),
+        "size_histogram": size_histogram(table.column("bbox_area_fraction").to_numpy(), band),
     }

@@ -79,6 +79,8 @@ class Progress:
         if resume and overwrite:
             raise ConfigError("--overwrite and --resume exclude each other")
         folder = partial_dir(manifest_path)
+        if folder.is_dir() and not (folder / "state.json").exists():
+            shutil.rmtree(folder)  # killed during its first save: chunks no state names, nothing to resume
         if folder.exists() and not resume:
             if not overwrite:
                 raise OutputExistsError(
@@ -87,6 +89,10 @@ class Progress:
                 )
             shutil.rmtree(folder)
         return cls(folder, every_s=SAVE_EVERY_S)
+
+    def has_state(self) -> bool:
+        """Whether a killed build's progress is here to resume."""
+        return (self.folder / "state.json").is_file()
 
     @property
     def key(self) -> str:
@@ -123,6 +129,8 @@ class Progress:
         self._chunks, self._saved_rows = chunks, len(rows)
         for stray in set(p.name for p in self.folder.glob("rows-*.arrow")) - set(chunks):
             (self.folder / stray).unlink()  # written by a save that was cut before its state
+        for tmp in self.folder.glob(".*.tmp"):
+            tmp.unlink()  # a chunk or state a killed save was writing (the build's lock is held)
         return snap, rows
 
     def _read_rows(self, chunks: list[str]) -> list[dict[str, Any]]:

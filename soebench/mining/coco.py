@@ -260,24 +260,34 @@ def check_json_object_ends(path: str | os.PathLike, what: str = "COCO") -> None:
 
 def load_captions(path: str | os.PathLike, image_ids: Iterable[int] | None = None) -> dict[int, list[str]]:
     """image id -> captions (file order) from a COCO captions file; only ``image_ids`` if given."""
+    return load_captions_counted(path, image_ids)[0]
+
+
+def load_captions_counted(path: str | os.PathLike, image_ids: Iterable[int] | None = None,
+                          count_of: np.ndarray | None = None) -> tuple[dict[int, list[str]], int]:
+    """:func:`load_captions`, and how many captions are of an image in ``count_of`` (image ids):
+    whether the file belongs to an annotations file at all, in the same single pass."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"COCO captions file {path} does not exist")
     wanted = None if image_ids is None else np.array(sorted({int(i) for i in image_ids}), dtype=np.int64)
     out: dict[int, list[str]] = {}
+    counted = [0]
 
     def keep(caps: list[_Caption], first_row: int) -> None:
         img = np.fromiter(map(attrgetter("image_id"), caps), np.int64, len(caps))
         rows = range(len(caps)) if wanted is None else np.flatnonzero(np.isin(img, wanted)).tolist()
         for i in rows:
             out.setdefault(int(img[i]), []).append(caps[i].caption)
+        if count_of is not None:
+            counted[0] += int(np.isin(img, count_of).sum())
 
     buf, start = map_file(path)
     with no_gc():
         _, found = PiecewiseDocument(path, buf, start, _ANY_MEMBERS, _LAYOUT).read(_CAPTIONS, keep, _Captions)
     if not found:
         raise InputError(f"{path}: no 'annotations' list; is this a COCO captions file?")
-    return out
+    return out, counted[0]
 
 
 # --- arrow columns (shared with the OpenImages reader) ------------------------------------------

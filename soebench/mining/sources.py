@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from soebench.errors import InputError
 from soebench.image_io import rgb_array
 from soebench.manifest.schema import BOX_TOLERANCE_PX  # the build's drop rule is validate's check
 from soebench.mining.coco import (
@@ -21,6 +22,7 @@ from soebench.mining.coco import (
     MaskError,
     check_json_object_ends,
     load_captions,
+    load_captions_counted,
     load_instances,
     segmentation_mask,
 )
@@ -144,6 +146,21 @@ def read_image_rgb(path: Path) -> np.ndarray:
         raise ImageError("corrupt image file") from None
 
 
+def _clip_box(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, width: np.ndarray, height: np.ndarray):
+    """COCO boxes (pixels) clipped to their image. A box may overshoot the image by rounding
+    (up to BOX_TOLERANCE_PX, which is accepted): its stored bbox, its area fraction and the
+    filters' normalised box then all describe the part inside the image -- an area fraction above
+    1 is no fraction, and ``manifest validate`` refuses it. A box inside the image keeps its exact
+    values (``(x + w) - x`` need not be ``w`` in floating point)."""
+    with np.errstate(invalid="ignore"):
+        over_x = (x < 0) | (x + w > width)
+        over_y = (y < 0) | (y + h > height)
+        x0, y0 = np.clip(x, 0.0, width), np.clip(y, 0.0, height)
+        x1, y1 = np.clip(x + w, 0.0, width), np.clip(y + h, 0.0, height)
+    return (np.where(over_x, x0, x), np.where(over_y, y0, y),
+            np.where(over_x, np.maximum(x1 - x0, 0.0), w), np.where(over_y, np.maximum(y1 - y0, 0.0), h))
+
+
 @dataclass
 class CocoSource:
     """COCO instances (+ optional captions) and an images folder."""
@@ -154,6 +171,8 @@ class CocoSource:
     split: str = "val2017"
     name: str = "coco"
     _data: CocoInstances | None = field(default=None, repr=False)
+    _bbox: np.ndarray | None = field(default=None, repr=False)  # (n, 4) x, y, w, h clipped to the image
+    _captions: dict[int, list[str]] | None = field(default=None, repr=False)  # read_captions
 
     def __post_init__(self) -> None:
         self._index = FileIndex(self.images_root)
@@ -188,15 +207,18 @@ class CocoSource:
         with np.errstate(invalid="ignore", divide="ignore"):
             outside = (x < -tol) | (y < -tol) | (x + w > width + tol) | (y + h > height + tol)
             empty = ~((w > 0) & (h > 0))
+            x, y, w, h = _clip_box(x, y, w, h, width, height)
             box = np.stack([x / width, y / height, (x + w) / width, (y + h) / height], axis=1)
             box_frac = (w * h) / (width * height)
             mask_frac = d.area / (width * height)
+        self._bbox = np.stack([x, y, w, h], axis=1)  # what the manifest stores (bbox_pixels)
         ok = invalid == None  # noqa: E711 - elementwise on an object array
         invalid[ok & ~((width > 0) & (height > 0))] = "image width or height is not positive"
         ok = invalid == None  # noqa: E711
         invalid[ok & empty] = "empty bbox"
         ok = invalid == None  # noqa: E711
-        invalid[ok & outside] = "bbox outside the image"
+        with np.errstate(invalid="ignore"):  # within the tolerance, yet no part of it inside the image
+            invalid[ok & (outside | ~((w > 0) & (h > 0)))] = "bbox outside the image"
         names = np.array([d.categories.get(int(c), "") for c in cat_ids] or [""], dtype=object)
         lowered = np.array([v.lower() for v in names], dtype=object)
         id_text = np.array([str(int(c)) for c in cat_ids] or [""], dtype=object)
@@ -276,13 +298,34 @@ class CocoSource:
         return out
 
     def bbox_pixels(self, row: int, width: int, height: int) -> list[float]:
-        return [float(v) for v in self.data.bbox[row]]
+        boxes = self._bbox if self._bbox is not None else self.data.bbox  # clipped by candidates()
+        return [float(v) for v in boxes[row]]
+
+    def read_captions(self, image_keys: np.ndarray) -> None:
+        """Read the captions of ``image_keys`` (the images that may be kept) before the per-image
+        stage: a captions file that is broken, or of other images altogether (another split's),
+        fails before the long part instead of leaving every row without captions. A file that
+        lacks only some images is fine (the build counts them). :meth:`captions` then looks the
+        captions up here."""
+        if self.captions_path is None:
+            return
+        self._captions, shared = load_captions_counted(self.captions_path, [int(k) for k in image_keys],
+                                                       count_of=self.data.image_ids)
+        if len(image_keys) and not shared:
+            raise InputError(
+                f"--captions {self.captions_path}: no caption of any of the {len(self.data.image_ids)} images of "
+                f"--annotations {self.annotations} (caption image ids and annotation image ids do not overlap)",
+                hint="pass the captions file of the same split as --annotations (captions_<split>.json), "
+                     "or leave --captions out")
 
     def captions(self, image_keys: list[str]) -> dict[str, list[str]]:
         if self.captions_path is None:
             return {}
-        caps = load_captions(self.captions_path, [int(k) for k in image_keys])
-        return {str(k): v for k, v in caps.items()}
+        if self._captions is not None:
+            found = {int(k): self._captions[int(k)] for k in image_keys if int(k) in self._captions}
+        else:
+            found = load_captions(self.captions_path, [int(k) for k in image_keys])
+        return {str(k): v for k, v in found.items()}
 
     def license(self, image_key: str) -> str | None:
         return self.data.image(int(image_key)).license

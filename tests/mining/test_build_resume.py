@@ -199,30 +199,55 @@ def test_a_shard_resumes_on_its_own(coco, tmp_path, monkeypatch):
     assert read_manifest(out).table.num_rows == resumed.num_rows + first.table.num_rows
 
 
-def test_resume_after_a_crash_while_writing_the_outputs(coco, tmp_path, monkeypatch):
-    """Killed after the summary and plots but before the manifest: those files belong to the build
-    being resumed, so --resume replaces them and finishes; without --resume they are refused."""
+@pytest.mark.parametrize("killed_in", ["manifest", "summary"])
+def test_a_build_killed_while_writing_its_outputs_is_finished_by_resume(coco, tmp_path, monkeypatch, killed_in):
+    """A short build (no periodic save yet) killed while it wrote its outputs: the plots or the
+    manifest are there, the summary (written last: it says a build finished) is not. A plain rerun
+    points to --resume; --resume writes them from the saved progress without mining again."""
     import soebench.manifest.io as manifest_io
+    from soebench.mining import build as build_module
 
     whole = _build(coco, tmp_path / "whole" / "m.parquet")
     out = tmp_path / "run" / "m.parquet"
+    summary = out.with_name("m.summary.json")
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
-
         def crash(*a, **k):
             raise Crash
 
-        patch.setattr(manifest_io, "write_manifest", crash)
+        if killed_in == "manifest":
+            patch.setattr(manifest_io, "write_manifest", crash)
+        else:
+            real = build_module.write_text_atomic
+            patch.setattr(build_module, "write_text_atomic", lambda p, text: crash() if p == summary else real(p, text))
         with pytest.raises(Crash):
             _build(coco, out)
-    assert not out.exists() and out.with_suffix(".summary.json").exists() and checkpoint.partial_dir(out).is_dir()
-    with pytest.raises(OutputExistsError):
+    assert not summary.exists() and out.exists() == (killed_in == "summary")
+    assert (out.parent / "m.sizes.png").exists() and checkpoint.partial_dir(out).is_dir()
+    stale = [out.parent / ".m.summary.json.k1ll3d.tmp", checkpoint.partial_dir(out) / ".state.json.k1ll3d.tmp"]
+    for p in stale:
+        p.write_bytes(b"half")
+
+    with pytest.raises(OutputExistsError, match="interrupted build") as exc:
         _build(coco, out)
+    assert "--resume" in exc.value.hint
+    calls = _count_calls(monkeypatch)
     res = _build(coco, out, resume=True)
-    assert out.read_bytes() == whole.manifest_path.read_bytes()
-    assert res.summary["kept"] == whole.summary["kept"] and not checkpoint.partial_dir(out).exists()
+    assert calls[0] == 0  # every image was mined before the kill
+    assert out.read_bytes() == whole.manifest_path.read_bytes() and res.summary == whole.summary
+    assert json.loads(summary.read_text()) == whole.summary
+    assert not checkpoint.partial_dir(out).exists() and not any(p.exists() for p in stale)
     with pytest.raises(OutputExistsError, match="already exists"):  # a finished build is not resumed over
         _build(coco, out, resume=True)
+
+
+def test_a_progress_folder_without_saved_state_is_no_interrupted_build(coco, tmp_path):
+    """Killed during its very first save (a chunk written, no state yet): nothing to resume."""
+    out = tmp_path / "m.parquet"
+    partial = checkpoint.partial_dir(out)
+    partial.mkdir()
+    (partial / "rows-000001.arrow").write_bytes(b"cut short")
+    res = _build(coco, out)
+    assert res.num_rows > 0 and not partial.exists()
 
 
 def test_a_second_build_of_the_same_manifest_is_refused_while_the_first_runs(coco, tmp_path, monkeypatch):
