@@ -89,7 +89,7 @@ def _mask_problems(table, budget: int) -> list[str]:
 
 def manifest_info(manifest_or_path) -> dict[str, Any]:
     """Counts per category, split, source and size band of a manifest."""
-    from soebench.mining.build import size_histogram
+    from soebench.mining.build import box_band, size_histogram
 
     manifest = read_manifest(manifest_or_path) if not hasattr(manifest_or_path, "table") else manifest_or_path
     table = manifest.table
@@ -110,5 +110,7 @@ def manifest_info(manifest_or_path) -> dict[str, Any]:
         "per_split": counts("split"),
         "per_category": counts("category"),
         "per_colour": counts("color"),
-        "size_histogram": size_histogram(np.asarray(table.column("bbox_area_fraction").to_numpy(), dtype=float)),
+        # the build's band: objects on its edges count inside it, as in the build's summary
+        "size_histogram": size_histogram(np.asarray(table.column("bbox_area_fraction").to_numpy(), dtype=float),
+                                         box_band(meta.get("filters") or {})),
     }

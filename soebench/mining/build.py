@@ -394,18 +394,20 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
         rejected["max_per_image"] = capped
     if limit is not None:
         rejected["limit"] = unprocessed
-    summary = _summary(table, candidates, tally, rejected, band=_box_band(cfg))
+    summary = _summary(table, candidates, tally, rejected, band=box_band(cfg.to_dict()))
     summary["unknown_flags"] = _unknown_flags(table, cfg)
     if "captions" in src.input_files():  # their rows have an empty captions list: say how many
         summary["images_without_captions"] = sum(1 for k in image_keys if not caps.get(k))
     return table, summary
 
 
-def _box_band(cfg: FilterConfig) -> tuple[float | None, float | None] | None:
-    """The area band every kept object's box passed (None: the band, if any, was on the mask)."""
-    if cfg.area_by != "box" or (cfg.min_area_fraction is None and cfg.max_area_fraction is None):
+def box_band(filters: dict[str, Any]) -> tuple[float | None, float | None] | None:
+    """The area band every kept object's box passed, from a FilterConfig's ``to_dict()`` (as a
+    manifest's metadata records it); None: no band, or one on the mask."""
+    lo, hi = filters.get("min_area_fraction"), filters.get("max_area_fraction")
+    if filters.get("area_by") != "box" or (lo is None and hi is None):
         return None
-    return cfg.min_area_fraction, cfg.max_area_fraction
+    return lo, hi
 
 
 def _unknown_flags(table, cfg: FilterConfig) -> dict[str, int]:

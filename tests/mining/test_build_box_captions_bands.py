@@ -121,6 +121,9 @@ def test_objects_on_the_bands_edges_are_counted_in_the_bands_bins(tmp_path):
     assert res.num_rows == 3
     hist = res.summary["size_histogram"]
     assert hist["1/8-1/6"] == 1 and hist["1/6-1/4"] == 2 and hist["1/4-1/2"] == 0  # 40x30 is in the band
+    from soebench.manifest.inspect import manifest_info
+
+    assert manifest_info(tmp_path / "m.parquet")["size_histogram"] == hist  # `manifest info` reads the band too
 
 
 def test_size_histogram_counts_the_kept_objects_inside_the_band():
