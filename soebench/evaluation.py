@@ -120,6 +120,7 @@ class _Run:
     metrics_info: dict[str, Any] = field(default_factory=dict)
     config_hash: str = ""
     manifest_sha256: str | None = None  # hashed once: the resume key and the summary both record it
+    token: dict[str, Any] | None = None  # the adapter's cache_token(), checked before any sample
 
 
 def evaluate(
@@ -173,7 +174,7 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     from soebench.manifest.io import Manifest, read_manifest
     from soebench.models import build_model
     from soebench.manifest.schema import check_rows
-    from soebench.run.generate import CHECKED_COLUMNS, ROW_COLUMNS
+    from soebench.run.generate import CHECKED_COLUMNS, ROW_COLUMNS, adapter_token
     from soebench.run.shard import Shard, detect_shard, local_device
 
     shard = Shard(*opts.shard) if opts.shard else detect_shard()
@@ -197,6 +198,7 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
         row["_index"] = i
     if callable(check := getattr(adapter, "check_samples", None)):  # optional: an adapter's own look before work
         check([row["sample_id"] for row in rows])
+    token = adapter_token(adapter)
     if judge is not None:
         _check_judge(judge, opts)
     scorer, info = _build_scorer(opts, judge)  # after the cheap checks: it may load networks for seconds
@@ -208,7 +210,7 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
         if shard.world_size == 1:  # other ranks may be writing beside us; alone, the lock says nobody is
             remove_stale_temps(run_dir / name for name in RUN_FILES)
     return _Run(run_dir, man, rows, adapter, model_name, args_dict, scorer, opts, shard, info,
-                manifest_sha256=_manifest_sha256(man))
+                manifest_sha256=_manifest_sha256(man), token=token)
 
 
 def check_device(device: str, option: str = "--device") -> None:
@@ -490,7 +492,7 @@ def _execute(run: _Run) -> RunResult:
         write_json(run.run_dir / "run.json", {"config": config, "config_hash": config_hash,
                                               "started": _now(), "world_size": run.shard.world_size})
     barrier()
-    source = CachedAdapter(run.adapter, GenerationCache(run.run_dir / "cache"))
+    source = CachedAdapter(run.adapter, GenerationCache(run.run_dir / "cache"), run.token)
     started = time.perf_counter()
     rows = _process(run, source)
     stats = {"adapter_calls": source.calls, "from_cache": sum(1 for r in rows if r.get("_from_cache")),

@@ -3,6 +3,8 @@ and :mod:`soebench.run.compare` (heavy libraries are imported inside the command
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -83,14 +85,17 @@ def evaluate_command(
     from soebench.run.results import json_safe
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    # with --json, stdout is the summary alone: an adapter's print() goes to stderr
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
     try:
-        result = evaluate(
-            manifest, model, out, model_args=model_args, prompt_key=prompt, metrics=chosen, limit=limit,
-            batch_size=batch_size, device=device, seed=seed, clip_model=clip_model,
-            clip_pretrained=clip_pretrained or None, clip_weights=clip_weights, inception_weights=inception_weights,
-            overwrite=overwrite, resume=resume, report=not no_report, progress=not quiet and not json_out,
-            run_name=run_name, taxonomy_tier=taxonomy_tier,
-        )
+        with quiet_stdout:
+            result = evaluate(
+                manifest, model, out, model_args=model_args, prompt_key=prompt, metrics=chosen, limit=limit,
+                batch_size=batch_size, device=device, seed=seed, clip_model=clip_model,
+                clip_pretrained=clip_pretrained or None, clip_weights=clip_weights, inception_weights=inception_weights,
+                overwrite=overwrite, resume=resume, report=not no_report, progress=not quiet and not json_out,
+                run_name=run_name, taxonomy_tier=taxonomy_tier,
+            )
     except KeyboardInterrupt as exc:
         typer.echo(f"interrupted: every finished output and scored batch is kept in {out}; "
                    "the same command with --resume continues from there", err=True)

@@ -82,6 +82,9 @@ def check_output(request: InpaintRequest, output: Any) -> InpaintResult:
     """Normalise what an adapter returned for ``request`` (a result, an array or a PIL image) into
     an :class:`InpaintResult`; a wrong size, dtype or shape becomes a per-sample error."""
     if isinstance(output, InpaintResult):
+        if output.sample_id != request.sample_id:  # outputs out of order would be scored against other samples
+            return InpaintResult(request.sample_id, None, f"adapter returned the result of sample {output.sample_id!r} "
+                                 f"for sample {request.sample_id!r} (one result per request, in request order)")
         if output.error is not None:
             return InpaintResult(request.sample_id, None, output.error)
         output = output.image

@@ -73,22 +73,33 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass  # the group is gone already
 
 
-#: seconds between wake-ups while the program runs (see _communicate)
+#: seconds between wake-ups while the program runs (see _wait)
 _POLL = 0.5
 
 
-def _communicate(proc: subprocess.Popen, timeout: float) -> bytes:
-    """``proc.communicate(timeout)`` in short waits: a signal the kernel hands to another thread
-    (SIGTERM) runs its Python handler only when the main thread wakes, and one long wait would
-    keep soebench -- and the program it started -- running until the timeout. Retrying after
-    TimeoutExpired loses no output."""
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    """The program's exit status, waiting on the process itself -- not on pipes a background
+    helper it started may hold open for ever -- in short waits: a signal the kernel hands to another
+    thread (SIGTERM) runs its Python handler only when the main thread wakes, and one long wait
+    would keep soebench, and the program, running until the timeout."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return proc.communicate(timeout=max(0.0, min(_POLL, deadline - time.monotonic())))[1]
+            return proc.wait(timeout=max(0.0, min(_POLL, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             if time.monotonic() >= deadline:
                 raise
+
+
+def _log_tail(path: Path) -> str:
+    """The end of the program's stderr, read from its file: a program writing gigabytes of log
+    costs disk for the batch, never memory."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4 * STDERR_TAIL))
+            return _tail(fh.read())
+    except OSError:
+        return ""
 
 
 class CommandInpainter:
@@ -112,6 +123,9 @@ class CommandInpainter:
         import os
         import shutil
 
+        if self.config.cwd is not None and not Path(self.config.cwd).is_dir():
+            raise ConfigError(f"command adapter: cwd={self.config.cwd} is not a folder",
+                              hint="give cwd= an existing folder (the program runs there)")
         program = self.argv[0]
         if os.sep in program or (os.altsep and os.altsep in program):
             path = Path(self.config.cwd or ".") / program
@@ -149,37 +163,34 @@ class CommandInpainter:
             requests_file = folder / "requests.jsonl"
             requests_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
             argv = self._argv(requests_file)
-            failure: str | None = None
-            failure = self._run(argv)
+            failure = self._run(argv, folder / "stderr.log")
             return [self._read(r, outputs[r.sample_id], failure) for r in requests]
 
-    def _run(self, argv: list[str]) -> str | None:
+    def _run(self, argv: list[str], stderr_path: Path) -> str | None:
         """Run the program in a session of its own, so that a timeout or Ctrl-C ends it with
         every process it started (a wrapper script's model process would otherwise keep its GPU).
-        Returns the failure text, or None."""
+        Its stdout is not read; its stderr goes to ``stderr_path``. Returns the failure text, or None."""
         try:
-            proc = subprocess.Popen(argv, cwd=self.config.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+            with open(stderr_path, "wb") as err:
+                proc = subprocess.Popen(argv, cwd=self.config.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=err, start_new_session=True)
         except OSError as exc:
             return f"cannot run command {argv[0]}: {exc}"
         try:
-            stderr = _communicate(proc, self.config.timeout)
+            status = _wait(proc, self.config.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            try:
-                _, stderr = proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:  # a descendant that left the session holds the pipes
-                stderr = b""
+            proc.wait()
             failure = f"command {argv[0]} timed out after {self.config.timeout:g} s"
-            return failure + (f"; stderr: {tail}" if (tail := _tail(stderr)) else "")
+            return failure + (f"; stderr: {tail}" if (tail := _log_tail(stderr_path)) else "")
         except BaseException:  # Ctrl-C or any error here: never leave the program running
             _kill_group(proc)
             proc.wait()
             raise
-        if proc.returncode != 0:
-            failure = f"command {argv[0]} exited with status {proc.returncode}"
-            return failure + (f"; stderr: {tail}" if (tail := _tail(stderr)) else "")
         _kill_group(proc)  # helpers it left behind in the background
+        if status != 0:
+            failure = f"command {argv[0]} exited with status {status}"
+            return failure + (f"; stderr: {tail}" if (tail := _log_tail(stderr_path)) else "")
         return None
 
     @staticmethod

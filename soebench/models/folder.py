@@ -9,6 +9,7 @@ an error for that sample only, which names the file expected.
 from __future__ import annotations
 
 import glob
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class FolderConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(absolute_if_local(self.path)))
+        # a suffix, not a pattern: "*" or "" would glob other files or name none
+        if not re.fullmatch(r"\.?[A-Za-z0-9]+", self.ext):
+            raise ValueError(f"ext must be a file suffix such as png or jpg; got {self.ext!r}")
 
 
 class FolderInpainter:
@@ -48,9 +52,12 @@ class FolderInpainter:
         """Without a single ``*.<ext>`` file every sample would fail: say so once, before the run."""
         if any(p.is_file() for p in self.folder.glob(f"*.{self.ext}")):
             return
-        suffixes = Counter(p.suffix.lower() for p in self.folder.iterdir() if p.is_file() and p.suffix)
+        suffixes = Counter(p.suffix for p in self.folder.iterdir() if p.is_file() and p.suffix)
         held = ", ".join(f"{n} {s}" for s, n in suffixes.most_common(3))
-        found = f"; it holds {held} files (ext= sets the suffix)" if held else "; it is empty"
+        found = f"; it holds {held} files (ext= sets the suffix, case included)" if held else (
+            "; it holds no file" if any(self.folder.iterdir()) else "; it is empty")
+        if (self.folder / "images").is_dir():
+            found += f"; a soebench run keeps its outputs in RUN/images/: path={self.folder / 'images'}?"
         raise InputError(f"folder adapter: {self.folder} holds no .{self.ext} file",
                          hint=f"it needs one <sample_id>.{self.ext} per sample (the manifest's sample_id){found}")
 
@@ -89,12 +96,25 @@ class FolderInpainter:
                 continue
             try:
                 with Image.open(path) as img:
+                    if (problem := self._wrong_format(path, img.format)) is not None:
+                        results.append(InpaintResult(r.sample_id, None, problem))
+                        continue
                     arr = rgb_array(img)
             except (OSError, UnidentifiedImageError) as exc:
                 results.append(InpaintResult(r.sample_id, None, f"cannot read {path}: {exc}"))
                 continue
             results.append(InpaintResult(r.sample_id, arr))
         return results
+
+    def _wrong_format(self, path: Path, found: str | None) -> str | None:
+        """A JPEG saved under a .png name would have its compression artefacts scored as the
+        model's edit: a file must hold the format its suffix names (``ext=jpg`` opts in to JPEG)."""
+        from PIL import Image
+
+        expected = Image.registered_extensions().get(f".{self.ext.lower()}")
+        if expected is None or found == expected or (expected, found) == ("JPEG", "MPO"):  # MPO: a camera's JPEG
+            return None
+        return f"{path} is a {found} image, not the {expected} its .{self.ext} suffix names (a lossy format is scored as the edit)"
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.folder)}

@@ -13,6 +13,7 @@ already in the cache.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ def load_inputs(
         except ValueError as exc:
             item.error = f"sample {item.sample_id}: {exc} ({rel})"
             continue
+        # read-only: the adapter gets these arrays, and the scores are computed on them afterwards
+        image.flags.writeable = False
+        item.mask.flags.writeable = False
         item.image = image
     return out
 
@@ -159,12 +163,36 @@ class Generated:
     key: str | None = None
 
 
-class CachedAdapter:
-    """The adapter behind the generation cache (``token`` None: no caching)."""
+def adapter_token(adapter: Any) -> dict[str, Any] | None:
+    """The adapter's ``cache_token()``, checked: it keys the cache and is recorded in the run's
+    JSON, so one that raises or holds values JSON cannot write (an array, an object) is a
+    ConfigError before any sample -- not a crash after all of them, on every resume."""
+    from soebench.errors import ConfigError
 
-    def __init__(self, adapter: Any, cache: GenerationCache | None):
+    if not callable(getattr(adapter, "cache_token", None)):
+        return None
+    name = getattr(adapter, "name", type(adapter).__name__)
+    try:
+        token = adapter.cache_token()
+    except SoebenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the adapter's own code
+        raise ConfigError(f"adapter {name!r}: cache_token() raised {type(exc).__name__}: {exc}") from exc
+    try:
+        json.dumps(token, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"adapter {name!r}: cache_token() returned a value JSON cannot hold ({exc})",
+                          hint="return a dict of str, numbers, bools, None, lists and dicts (e.g. str(path), "
+                               "array.tolist()), or None for no caching") from None
+    return token
+
+
+class CachedAdapter:
+    """The adapter behind the generation cache; ``token``: its :func:`adapter_token` (None: no caching)."""
+
+    def __init__(self, adapter: Any, cache: GenerationCache | None, token: dict[str, Any] | None):
         self.adapter = adapter
-        self.token = adapter.cache_token() if callable(getattr(adapter, "cache_token", None)) else None
+        self.token = token
         self.cache = cache if self.token is not None else None
         self.calls = 0  # samples sent to the adapter (not served from the cache)
 

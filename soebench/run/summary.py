@@ -25,7 +25,7 @@ def build_summary(run: Any, config: dict[str, Any], frame: Any, parts: Sequence[
         "created": _now(),
         "soebench_version": __version__,
         "model": {"name": run.model_name, "args": run.model_args,
-                  "cache_token": run.adapter.cache_token() if callable(getattr(run.adapter, "cache_token", None)) else None},
+                  "cache_token": run.token},  # checked before the run (soebench.run.generate.adapter_token)
         "manifest": {"path": str(run.manifest.path), "sha256": run.manifest_sha256,
                      "num_samples": int(len(frame)), "num_rows": int(len(run.manifest)), "limit": run.opts.limit,
                      "metadata": {k: v for k, v in run.manifest.metadata.items() if k in ("preset", "images_root", "schema_version")}},
