@@ -68,7 +68,7 @@ def build_model(
                           hint="an adapter object or function takes version= (part of the cache key) and per_sample=")
     config = config_from_args(ObjectConfig, raw, adapter="python")
     adapter = from_object(model, per_sample=config.per_sample, version=config.version)
-    return adapter, {k: raw[k] for k in sorted(raw)}
+    return adapter, {k: getattr(config, k) for k in sorted(raw)}  # converted, as for a registered name
 
 
 __all__ = [

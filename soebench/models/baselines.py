@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,35 +25,52 @@ class NoConfig:
     """Adapters without options."""
 
 
+# cv2.inpaint rounds its radius to a whole number and clamps it to 1..100 (photo/src/inpaint.cpp),
+# so a radius over 100 is silently 100 and inf silently 1: refused rather than recorded as given.
+MAX_RADIUS = 100
+# The mask is grown with an elliptical kernel of (2n+1)^2 pixels per sample, whose cost grows with
+# its area (about 0.6 s at 256 px and 13 s at 1024 px on a 640x480 image; 100000 px needs a 40 GB
+# kernel). 256 px already spreads a small object over most of a COCO-sized (640 px) image, so a
+# larger growth makes the baseline a whole-image fill, not a remover.
+MAX_GROWTH = 256
+
+
+def _check_growth(name: str, value: int, minimum: int) -> None:
+    if not minimum <= value <= MAX_GROWTH:
+        raise ValueError(f"{name} must be >= {minimum} and <= {MAX_GROWTH} pixels; got {value}")
+
+
 @dataclass(frozen=True)
 class OpenCVConfig:
-    """``radius``: cv2.inpaint neighbourhood radius in pixels; ``dilate``: grow the mask by this
-    many pixels first (covers anti-aliased object borders)."""
+    """``radius``: cv2.inpaint neighbourhood radius in pixels (0 < radius <= 100; OpenCV rounds it
+    and uses at least 1); ``dilate``: grow the mask by this many pixels first (0..256; covers
+    anti-aliased object borders)."""
 
     radius: float = 3.0
     dilate: int = 2
 
     def __post_init__(self) -> None:
-        if not self.radius > 0:
-            raise ValueError(f"radius must be > 0 pixels; got {self.radius}")
-        if self.dilate < 0:
-            raise ValueError(f"dilate must be >= 0 pixels; got {self.dilate}")
+        if not math.isfinite(self.radius):
+            raise ValueError(f"radius must be a finite number of pixels; got {self.radius}")
+        if not 0 < self.radius <= MAX_RADIUS:
+            raise ValueError(f"radius must be > 0 and <= {MAX_RADIUS} pixels (cv2.inpaint uses at most {MAX_RADIUS}); "
+                             f"got {self.radius}")
+        _check_growth("dilate", self.dilate, 0)
 
 
 @dataclass(frozen=True)
 class MeanFillConfig:
-    """``ring``: width in pixels of the band around the filled region whose mean colour fills it;
-    ``dilate``: grow the mask by this many pixels first, as the OpenCV baselines do (the object's
-    anti-aliased rim lies just outside its polygon; left in place, it outlines the fill)."""
+    """``ring``: width in pixels of the band around the filled region whose mean colour fills it
+    (1..256); ``dilate``: grow the mask by this many pixels first (0..256), as the OpenCV baselines
+    do (the object's anti-aliased rim lies just outside its polygon; left in place, it outlines the
+    fill)."""
 
     ring: int = 5
     dilate: int = 2
 
     def __post_init__(self) -> None:
-        if self.ring < 1:
-            raise ValueError(f"ring must be >= 1 pixel; got {self.ring}")
-        if self.dilate < 0:
-            raise ValueError(f"dilate must be >= 0 pixels; got {self.dilate}")
+        _check_growth("ring", self.ring, 1)
+        _check_growth("dilate", self.dilate, 0)
 
 
 def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:

@@ -136,7 +136,7 @@ def test_objects_take_a_version_and_nothing_else():
     with pytest.raises(ConfigError, match="a=1 .*only used with a registered model name|a are only used"):
         build_model(obj, "a=1")
     adapter, args = build_model(lambda rs: rs, {"version": "3", "per_sample": "true"})
-    assert args == {"per_sample": "true", "version": "3"}
+    assert args == {"per_sample": True, "version": "3"}  # converted, as a registered adapter's are
     assert adapter.cache_token()["version"] == "3" and adapter.per_sample is True
 
 
