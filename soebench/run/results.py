@@ -100,8 +100,18 @@ def carry_human_labels(frame, old_path: Path):
 
 
 def write_samples(path: Path, frame) -> None:
+    """samples.parquet with one schema whatever the run: a text column that holds no value in this
+    run (``error`` when nothing failed) would be typed ``null`` and another run's ``string``, and
+    the two files would no longer concatenate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, f in enumerate(table.schema):
+        if pa.types.is_null(f.type) or pa.types.is_string(f.type):
+            table = table.set_column(i, pa.field(f.name, pa.large_string()), table.column(i).cast(pa.large_string()))
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
 
 
 def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, float]:
