@@ -11,7 +11,7 @@ Builds ``--n`` synthetic samples (``tests.factories.make_manifest``), or uses ``
   on crops and full images, background preservation, taxonomy when installed), no report;
 - *reference*: the same metric forward passes on the same tensors already in memory, batched the
   same way: CLIP image + text encoding, clean resize + Inception features, the background
-  preservation, ``classify``; nothing else (no decoding, caching, files or summaries).
+  preservation, the taxonomy's CLIP judge and ``classify``; nothing else (no decoding, caching, files or summaries).
 
 Prints both (best of ``--repeats``) and the overhead ratio run / reference (target <= 1.10).
 The harness's extra work is decoding each image once, the PNG cache + ``images/`` link,
@@ -40,6 +40,7 @@ def reference(manifest_path: Path, nets: dict, batch_size: int, metrics) -> floa
 
     from soebench.evaluation import _taxonomy
     from soebench.manifest.io import read_manifest
+    from soebench.taxonomy.clip_judge import ClipJudge, judge_crop
     from soebench.manifest.masks import decode_mask
     from soebench.metrics import ClipSpec, background_preservation, clip_score, crop_box, extract_features, \
         load_clip, load_inception, region_pixels
@@ -52,6 +53,7 @@ def reference(manifest_path: Path, nets: dict, batch_size: int, metrics) -> floa
     clip = load_clip(ClipSpec(nets["clip_model"], nets["clip_pretrained"], nets["clip_weights"]))
     inception = load_inception(nets["inception_weights"])
     classify, _ = _taxonomy()
+    judge = ClipJudge(clip)
     LOAD_TIMES.append(time.perf_counter() - t_load)
     t0 = time.perf_counter()
     for start in range(0, len(rows), batch_size):
@@ -64,10 +66,13 @@ def reference(manifest_path: Path, nets: dict, batch_size: int, metrics) -> floa
         clip_score(feats[:n], text), clip_score(feats[n:], text)
         crops = [crop_box(im, r["eval_crop"]) for im, r in zip(imgs, batch)]
         extract_features(inception, crops + crops + imgs + imgs)
-        for im, m, r in zip(imgs, ms, batch):
+        # the taxonomy's model tier, as evaluate's default (auto) runs it once CLIP is loaded
+        verdicts = judge.assess_batch([judge_crop(im, m) for im, m in zip(imgs, ms)],
+                                      categories=[r["category"] for r in batch], expected_colors=[r["color"] for r in batch])
+        for im, m, r, verdict in zip(imgs, ms, batch, verdicts):
             background_preservation(im, im, m)
             if classify is not None:
-                classify(im, im, m, expected_color=r["color"], bbox=list(r["bbox"]))
+                classify(im, im, m, expected_color=r["color"], bbox=list(r["bbox"]), verdict=verdict)
     return time.perf_counter() - t0
 
 
