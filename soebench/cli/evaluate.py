@@ -194,7 +194,7 @@ def compare_command(
     from rich.console import Console
     from rich.table import Table
 
-    from soebench.run.compare import compare_runs
+    from soebench.run.compare import compare_runs, split_runs
 
     result = compare_runs(runs, out, overwrite=overwrite)
     if json_out:
@@ -203,18 +203,31 @@ def compare_command(
                                "files": [str(f) for f in result["files"]]}, indent=2))
         return
     console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
-    table = Table(title="SOEBench comparison")
-    for col in result["header"]:
-        table.add_column(col)
-    for row in result["rows"]:
-        table.add_row(*row)
-    console.print(table)
+    header, rows = result["header"], result["rows"]
+    # more runs than the width holds: several tables of a few runs each, the metric column in each,
+    # rather than one whose cells rich would cut down to an ellipsis
+    groups = split_runs(header, rows, console.width)
+    for group in groups:
+        table = Table(title="SOEBench comparison" + _runs_shown(group, len(header) - 1, len(groups)))
+        for col in [header[0], *(header[1 + i] for i in group)]:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(row[0], *(row[1 + i] for i in group))
+        console.print(table)
     for line in result["notes"]:
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     for w in result["warnings"]:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if result["files"]:
         console.print(f"wrote {result['files'][0].parent}", highlight=False)
+
+
+def _runs_shown(group: range, total: int, tables: int) -> str:
+    # the title's note of which runs a table holds, when the comparison needs several
+    if tables == 1:
+        return ""
+    first, last = group.start + 1, group.stop
+    return f" (run {first} of {total})" if first == last else f" (runs {first}–{last} of {total})"
 
 
 def register(app: typer.Typer) -> None:

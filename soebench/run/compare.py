@@ -52,6 +52,46 @@ def missing_keys(summary: dict[str, Any], required: Sequence[str] = REQUIRED_KEY
     return list(dict.fromkeys(missing))
 
 
+def refuse_repeated_runs(runs: Sequence[Path]) -> None:
+    """Refuse a run folder given twice, also under two spellings (``./run/``, an absolute path, a
+    symlink): its column would sit beside itself as if two models agreed, and its warnings and
+    plots would count it twice."""
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        folder = Path(run).resolve()
+        if folder in seen:
+            spelled = str(run) if str(seen[folder]) == str(run) else f"{seen[folder]} and {run}"
+            raise InputError(f"the same run folder {folder} is given twice ({spelled})",
+                             hint="give each run folder once")
+        seen[folder] = Path(run)
+
+
+def split_runs(header: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, wrap: int = 22) -> list[range]:
+    """The runs (indices into ``header[1:]``) of each terminal table when one table of every run
+    is wider than ``width`` characters: consecutive runs, as many as fit beside the metric column
+    (repeated in every table), at least one. A run's column is reckoned at its longest cell
+    wrapped to ``wrap`` characters, never narrower than its longest word (the run's name among
+    them): rich then wraps cells at spaces and cuts none short with an ellipsis."""
+    def column(i: int) -> int:
+        cells = [header[i], *(row[i] for row in rows)]
+        longest_word = max((len(word) for cell in cells for word in cell.split()), default=0)
+        longest_line = max((len(line) for cell in cells for line in cell.splitlines()), default=0)
+        return max(longest_word, min(longest_line, wrap)) + 3  # padding on both sides and a border
+
+    first = max((len(row[0]) for row in rows), default=0)
+    free = width - 1 - (max(first, len(header[0])) + 3)  # the outer border and the metric column
+    groups: list[range] = []
+    start, used = 0, 0
+    for i in range(1, len(header)):
+        need = column(i)
+        if used and used + need > free:
+            groups.append(range(start, i - 1))
+            start, used = i - 1, 0
+        used += need
+    groups.append(range(start, len(header) - 1))
+    return groups
+
+
 def _names(runs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> list[str]:
     names = [s.get("run_name") or Path(r).name for r, s in zip(runs, summaries)]
     if len(set(names)) != len(names):
@@ -203,6 +243,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, o
     what ``--json`` is read for)."""
     if len(runs) < 1:
         raise InputError("compare needs at least one run folder")
+    refuse_repeated_runs([Path(r) for r in runs])
     loaded = [load_summary(Path(r)) for r in runs]
     summaries = dict(zip(_names([Path(r) for r in runs], loaded), loaded))
     header, rows, warnings = comparison_table(summaries)
@@ -221,6 +262,7 @@ def _write(out: Path, summaries, header, rows, warnings, overwrite: bool, notes:
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; a comparison is written into a folder")
+    refuse_run_folder(out)
     check_output_file(out / "compare.md", what="comparison")
     refuse_existing(out / "compare.md", overwrite, what="comparison")
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -240,3 +282,18 @@ def _write(out: Path, summaries, header, rows, warnings, overwrite: bool, notes:
     info = [("runs", ", ".join(summaries))] + [("warning", w) for w in warnings]
     write_text_atomic(out / "compare.html", render_html("SOEBench comparison", info, [("Metrics", header, rows, notes)], figures))
     return [out / "compare.md", out / "compare.html", *(out / p for p in figures.values())]
+
+
+#: the files that make a folder a soebench run: run.json is written first by every run, and a
+#: folder with summary.json is what compare itself reads as a run
+RUN_MARKERS = ("run.json", "summary.json")
+
+
+def refuse_run_folder(out: Path) -> None:
+    """Refuse an ``--out`` that is a run folder, even with ``--overwrite`` (which replaces an old
+    comparison, not a run's files): compare.md/html would land among the run's files and the
+    comparison's PNGs in the run's own plots/ folder."""
+    for marker in RUN_MARKERS:
+        if (out / marker).is_file():
+            raise InputError(f"--out {out} is a soebench run folder (it holds {marker}); a comparison is not "
+                             "written into a run", hint="give --out a folder of its own, e.g. --out compare-runs")

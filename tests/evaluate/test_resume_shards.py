@@ -194,7 +194,9 @@ def test_cli_evaluate_and_compare(tmp_path, manifest6, capsys):
     assert "3 came from the cache, 0 failed" in capsys.readouterr().out
     assert main(["evaluate", "-m", str(manifest6), "--out", str(tmp_path / "x"), "--model", "opencv-tela"]) == 2
     assert "did you mean opencv-telea" in capsys.readouterr().err
-    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 0
+    assert main(["compare", str(run), "--out", str(tmp_path / "cmp")]) == 0
     assert "bg_ssim" in capsys.readouterr().out
+    assert main(["compare", str(run), str(run)]) == 2  # the same run twice is refused
+    assert "is given twice" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "x")]) == 2
     assert "not a finished soebench run" in capsys.readouterr().err
