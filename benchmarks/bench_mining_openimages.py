@@ -5,7 +5,7 @@
     python benchmarks/bench_mining_openimages.py [--data /tmp/oi-scale] [--images 300]
 
 The scale data has mask PNGs but no photos: this script writes ``--images`` synthetic JPEGs
-(1024x768) into a temp folder for the images of the first masks, so the whole path runs for them.
+(each at its first mask's size) into a temp folder for the images of the first masks, so the whole path runs for them.
 Phases, each in its own subprocess (peak RSS = ru_maxrss of that process):
   reference: ``pandas.read_csv`` of the segmentation CSV (the usual first step of OI tooling);
   mining:    ``build_dataset(..., preset="soe-eval")`` with the bbox CSV (flags) and masks;
@@ -77,7 +77,11 @@ def write_images(data: Path, folder: Path, count: int) -> int:
             if len(written) >= count:
                 break
             if row["MaskPath"] in present and row["ImageID"] not in written:
-                img = rng.integers(0, 255, (768, 1024, 3), dtype=np.uint8)
+                # at the mask's size: the scale data draws each mask's shape, and a mask of another
+                # aspect ratio than its image is dropped as invalid (as it should be)
+                with Image.open(data / "train-masks" / row["MaskPath"]) as mask:
+                    w, h = mask.size
+                img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
                 Image.fromarray(img).save(folder / f"{row['ImageID']}.jpg", quality=80)
                 written.add(row["ImageID"])
     return len(written)

@@ -51,7 +51,10 @@ MinPx = Annotated[float | None, _opt("--min-pixels", help="Object area in pixels
 MaxPx = Annotated[float | None, _opt("--max-pixels", help="Object area in pixels < this.")]
 MaxAspect = Annotated[float | None, _opt("--max-aspect-ratio", help="Longest / shortest box side at most this.")]
 Include = Annotated[str | None, _opt("--include-classes", help="Comma-separated category names or ids to keep.")]
-Exclude = Annotated[str | None, _opt("--exclude-classes", help="Comma-separated category names or ids to drop.")]
+Exclude = Annotated[str | None, _opt(
+    "--exclude-classes", help="Comma-separated category names or ids to drop (replaces the preset's list).")]
+AlsoExclude = Annotated[str | None, _opt(
+    "--also-exclude-classes", help="Comma-separated category names or ids to drop besides the preset's list.")]
 Crowd = Annotated[bool | None, _opt("--drop-crowd/--keep-crowd", help="Drop COCO crowd regions.")]
 Occluded = Annotated[bool | None, _opt("--drop-occluded/--keep-occluded", help="Drop OpenImages IsOccluded.")]
 Truncated = Annotated[bool | None, _opt("--drop-truncated/--keep-truncated", help="Drop OpenImages IsTruncated.")]
@@ -73,6 +76,8 @@ FILTER_KEYS = (
 INPUT_KEYS = ("source", "out", "images", "annotations", "captions", "segmentation_csv", "masks", "classes", "bbox_csv",
               "class_hierarchy")
 RUN_KEYS = ("preset", "split", "split_ratios", "seed", "num_shards", "shard_index", "limit", "workers")
+#: options that change the preset's filters without being one (``also_exclude_classes`` adds to a list)
+EXTRA_FILTER_KEYS = ("also_exclude_classes",)
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -93,7 +98,7 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     if isinstance(data.get("filters"), dict):
         data.update({str(k).replace("-", "_"): v for k, v in data.pop("filters").items()})
-    known = set(FILTER_KEYS) | set(INPUT_KEYS) | set(RUN_KEYS) | {"overwrite", "plots"}
+    known = set(FILTER_KEYS) | set(EXTRA_FILTER_KEYS) | set(INPUT_KEYS) | set(RUN_KEYS) | {"overwrite", "plots"}
     unknown = sorted(set(data) - known)
     if unknown:
         import difflib
@@ -121,6 +126,8 @@ def _typed(key: str, value: Any) -> Any:
         return None
     if key in FILTER_KEYS:
         return coerce_filter_value(key, value)
+    if key in EXTRA_FILTER_KEYS:
+        return coerce_filter_value("exclude_classes", value)
     if key in _INT_KEYS:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -173,6 +180,7 @@ def build_dataset_command(
     max_aspect_ratio: MaxAspect = None,
     include_classes: Include = None,
     exclude_classes: Exclude = None,
+    also_exclude_classes: AlsoExclude = None,
     drop_crowd: Crowd = None,
     drop_occluded: Occluded = None,
     drop_truncated: Truncated = None,
@@ -211,6 +219,7 @@ def build_dataset_command(
     filters = {k: pick(k) for k in FILTER_KEYS}
     filters["include_classes"] = _classes(filters["include_classes"])
     filters["exclude_classes"] = _classes(filters["exclude_classes"])
+    _refuse_config_as_output(config, Path(pick("out")), int(pick("num_shards", 1)), int(pick("shard_index", 0)))
     try:
         result = build_dataset(
             src,
@@ -236,14 +245,18 @@ def build_dataset_command(
             workers=int(pick("workers", 1)),
             plots=not no_plots and bool(file_values.get("plots", True)),
             progress=not quiet and not json_out,
+            also_exclude_classes=_classes(pick("also_exclude_classes")),
         )
     except KeyboardInterrupt as exc:
         _say_where_progress_is(Path(pick("out")), int(pick("num_shards", 1)), int(pick("shard_index", 0)))
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # SIGTERM: 143 (soebench.errors.Terminated)
+    from rich.console import Console
+
+    for text in result.summary.get("warnings", []):  # stderr: also with --json, whose stdout is the summary
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {text}", highlight=False)
     if json_out:
         typer.echo(json.dumps(result.summary, indent=2))
         return
-    from rich.console import Console
 
     # the result, like evaluate's table: stdout (progress and warnings go to stderr); soft wrap:
     # a log or a grep must see a line whole, not broken at 80 columns
@@ -272,6 +285,15 @@ def build_dataset_command(
         else:
             warn.print("[yellow]warning:[/] no object passed the filters: the manifest is empty", highlight=False)
     console.print(f"  summary: {result.summary_path}", highlight=False)
+
+
+def _refuse_config_as_output(config: Path | None, out: Path, num_shards: int, shard_index: int) -> None:
+    """--config is an input too: --overwrite must not replace it with a manifest."""
+    if config is None:
+        return
+    from soebench.mining.build import output_paths, refuse_outputs_over_inputs
+
+    refuse_outputs_over_inputs(output_paths(out, num_shards, shard_index), {"--config": config})
 
 
 def _say_where_progress_is(out: Path, num_shards: int, shard_index: int) -> None:
@@ -339,8 +361,13 @@ def info_command(
     from rich.table import Table
 
     console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
+    replaced = info.get("overridden_preset_values")
+    overridden = f", overriding its {', '.join(replaced)}" if replaced else ""
     console.print(f"[bold]{info['path']}[/]: {info['rows']} objects on {info['images']} images "
-                  f"(schema {info['schema_version']}, preset {info['preset']})", highlight=False)
+                  f"(schema {info['schema_version']}, preset {info['preset']}{overridden})", highlight=False)
+    if info.get("merged_from"):
+        parts = info["merged_from"]
+        console.print(f"merged from {len(parts)} parts: {', '.join(parts)}", highlight=False)
     for title, key in (("source", "per_source"), ("split", "per_split"), ("size (box side)", "size_histogram"),
                        ("colour", "per_colour"), ("category", "per_category")):
         table = Table(title=title, title_justify="left")

@@ -106,6 +106,9 @@ def manifest_info(manifest_or_path) -> dict[str, Any]:
         "schema_version": meta.get("schema_version"),
         "preset": meta.get("preset"),
         "parts": meta.get("parts"),
+        # a merged file's parts (``manifest merge``): it has no parts of its own to read
+        "merged_from": meta.get("merged_from"),
+        "overridden_preset_values": sorted(meta.get("overridden_preset_values") or {}),
         "per_source": counts("source"),
         "per_split": counts("split"),
         "per_category": counts("category"),

@@ -140,10 +140,11 @@ def _check_parts(folder: Path, parts: list[Path], metas: list[dict[str, Any]]) -
     first = metas[0]
     for part, meta in zip(parts[1:], metas[1:]):
         for key in _SHARED_KEYS:
-            if _comparable(key, meta.get(key)) != _comparable(key, first.get(key)):
+            a, b = _comparable(key, first.get(key)), _comparable(key, meta.get(key))
+            if a != b:
                 raise InputError(
-                    f"manifest folder {folder}: {part.name} differs from {parts[0].name} in {key!r}; "
-                    "its parts come from different builds"
+                    f"manifest folder {folder}: {part.name} differs from {parts[0].name} in {key!r} "
+                    f"({_difference(key, a, b)}); its parts come from different builds"
                 )
     recorded = [_shard(m) for m in metas]
     if any(r is not None for r in recorded):
@@ -151,13 +152,37 @@ def _check_parts(folder: Path, parts: list[Path], metas: list[dict[str, Any]]) -
     return _check_part_names(folder, parts)
 
 
+#: what identifies an input file across machines: its content, not where it was read from (the
+#: parts of one build may be made from copies of the inputs at other paths)
+_INPUT_IDENTITY = ("sha256", "bytes")
+
+
 def _comparable(key: str, value: Any) -> Any:
     """A shared metadata value as parts must agree on it: split ratios in their order too (dicts
     compare equal in any order), since the order of the names decided the assignment before
-    soebench cut the splits in name order; write_manifest stores them sorted."""
+    soebench cut the splits in name order; write_manifest stores them sorted. Inputs by content."""
     if key == "split" and isinstance(value, dict) and isinstance(value.get("ratios"), dict):
         return {**value, "ratios": list(value["ratios"].items())}
+    if key == "inputs" and isinstance(value, dict):
+        return {role: {k: entry.get(k) for k in _INPUT_IDENTITY} if isinstance(entry, dict) else entry
+                for role, entry in value.items()}
     return value
+
+
+def _difference(key: str, a: Any, b: Any, depth: int = 0) -> str:
+    """The first field in which two metadata values differ, with both values (shortened)."""
+    if isinstance(a, dict) and isinstance(b, dict) and depth < 3:
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                if k not in a or k not in b:
+                    return f"{key}.{k} is only in {'the first' if k in a else 'the other'}"
+                return _difference(f"{key}.{k}", a[k], b[k], depth + 1)
+
+    def short(v: Any) -> str:
+        text = json.dumps(v, sort_keys=True, default=str)
+        return text if len(text) <= 80 else text[:77] + "..."  # a sha256 whole
+
+    return f"{key}: {short(a)} vs {short(b)}"
 
 
 def _check_recorded_shards(folder: Path, parts: list[Path], recorded: list[tuple[int, int] | None]) -> bool:

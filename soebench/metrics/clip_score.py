@@ -31,7 +31,10 @@ def region_pixels(image: np.ndarray, region: str, bbox_xywh: Sequence[float] | N
         raise ValueError(f"region must be one of {REGIONS}; got {region!r}")
     if bbox_xywh is None:
         raise ValueError("local CLIP-Score needs the object's bbox [x, y, w, h]")
-    return crop_box(arr, bbox_xywh_to_xyxy(bbox_xywh))
+    try:
+        return crop_box(arr, bbox_xywh_to_xyxy(bbox_xywh))
+    except ValueError as exc:  # crop_box names the corner form; the caller gave [x, y, w, h]
+        raise ValueError(f"bbox [x, y, w, h] = {list(bbox_xywh)}: {exc}") from exc
 
 
 class ImageTextEncoder(Protocol):

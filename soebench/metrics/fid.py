@@ -16,7 +16,9 @@ whatever the order of updates, shards or merges (``a + b`` equals ``b + a`` bit 
 
 Features must be finite: ``update_features`` rejects a NaN or inf row, naming the side and row
 (a broken extractor or input; FID's linear algebra and KID's kernels would only give NaN or an
-opaque LinAlgError later).
+opaque LinAlgError later). Finite features so large that the float64 arithmetic overflows (FID
+from magnitudes ~1e77, KID from ~1e51; Inception features are of order 1) give a NaN value whose
+``reason`` says so.
 
 The feature extractor is injected: any callable mapping float32 ``(N, 299, 299, 3)`` images in
 [0, 255] to ``(N, D)`` features (:func:`soebench.metrics.features.load_inception`, or a stand-in in
@@ -191,8 +193,9 @@ class FID(_FeatureSides):
             rows.append(np.array(features, copy=True))
         elif rows:  # past D rows the covariance route is the cheap one: drop the kept rows
             setattr(self, f"rows_{side}", [])
-        setattr(self, f"sum_{side}", s + f.sum(axis=0))
-        setattr(self, f"outer_{side}", o + f.T @ f)
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd magnitudes: compute() says so
+            setattr(self, f"sum_{side}", s + f.sum(axis=0))
+            setattr(self, f"outer_{side}", o + f.T @ f)
         setattr(self, f"n_{side}", n + f.shape[0])
 
     def _rows_complete(self, side: str) -> bool:
@@ -227,16 +230,27 @@ class FID(_FeatureSides):
         if self._rows_complete("real") and self._rows_complete("fake") and low_rank_is_cheaper(n_real, n_fake, dim):
             value = fid_from_features(np.concatenate(self.rows_real), np.concatenate(self.rows_fake))
         else:
-            mu_r, s_r = self.statistics(real=True)
-            mu_f, s_f = self.statistics(real=False)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow: NaN, reported below
+                mu_r, s_r = self.statistics(real=True)
+                mu_f, s_f = self.statistics(real=False)
             value = frechet_distance(mu_r, s_r, mu_f, s_f)
         reason = None
-        if min(n_real, n_fake) <= dim:
+        if math.isnan(value):
+            reason = overflow_reason("FID", self._largest_feature())
+        elif min(n_real, n_fake) <= dim:
             reason = (
                 f"fewer samples than feature dimensions ({min(n_real, n_fake)} <= {dim}): "
                 "covariances are singular and FID is biased upward"
             )
         return DistanceResult("fid", value, n_real, n_fake, self.mode, reason=reason)
+
+    def _largest_feature(self) -> float:
+        """The largest feature magnitude the state shows: the root of the largest mean square
+        (inf when even the sums overflowed)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            sides = ((self.outer_real, self.n_real), (self.outer_fake, self.n_fake))
+            squares = [np.diag(outer).max() / int(n) for outer, n in sides]
+        return math.sqrt(max(squares))
 
 
 class KID(_FeatureSides):
@@ -295,7 +309,9 @@ class KID(_FeatureSides):
 
     def compute(self) -> DistanceResult:
         """KID of the real vs the fake side (``std`` over the subsets; ``extra`` gives the subset
-        sizes and count). NaN with a ``reason`` below 2 samples per side."""
+        sizes and count). NaN with a ``reason`` below 2 samples per side. When a single subset was
+        computed (both sides fit in ``max_subset_size``, or ``num_subsets=1``), ``std`` is NaN and
+        ``reason`` says there is no spread estimate, as FID's flags too few samples."""
         real, fake = self._stack(self.feats_real), self._stack(self.feats_fake)
         n_real, n_fake = len(real), len(fake)
         if n_real < 2 or n_fake < 2:
@@ -306,7 +322,28 @@ class KID(_FeatureSides):
         kid = kernel_inception_distance(
             real, fake, num_subsets=self.num_subsets, max_subset_size=self.max_subset_size, seed=self.seed
         )
+        if math.isnan(kid.value):
+            reason = overflow_reason("KID", float(max(np.abs(real).max(), np.abs(fake).max())))
+        else:
+            reason = self._single_subset_reason(n_real, n_fake, kid.num_subsets)
         return DistanceResult(
-            "kid", kid.value, n_real, n_fake, self.mode, std=kid.std,
+            "kid", kid.value, n_real, n_fake, self.mode, std=kid.std, reason=reason,
             extra={"subset_size_real": kid.subset_size_1, "subset_size_fake": kid.subset_size_2, "num_subsets": kid.num_subsets},
         )
+
+    def _single_subset_reason(self, n_real: int, n_fake: int, num_subsets: int) -> str | None:
+        """Why a KID has no std: it is one MMD^2 value (None when it averages several subsets)."""
+        if num_subsets > 1:
+            return None
+        if n_real <= self.max_subset_size and n_fake <= self.max_subset_size:
+            return (f"{n_real} real and {n_fake} generated samples fit in one subset of {self.max_subset_size}: "
+                    "KID is one MMD^2 over all of them, with no spread estimate (std n/a); "
+                    "on few samples it scatters widely around its expectation")
+        return "one subset (num_subsets=1): KID is a single MMD^2 draw, with no spread estimate (std n/a)"
+
+
+def overflow_reason(metric: str, largest: float) -> str:
+    """The ``reason`` of a FID/KID that is NaN because its float64 arithmetic overflowed."""
+    size = f" of magnitude ~{largest:.3g}" if math.isfinite(largest) else " too large even to sum in float64"
+    return (f"{metric} could not be computed: the float64 arithmetic overflowed on features{size} "
+            "(Inception features are of order 1); check the feature extractor and its input images")

@@ -6,8 +6,8 @@ Conventions
   the two images of a pair must share their dtype (see :func:`image_data_range`).
 - ``keep_mask`` is a boolean ``HxW`` array, True on the pixels that count (the background
   outside the dilated object mask, see :func:`background_keep_mask`).
-- Values that cannot be computed (too few samples, no kept pixels) are NaN; the stateful classes
-  attach the reason. Malformed input (fewer than 2 feature rows for statistics, mismatched
+- Values that cannot be computed (too few samples, no kept pixels, a zero feature vector, float64
+  overflow on features of absurd magnitude) are NaN; the stateful classes attach the reason. Malformed input (fewer than 2 feature rows for statistics, mismatched
   shapes, float images outside [0, ``data_range``], impossible KID settings) raises ValueError;
   images of different or unsupported dtypes raise TypeError.
 """
@@ -63,17 +63,27 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     A Cholesky factorisation and one symmetric eigenvalue solve (no eigenvectors) replace
     scipy's Schur-based sqrtm of a non-symmetric matrix; this is much faster and stays well
     defined when the covariances are singular (N <= D), where sqrtm returns complex noise.
+
+    NaN when the products overflow float64 (features of magnitude ~1e77 and up: the product is
+    of the fourth power of the features), where the eigenvalue solver would raise a bare
+    LinAlgError.
     """
     s1 = np.asarray(sigma1, dtype=np.float64)
     s2 = np.asarray(sigma2, dtype=np.float64)
+    if not (np.isfinite(s1).all() and np.isfinite(s2).all()):
+        return math.nan
     s1 = (s1 + s1.T) / 2.0
     s2 = (s2 + s2.T) / 2.0
-    try:
-        root1 = np.linalg.cholesky(s1)
-    except np.linalg.LinAlgError:  # singular (fewer samples than dimensions): symmetric root
-        root1 = _psd_sqrt(s1)
-    middle = root1.T @ s2 @ root1
-    eig = np.linalg.eigvalsh((middle + middle.T) / 2.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            root1 = np.linalg.cholesky(s1)
+        except np.linalg.LinAlgError:  # singular (fewer samples than dimensions): symmetric root
+            root1 = _psd_sqrt(s1)
+        middle = root1.T @ s2 @ root1
+        middle = (middle + middle.T) / 2.0
+    if not np.isfinite(middle).all():
+        return math.nan
+    eig = np.linalg.eigvalsh(middle)
     return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
 
 
@@ -83,6 +93,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
     Equals clean-fid / pytorch-fid's scipy ``sqrtm`` computation to ~1e-9 relative on full-rank
     covariances (see ``benchmarks/bench_frechet.py`` and the tests), several times faster.
+    NaN when the statistics are too large for float64 arithmetic (see :func:`trace_sqrt_product`).
     """
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
@@ -93,9 +104,15 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
             f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
     diff = mu1 - mu2
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
-    # Identical inputs give a round-off sized negative number; a distance is never below zero.
-    return max(value, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
+    return _distance(value)
+
+
+def _distance(value: float) -> float:
+    """A computed FID as returned: NaN when the arithmetic overflowed (inf, or inf - inf), and
+    never below zero (identical inputs give a round-off sized negative number)."""
+    return max(value, 0.0) if math.isfinite(value) else math.nan
 
 
 def frechet_distance_sqrtm(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -127,9 +144,12 @@ def trace_sqrt_product_from_features(features1: np.ndarray, features2: np.ndarra
     are singular anyway."""
     a1 = np.asarray(features1, dtype=np.float64)
     a2 = np.asarray(features2, dtype=np.float64)
-    a1 = a1 - a1.mean(axis=0)
-    a2 = a2 - a2.mean(axis=0)
-    cross = a1 @ a2.T
+    with np.errstate(over="ignore", invalid="ignore"):
+        a1 = a1 - a1.mean(axis=0)
+        a2 = a2 - a2.mean(axis=0)
+        cross = a1 @ a2.T
+    if not np.isfinite(cross).all():  # overflow: the SVD would raise a bare LinAlgError
+        return math.nan
     singular = np.linalg.svd(cross, compute_uv=False)
     return float(singular.sum() / math.sqrt((len(a1) - 1) * (len(a2) - 1)))
 
@@ -140,7 +160,8 @@ def low_rank_is_cheaper(n1: int, n2: int, dim: int) -> bool:
 
 
 def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID between two feature sets; NaN when either has fewer than 2 rows. Small sets (fewer rows
+    """FID between two feature sets; NaN when either has fewer than 2 rows (or the arithmetic
+    overflows float64, see :func:`trace_sqrt_product`). Small sets (fewer rows
     than dimensions, roughly) go through :func:`trace_sqrt_product_from_features`; larger ones
     through the covariances and :func:`frechet_distance` -- the same value either way."""
     f1 = np.asarray(features1, dtype=np.float64)
@@ -154,11 +175,12 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
         mu1, s1 = feature_statistics(f1)
         mu2, s2 = feature_statistics(f2)
         return frechet_distance(mu1, s1, mu2, s2)
-    diff = f1.mean(axis=0) - f2.mean(axis=0)
-    trace1 = float(((f1 - f1.mean(axis=0)) ** 2).sum() / (n1 - 1))
-    trace2 = float(((f2 - f2.mean(axis=0)) ** 2).sum() / (n2 - 1))
-    value = float(diff @ diff) + trace1 + trace2 - 2.0 * trace_sqrt_product_from_features(f1, f2)
-    return max(value, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = f1.mean(axis=0) - f2.mean(axis=0)
+        trace1 = float(((f1 - f1.mean(axis=0)) ** 2).sum() / (n1 - 1))
+        trace2 = float(((f2 - f2.mean(axis=0)) ** 2).sum() / (n2 - 1))
+        value = float(diff @ diff) + trace1 + trace2 - 2.0 * trace_sqrt_product_from_features(f1, f2)
+    return _distance(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,7 +190,8 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class KIDValue:
-    """KID estimate: mean of the unbiased MMD^2 over subsets, its std, and how it was sampled."""
+    """KID estimate: mean of the unbiased MMD^2 over subsets, its std over the subsets (NaN from
+    a single subset: one value has no spread), and how it was sampled."""
 
     value: float
     std: float
@@ -217,12 +240,20 @@ def kernel_inception_distance(
     max_subset_size: int = 1000,
     seed: int = 0,
 ) -> KIDValue:
-    """KID: unbiased polynomial-kernel MMD^2, averaged over random subsets (clean-fid's recipe).
+    """KID: unbiased polynomial-kernel MMD^2, averaged over random subsets.
 
-    Each set is subsampled without replacement to ``min(len(set), max_subset_size)`` rows. When
-    both sets fit in one subset, every subset would be the whole set, so the MMD^2 is computed
-    once, exactly (std 0). With fewer than 2 rows in either set the value is NaN (the unbiased
-    estimator needs two).
+    As clean-fid's ``kernel_distance`` (and Bińkowski et al.'s recipe): the kernel
+    ``(x.y / d + 1)^3``, subsets drawn without replacement, defaults of 100 subsets of at most
+    1000 rows. One difference: each set is subsampled to its *own* ``min(len(set),
+    max_subset_size)`` rows, where clean-fid draws one common size ``min(n1, n2,
+    max_subset_size)`` for both. Both are unbiased estimates of the same MMD^2 (the unbiased
+    estimator allows unequal sizes); using every row of the larger set has the lower variance.
+    With equal counts, as in ``soebench evaluate`` (one generated image per original), the two
+    draw the same sizes. When both sets fit in one subset, every subset would be the whole set,
+    so the MMD^2 is computed once, exactly, and ``std`` is NaN (a single value has no spread; a
+    0 would read as certainty). With fewer than 2 rows in either set the value is NaN (the
+    unbiased estimator needs two); it is NaN too when the kernel overflows float64 (features of
+    magnitude ~1e51 and up: the kernel is of their sixth power).
 
     The subsets are drawn with ``numpy.random.default_rng(seed)``: for each subset, the rows of
     set 1, then those of set 2. When the full kernel matrices fit in :data:`KID_GRAM_BUDGET`
@@ -241,8 +272,24 @@ def kernel_inception_distance(
         return KIDValue(math.nan, math.nan, m1, m2, 0)
     f1 = f1.astype(np.float64)
     f2 = f2.astype(np.float64)
-    if m1 == n1 and m2 == n2:
-        return KIDValue(mmd2_unbiased(f1, f2), 0.0, m1, m2, 1)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd magnitudes overflow: NaN, see above
+        if m1 == n1 and m2 == n2:
+            return KIDValue(_finite_or_nan(mmd2_unbiased(f1, f2)), math.nan, m1, m2, 1)
+        values = _subset_mmd2s(f1, f2, m1, m2, num_subsets, seed)
+    if num_subsets == 1:
+        return KIDValue(_finite_or_nan(float(values[0])), math.nan, m1, m2, 1)
+    if not np.isfinite(values).all():
+        return KIDValue(math.nan, math.nan, m1, m2, num_subsets)
+    return KIDValue(float(values.mean()), float(values.std()), m1, m2, num_subsets)
+
+
+def _finite_or_nan(value: float) -> float:
+    return value if math.isfinite(value) else math.nan
+
+
+def _subset_mmd2s(f1: np.ndarray, f2: np.ndarray, m1: int, m2: int, num_subsets: int, seed: int) -> np.ndarray:
+    """The unbiased MMD^2 of ``num_subsets`` random subsets (see :func:`kernel_inception_distance`)."""
+    n1, n2 = len(f1), len(f2)
     rng = np.random.default_rng(seed)
     subsets = [(rng.choice(n1, m1, replace=False), rng.choice(n2, m2, replace=False)) for _ in range(num_subsets)]
     values = np.empty(num_subsets)
@@ -253,7 +300,7 @@ def kernel_inception_distance(
     else:
         for i, (ix, iy) in enumerate(subsets):
             values[i] = mmd2_unbiased(f1[ix], f2[iy])
-    return KIDValue(float(values.mean()), float(values.std()), m1, m2, num_subsets)
+    return values
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,22 +315,33 @@ def clip_score(image_feats: ArrayLike, text_feats: ArrayLike) -> ArrayLike:
     arrays give a float64 numpy array of shape ``(N,)``; anything else goes through torch and
     gives a float32 tensor on the image features' device. (The hint is ``ArrayLike``, which torch
     tensors satisfy, because this module must not import torch.)
+
+    A pair with an all-zero feature vector has no angle: its score is NaN in both (no warning),
+    not the 0.0 of ``torch.nn.functional.cosine_similarity``'s epsilon, which would pass a
+    broken encoder's output as a poor but valid score. The per-sample tables and their means
+    drop and count NaNs (``n_nan``).
     """
     if isinstance(image_feats, np.ndarray) and isinstance(text_feats, np.ndarray):
         a = np.asarray(image_feats, dtype=np.float64)
         b = np.asarray(text_feats, dtype=np.float64)
         if a.shape != b.shape:
             raise ValueError(f"image and text features differ in shape: {a.shape} vs {b.shape}")
-        a = a / np.linalg.norm(a, axis=-1, keepdims=True)
-        b = b / np.linalg.norm(b, axis=-1, keepdims=True)
-        return np.clip(100.0 * (a * b).sum(axis=-1), 0.0, None)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero row: 0 / 0 = NaN, its score
+            a = a / np.abs(a).max(axis=-1, keepdims=True)
+            b = b / np.abs(b).max(axis=-1, keepdims=True)
+            cos = (a * b).sum(axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+        return np.clip(100.0 * cos, 0.0, None)
     import torch
 
     a = torch.as_tensor(image_feats, dtype=torch.float32)
     b = torch.as_tensor(text_feats, dtype=torch.float32, device=a.device)
     if a.shape != b.shape:
         raise ValueError(f"image and text features differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    # scaled by the largest entry first, so that no norm underflows in float32 (a tiny vector
+    # keeps its angle, as in the float64 numpy branch); a zero row becomes NaN, its score
+    a = a / a.abs().amax(dim=-1, keepdim=True)
+    b = b / b.abs().amax(dim=-1, keepdim=True)
+    cos = (a * b).sum(dim=-1) / (torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1))
     return (100.0 * cos).clamp(min=0.0)
 
 
@@ -449,6 +507,12 @@ def masked_ssim(orig: np.ndarray, gen: np.ndarray, keep_mask: np.ndarray, *, dat
     map (:func:`ssim_map`) is averaged over the kept pixels. The replacement makes the score
     independent of the edit itself: a kept pixel whose 11x11 window reaches into the (dilated)
     object would otherwise be penalised for the intended change there. NaN when no pixel is kept.
+
+    With every pixel kept this is the mean of skimage's *full* SSIM map (``full=True``), border
+    pixels included (they use reflected padding), not skimage's scalar result: that one leaves a
+    border of ``(win_size - 1) // 2`` = 5 pixels out of its mean (e.g. 0.98749 here vs 0.98756).
+    Dropping the border through ``keep_mask`` does not give skimage's number either, because
+    the dropped pixels of ``gen`` are replaced by ``orig``'s first.
     """
     a, b, keep, _ = _check_pair(orig, gen, keep_mask, data_range)
     if not keep.any():

@@ -53,13 +53,28 @@ def clean_resize(image: np.ndarray, size: int = FID_INPUT_SIZE) -> np.ndarray:
     return np.stack(channels, axis=2)
 
 
+#: how far (pixels) a box may lie beyond the image and still be clamped to its edge: the rounding
+#: slack the manifest check allows a bbox (``soebench.manifest.schema.BOX_TOLERANCE_PX``)
+BOX_OUTSIDE_TOLERANCE_PX = 1.0
+
+
 def crop_box(image: np.ndarray, box_xyxy: Sequence[float]) -> np.ndarray:
     """Pixels of ``image`` inside the float box ``(x0, y0, x1, y1)``, rounded outward (floor of the
-    start, ceil of the end) so the whole box is included, clamped to the image, at least 1 px."""
+    start, ceil of the end) so the whole box is included, clamped to the image, at least 1 px.
+
+    A box partly outside the image is clamped to it; one that lies wholly outside (beyond
+    :data:`BOX_OUTSIDE_TOLERANCE_PX` of rounding slack) raises ValueError naming the box and the
+    image size: clamping it would score a 1-pixel corner of the image as if it were the object."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
         raise ValueError(f"invalid box {tuple(box_xyxy)} (need x0 < x1, y0 < y1)")
+    tol = BOX_OUTSIDE_TOLERANCE_PX
+    if x1 <= -tol or y1 <= -tol or x0 >= w + tol or y0 >= h + tol:
+        raise ValueError(
+            f"box (x0, y0, x1, y1) = {tuple(box_xyxy)} lies outside the {w}x{h} (width x height) image; "
+            "boxes are in the image's own pixels"
+        )
     ix0 = min(max(int(math.floor(x0)), 0), w - 1)
     iy0 = min(max(int(math.floor(y0)), 0), h - 1)
     ix1 = max(min(int(math.ceil(x1)), w), ix0 + 1)

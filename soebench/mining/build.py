@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ import numpy as np
 from soebench.errors import ConfigError, InputError
 from soebench.fileio import (check_output_file, exclusive_lock, refuse_existing, remove_stale_temps, sha256_file,
                              write_text_atomic)
-from soebench.mining.checkpoint import Progress, run_key, snapshot
+from soebench.mining.checkpoint import Progress, snapshot
 from soebench.mining.filters import FilterConfig, FilterRun
 from soebench.mining.per_image import Stage, Tally, group_results
 from soebench.mining.presets import SOURCES, resolve_filters
@@ -158,15 +158,20 @@ def build_dataset(
     workers: int = 1,
     plots: bool = True,
     progress: bool = False,
+    also_exclude_classes: str | Sequence[str] | None = None,
 ) -> BuildResult:
     """Mine small objects from COCO or OpenImages annotations into a soebench manifest.
 
     ``class_hierarchy`` (OpenImages ``bbox_labels_600_hierarchy.json``) widens the include and
     exclude class lists to every subclass of the classes they name.
     ``filters`` overrides the preset's values (a dict of :class:`FilterConfig` fields, None
-    values ignored) or replaces them (a FilterConfig). With ``num_shards > 1`` ``out`` is a
-    folder and this call writes part ``shard_index`` (images are assigned to parts by a hash,
-    so an image never spans parts). Writes, atomically, the manifest, ``<out>.summary.json``
+    values ignored) or replaces them (a FilterConfig); an ``exclude_classes`` there replaces the
+    preset's exclusions (the summary's ``warnings`` says so, which the CLI prints, and the manifest
+    records the preset values that were overridden), ``also_exclude_classes`` adds to them.
+    ``out`` is a ``.parquet`` file that is none of the inputs, outside the images and masks
+    folders (refused even with ``overwrite``). With ``num_shards > 1`` ``out`` is a folder and
+    this call writes part ``shard_index`` (images are assigned to parts by a hash, so an image
+    never spans parts). Writes, atomically, the manifest, ``<out>.summary.json``
     and ``<out>.sizes.png`` / ``<out>.categories.png`` (unless ``plots=False``).
 
     The per-image stage saves its progress every :data:`soebench.mining.checkpoint.SAVE_EVERY_S`
@@ -187,7 +192,15 @@ def build_dataset(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     cfg = filters if isinstance(filters, FilterConfig) else resolve_filters(preset, source, filters)
+    overridden = _overridden_preset_values(preset, source, filters)
+    warnings = _override_warnings(preset, overridden, cfg)
     named = _named_classes(filters)
+    if also_exclude_classes is not None:
+        from soebench.mining.filters import coerce_filter_value
+
+        extra = coerce_filter_value("exclude_classes", also_exclude_classes)
+        named["also_exclude_classes"] = extra
+        cfg = cfg.replace(exclude_classes=tuple(dict.fromkeys(cfg.exclude_classes + extra)))
     _check_class_overlap(cfg, preset, source)
     ratios = parse_split_ratios(split_ratios)
     out = Path(out)
@@ -197,6 +210,15 @@ def build_dataset(
     if num_shards > 1 and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; with --num-shards it must be a folder of parts")
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
+    written = (manifest_path, summary_path, sizes_path, cats_path) if plots else (manifest_path, summary_path)
+    refuse_outputs_over_inputs(written, _input_paths(source, {
+        "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
+        "masks": masks, "classes": classes, "bbox_csv": bbox_csv, "class_hierarchy": class_hierarchy}))
+    if num_shards == 1 and out.suffix != ".parquet":
+        # the summary and plots are named after the stem of a .parquet name; any other name would
+        # hold Parquet under a .csv or .json suffix (or be a typo for an input)
+        raise ConfigError(f"--out {out}: a manifest file name must end in .parquet",
+                          hint=f"e.g. --out {out.with_suffix('.parquet') if out.suffix else out.with_name(out.name + '.parquet')}")
     check_output_file(manifest_path, what="--out")  # its folder holds the lock
     with exclusive_lock(lock_path(manifest_path), what=f"manifest {manifest_path}"):
         # a killed build's half-written files: garbage whatever this run does (no one else writes them: the lock)
@@ -212,11 +234,11 @@ def build_dataset(
         hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse
         hashes = {role: hasher.submit(sha256_file, p) for role, p in src.input_files().items()}
 
-        store.key_fn = lambda: run_key({  # everything that decides the rows of the per-image stage
+        store.parts_fn = lambda: {  # everything that decides the rows of the per-image stage
             **_versions(), "source": source, "split": src.split, "inputs": {role: f.result() for role, f in hashes.items()},
-            "images": str(Path(images).resolve()), "filters": cfg.to_dict(), "seed": seed, "limit": limit,
-            "shard": [shard_index, num_shards],
-        })
+            "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve()) if masks is not None else None,
+            "filters": cfg.to_dict(), "seed": seed, "limit": limit, "shard": [shard_index, num_shards],
+        }
         try:
             # fork copies only the calling thread: the hashing thread is finished and joined first
             _check_classes(src, named)
@@ -236,6 +258,8 @@ def build_dataset(
             "source": source,
             "preset": preset,
             "filters": cfg.to_dict(),
+            # the preset's values a flag or config replaced: "preset soe-eval" alone would hide them
+            "overridden_preset_values": overridden,
             "inputs": {
                 role: {"name": Path(p).name, "path": _relative_or_absolute(Path(p), base), "sha256": hashes[role].result(),
                        "bytes": Path(p).stat().st_size}
@@ -251,7 +275,8 @@ def build_dataset(
             "limit": limit,
             "summary": {k: summary[k] for k in ("candidates", "kept", "invalid", "rejected")},
         }
-        summary = {"manifest": manifest_path.name, "source": source, "preset": preset, "filters": cfg.to_dict(), **summary}
+        summary = {"manifest": manifest_path.name, "source": source, "preset": preset, "filters": cfg.to_dict(),
+                   "overridden_preset_values": overridden, "warnings": warnings, **summary}
         import json
 
         plot_paths: list[Path] = []
@@ -265,6 +290,43 @@ def build_dataset(
         write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
         store.discard()
         return BuildResult(manifest_path, table.num_rows, summary, summary_path, plot_paths)
+
+
+#: the inputs that are folders: an output inside one would join the images or masks it reads
+_FOLDER_INPUTS = ("images", "masks")
+
+
+def _input_paths(source: str, inputs: Mapping[str, Any]) -> dict[str, Path]:
+    """``--flag -> path`` of the inputs the build reads (of ``source``; the others are refused later)."""
+    other = OPENIMAGES_INPUTS if source == "coco" else COCO_INPUTS
+    return {f"--{k.replace('_', '-')}": Path(v) for k, v in inputs.items() if v is not None and k not in other}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def refuse_outputs_over_inputs(outputs, inputs: Mapping[str, Path]) -> None:
+    """Refuse, even with --overwrite, an output that is one of the inputs (``-o seg.csv``) or lies
+    inside an input folder (``-o images --num-shards 2``): --overwrite replaces an old output,
+    never the data the build reads. ``inputs``: option name -> path (files; the folders are
+    --images and --masks)."""
+    for flag, path in inputs.items():
+        folder = flag.lstrip("-") in _FOLDER_INPUTS
+        for out in outputs:
+            out = Path(out)
+            if _same_file(out, path):
+                raise InputError(f"--out would write {out}, which is the input {flag} {path}",
+                                 hint="write the manifest somewhere else, e.g. --out manifests/NAME.parquet")
+            if folder and out.resolve().is_relative_to(path.resolve()):
+                raise InputError(f"--out would write {out} inside the {flag} folder {path}",
+                                 hint="write the manifest outside the folders the build reads, "
+                                      "e.g. --out manifests/NAME.parquet")
 
 
 def _claim_outputs(manifest_path: Path, outputs: tuple[Path, ...], *, overwrite: bool,
@@ -300,6 +362,35 @@ def _widen_classes(src, cfg: FilterConfig) -> FilterConfig:
                           "class (with --class-hierarchy the exclusions, the preset's too, take every subclass)",
                           hint="--preset none (with your own filters) keeps it, or exclude narrower classes")
     return wide
+
+
+def _overridden_preset_values(preset: str | None, source: str, filters) -> dict[str, Any]:
+    """``{filter: the preset's value}`` for every filter the caller set to another value than the
+    preset's (a FilterConfig replaces the preset whole: every differing value)."""
+    if preset is None or filters is None:
+        return {}
+    base = resolve_filters(preset, source).to_dict()
+    given = filters.to_dict() if isinstance(filters, FilterConfig) else resolve_filters(preset, source, filters).to_dict()
+    return {k: base[k] for k in base if given[k] != base[k]}
+
+
+def _override_warnings(preset: str | None, overridden: Mapping[str, Any], cfg: FilterConfig) -> list[str]:
+    """What a user may not expect of an override: a class list replaces the preset's, it does not
+    add to it (every other override replaces one value, which says itself what it does)."""
+    out = []
+    for key in ("exclude_classes", "include_classes"):
+        before = overridden.get(key)
+        if not before:
+            continue
+        now = {c.strip().lower() for c in getattr(cfg, key)}
+        lost = [c for c in before if c.strip().lower() not in now]
+        if lost:
+            flag = "--" + key.replace("_", "-")
+            add = " (--also-exclude-classes adds to them)" if key == "exclude_classes" else ""
+            out.append(f"{flag} replaces the {len(before)} {key.split('_')[0]}d classes of preset {preset!r}: "
+                       f"{len(lost)} of them ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}) are no longer "
+                       f"{key.split('_')[0]}d{add}")
+    return out
 
 
 def _check_class_overlap(cfg: FilterConfig, preset: str | None, source: str) -> None:
@@ -371,12 +462,16 @@ def _mine(src, cfg: FilterConfig, ratios, seed: int, limit, num_shards: int, sha
     frun = FilterRun(cfg)
     tally = Tally(namer=src.annotation_name)
     cands, groups, available, later, candidates = _select(src, frun, tally, num_shards, shard_index)
+    # the objects that passed every filter known before their files were opened
+    reached = sum(len(g) for g in groups) + tally.invalid.get("missing image file", 0)
     read_captions = getattr(src, "read_captions", None)  # COCO: a wrong --captions fails before the long part
     if read_captions is not None:
         read_captions(np.array([cands.image_key[g[0]] for g in groups]))
     stage = Stage(src, cands, groups, frun, available, later, before_fork)
     out_rows, capped, unprocessed = _mine_groups(stage, tally, seed, limit, progress, store, workers)
     frun.finish(available | later)
+    if not out_rows:
+        _refuse_missing_files(src, cands, tally, reached, store)
     if limit is not None and len(out_rows) > limit:
         unprocessed += len(out_rows) - limit
         out_rows = out_rows[:limit]
@@ -468,13 +563,72 @@ def _select(src, frun: FilterRun, tally: Tally, num_shards: int, shard_index: in
     uniq, inverse = np.unique(cands.image_key[rows], return_inverse=True)
     missing = np.array([src.image_file(k) is None for k in uniq], dtype=bool)[inverse] if len(rows) else np.zeros(0, bool)
     if missing.any():
-        tally.drop("missing image file", cands.ann_key[rows[missing]])
+        _drop_missing_images(src, cands, rows[missing], tally)
         rows = rows[~missing]
     rows = rows[np.lexsort((cands.ann_order[rows], cands.image_order[rows]))]
     img_keys = cands.image_key[rows]
     boundaries = np.flatnonzero(np.r_[True, img_keys[1:] != img_keys[:-1]]) if len(rows) else np.array([], dtype=int)
     groups = np.split(rows, boundaries[1:]) if len(rows) else []
     return cands, groups, available, later, candidates
+
+
+#: the drop reasons of a file that is not there or cannot be read: a wrong --images or --masks
+_FILE_REASONS = ("missing image file", "corrupt image file", "missing mask file", "corrupt mask file")
+
+
+def _file_reason(reason: str) -> bool:
+    return reason in _FILE_REASONS or reason.startswith(("corrupt mask archive ", "corrupt mask file in archive "))
+
+
+def _refuse_missing_files(src, cands, tally: Tally, reached: int, store: Progress | None) -> None:
+    """No object kept, every one that passed the filters was dropped for its files, and the
+    folders hold none of the files any object names (or only unreadable ones): a wrong --images
+    or --masks, which an empty manifest with exit 0 would hide. A partial copy -- the folders hold
+    files of other objects, those another filter rejected or another shard's -- only warns."""
+    counts = {k: v for k, v in tally.invalid.items() if _file_reason(k)}
+    if not reached or sum(counts.values()) < reached:
+        return
+    if _folders_hold_files(src, cands, counts):
+        return
+    if store is not None:
+        store.discard()  # a rerun with the right folders starts afresh, not from this progress
+    folders = [f"--images {src.images_root}"]
+    if getattr(src, "masks_root", None) is not None and any("mask" in k for k in counts):
+        folders.append(f"--masks {src.masks_root}")
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    examples = "; ".join(f"{k}: {ex[0]}" for k, ex in sorted(tally.examples.items()) if k in counts and ex)
+    raise InputError(
+        f"no object kept: all {reached} objects that passed the filters were dropped for missing or unreadable "
+        f"files ({shown}); looked in {' and '.join(folders)}" + (f" (e.g. {examples})" if examples else ""),
+        hint="--images must be the folder of the image files the annotations name (--masks: of the mask PNGs or "
+             "their *-masks-<h>.zip archives)")
+
+
+def _folders_hold_files(src, cands, counts: Mapping[str, int]) -> bool:
+    """Whether, for each kind of file found missing, its folder holds that file of some valid
+    candidate (of any shard); False too when no file was missing, only unreadable."""
+    kinds = [k for k in ("missing image file", "missing mask file") if counts.get(k)]
+    if not kinds:
+        return False
+    rows = np.flatnonzero(cands.invalid == None)  # noqa: E711 - elementwise on an object array
+    if "missing image file" in kinds and not any(src.image_file(k) is not None
+                                                 for k in np.unique(cands.image_key[rows])):
+        return False
+    holds_mask = getattr(src, "holds_any_mask", None)
+    return not ("missing mask file" in kinds and holds_mask is not None and not holds_mask(rows))
+
+
+def _drop_missing_images(src, cands, rows: np.ndarray, tally: Tally) -> None:
+    """Count ``rows`` as ``missing image file``; the examples say where each image was looked for."""
+    reason = "missing image file"
+    lookup = getattr(src, "image_lookup", None)
+    keys = cands.image_key[rows]
+    while len(rows) and lookup is not None and not tally.full(reason):  # image by image, until the examples are full
+        hit = keys == keys[0]
+        tally.drop(reason, cands.ann_key[rows[hit]], lookup(keys[0]))
+        rows, keys = rows[~hit], keys[~hit]
+    if len(rows):
+        tally.drop(reason, cands.ann_key[rows])
 
 
 def _mine_groups(stage: Stage, tally: Tally, seed: int, limit, progress: bool, store: Progress | None,

@@ -47,6 +47,23 @@ def run_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def changed_parts(saved: Any, now: dict[str, Any]) -> list[str]:
+    """The entries of a run key's parts that differ, one level deep (``filters.min_area_fraction``,
+    ``inputs.bbox_csv``); empty when ``saved`` (an older state file) does not record them."""
+    if not isinstance(saved, dict):
+        return []
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
 @dataclass
 class Snapshot:
     """The miner's state after ``next_group`` image groups: rows kept and every counter."""
@@ -64,11 +81,13 @@ class Progress:
     """Saves and restores a build's progress in :func:`partial_dir` of its manifest."""
 
     folder: Path
-    #: returns the run's key (:func:`run_key`); called at the first restore or save, so that the
-    #: input hashes (computed beside the parse) are not waited for before they are needed
-    key_fn: Callable[[], str] = lambda: ""
+    #: returns what decides the run's rows (its key is :func:`run_key` of it); called at the first
+    #: restore or save, so that the input hashes (computed beside the parse) are not waited for
+    #: before they are needed. Saved beside the key, so that a refused resume can say what changed.
+    parts_fn: Callable[[], dict[str, Any]] = dict
     every_s: float = SAVE_EVERY_S
     _key: str | None = None
+    _parts: dict[str, Any] | None = None
     _chunks: list[str] = field(default_factory=list)
     _saved_rows: int = 0
     _last_save: float = field(default_factory=time.monotonic)
@@ -95,9 +114,16 @@ class Progress:
         return (self.folder / "state.json").is_file()
 
     @property
+    def parts(self) -> dict[str, Any]:
+        if self._parts is None:
+            # as JSON gives it back (tuples as lists, paths as text): compared with a saved state
+            self._parts = json.loads(json.dumps(self.parts_fn(), sort_keys=True, default=str))
+        return self._parts
+
+    @property
     def key(self) -> str:
         if self._key is None:
-            self._key = self.key_fn()
+            self._key = run_key(self.parts)
         return self._key
 
     # -- restore -------------------------------------------------------------------------------
@@ -115,8 +141,10 @@ class Progress:
             raise InputError(f"{state_path}: not a soebench build progress file ({exc})",
                              hint="pass --overwrite to start over") from exc
         if state.get("format") != FORMAT_VERSION or state.get("key") != self.key:
+            changed = changed_parts(state.get("parts"), self.parts) if state.get("format") == FORMAT_VERSION else []
+            what = f": {', '.join(changed)} changed" if changed else ""
             raise ConfigError(
-                f"{self.folder} holds the progress of a build with other inputs, filters or options",
+                f"{self.folder} holds the progress of a build with other inputs, filters or options{what}",
                 hint="resume with the command that started it, or pass --overwrite to start over",
             )
         if snap.next_group > groups:
@@ -160,7 +188,8 @@ class Progress:
             name = f"rows-{len(chunks) + 1:06d}.arrow"
             _write_chunk(self.folder / name, new)
             chunks.append(name)
-        state = {"format": FORMAT_VERSION, "key": self.key, "chunks": chunks, "snapshot": snap.__dict__,
+        state = {"format": FORMAT_VERSION, "key": self.key, "parts": self.parts, "chunks": chunks,
+                 "snapshot": snap.__dict__,
                  "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_text_atomic(self.folder / "state.json", json.dumps(state, indent=1, sort_keys=True) + "\n")
         self._chunks, self._saved_rows = chunks, snap.rows

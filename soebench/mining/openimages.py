@@ -7,13 +7,15 @@ IsDepiction, IsInside``. A segmentation row and its box share ImageID, LabelName
 coordinates; they are joined on those (coordinates rounded to 1e-4 of the image side).
 Without a segmentation CSV the boxes themselves are the objects (mask = box, ``mask_source``
 "box"). Mask area fractions are measured on the mask PNG itself; masks whose pixel size
-differs from the image are resized nearest-neighbour. Masks are looked up as
+differs from the image are resized nearest-neighbour when they have its aspect ratio up to
+rounding (:func:`mask_fits`; others are dropped as invalid). Masks are looked up as
 ``MASKS/<MaskPath>``, ``MASKS/<anything>-<h>/<MaskPath>`` (one folder per archive, ``h`` the
 first hex digit of the ImageID) or inside ``MASKS/*-masks-<h>.zip`` archives as shipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -42,8 +44,10 @@ FLAG_COLUMNS = {
 }
 #: how far a side (two coordinates of 6 decimals, as OpenImages ships them) may be off
 COORDINATE_ROUNDING = 1e-6
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 _MID = re.compile(r"^/[mg]/[0-9a-z_]+$")
+MASK_PATH_OUTSIDE = "MaskPath leaves the masks folder (absolute or with a '..' component)"
+MASK_MISFIT = "mask size does not fit its image (another aspect ratio)"
 
 
 def _header(path: Path) -> list[str]:
@@ -67,6 +71,18 @@ def check_columns(path: Path, required: tuple[str, ...]) -> list[str]:
     return header
 
 
+def _text_lines(path: Path) -> str:
+    """The whole of a small text file (the class list): a byte that is not UTF-8 (a Latin-1
+    export) is an InputError naming the line, not a UnicodeDecodeError traceback."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                         hint="save the file as UTF-8 (the official class-descriptions-boxable.csv is)") from None
+
+
 def read_classes(path: str | os.PathLike) -> dict[str, str]:
     """MID -> display name from ``class-descriptions-boxable.csv``; a header row (later releases:
     ``LabelName,DisplayName``) is detected by its first field not being a MID."""
@@ -74,39 +90,80 @@ def read_classes(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise InputError(f"OpenImages class file {path} does not exist")
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row:
-                continue
-            if len(row) < 2:
-                raise InputError(f"{path}: line {lineno} has {len(row)} field(s), expected 'MID,Display name'")
-            if lineno == 1 and not _MID.match(row[0].strip()):
-                continue  # header row
-            if not _MID.match(row[0].strip()):
-                # e.g. a bbox or segmentation CSV given as --classes: its rows start with an ImageID
-                raise InputError(f"{path}: line {lineno} starts with {row[0].strip()[:40]!r}, not a class MID such as "
-                                 "'/m/011k07'; expected the class list 'MID,Display name' "
-                                 "(class-descriptions-boxable.csv)")
-            name = " ".join(row[1].split())
-            if not name:
-                raise InputError(f"{path}: line {lineno}: class {row[0].strip()!r} has an empty display name")
-            out[row[0].strip()] = name
+    for lineno, row in enumerate(csv.reader(io.StringIO(_text_lines(path), newline="")), start=1):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise InputError(f"{path}: line {lineno} has {len(row)} field(s), expected 'MID,Display name'")
+        if lineno == 1 and not _MID.match(row[0].strip()):
+            continue  # header row
+        if not _MID.match(row[0].strip()):
+            # e.g. a bbox or segmentation CSV given as --classes: its rows start with an ImageID
+            raise InputError(f"{path}: line {lineno} starts with {row[0].strip()[:40]!r}, not a class MID such as "
+                             "'/m/011k07'; expected the class list 'MID,Display name' "
+                             "(class-descriptions-boxable.csv)")
+        name = " ".join(row[1].split())
+        if not name:
+            raise InputError(f"{path}: line {lineno}: class {row[0].strip()!r} has an empty display name")
+        out[row[0].strip()] = name
     if not out:
         raise InputError(f"{path}: no classes")
     return out
 
 
+#: text columns whose values are keys (joins, file names): a space around one (`` /m/01yrx ``,
+#: a hand-edited CSV) would make it match nothing, so it is stripped
+_KEY_COLUMNS = ("MaskPath", "ImageID", "LabelName")
+
+
 def _read_csv(path: Path, columns: list[str], types: dict[str, Any]):
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
     try:
-        return pcsv.read_csv(
+        table = pcsv.read_csv(
             path,
             convert_options=pcsv.ConvertOptions(include_columns=columns, column_types=types),
         )
     except pa.ArrowInvalid as exc:
         raise InputError(f"{path}: {_locate_bad_value(path, columns, types) or exc}") from None
+    for name in _KEY_COLUMNS:  # Arrow trims numbers itself, never text
+        if name in table.column_names and _padded(table.column(name)):
+            table = table.set_column(table.column_names.index(name), name,
+                                     pc.utf8_trim_whitespace(table.column(name)))
+    return table
+
+
+def _padded(col) -> bool:
+    """Whether a value starts or ends with a space or tab: bit masks, so that the millions of
+    clean values of a real file are not copied by a trim that changes nothing."""
+    import pyarrow.compute as pc
+
+    return any(pc.any(test(col, pattern=ch)).as_py() for test in (pc.starts_with, pc.ends_with) for ch in (" ", "\t"))
+
+
+def _first_outside(path: Path, table, name: str, allowed: str, ok) -> None:
+    """InputError naming the first row of column ``name`` whose (non-null) value is not ``ok``."""
+    import pyarrow.compute as pc
+
+    col = table.column(name)
+    bad = pc.and_(pc.is_valid(col), pc.invert(ok(col)))
+    if pc.any(bad).as_py():
+        flat = np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool)
+        row = int(np.flatnonzero(flat)[0])
+        raise InputError(f"{path}: row {row + 1} (line {row + 2}): column {name} is {col[row].as_py()!r}, "
+                         f"expected {allowed} ({int(flat.sum())} such row(s) in this column)")
+
+
+def _check_flags(path: Path, table, flags: list[str]) -> None:
+    """Every flag is 1, 0 or -1 (unknown): a 2 would be read as set by one filter and not by another."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name in flags:
+        values = pa.array([-1, 0, 1], table.column(name).type)
+        _first_outside(path, table, name, "1, 0 or -1 (unknown)", lambda col, v=values: pc.is_in(col, value_set=v))
 
 
 def _read_bbox_csv(path: Path, columns: list[str], flags: list[str], types: dict[str, Any]):
@@ -117,19 +174,17 @@ def _read_bbox_csv(path: Path, columns: list[str], flags: list[str], types: dict
     import pyarrow.compute as pc
 
     try:
-        return _read_csv(path, columns + flags, {**types, **{c: pa.int8() for c in flags}})
+        table = _read_csv(path, columns + flags, {**types, **{c: pa.int8() for c in flags}})
     except InputError:
         if not flags:
             raise
+    else:
+        _check_flags(path, table, flags)
+        return table
     table = _read_csv(path, columns + flags, {**types, **{c: pa.float32() for c in flags}})
+    _check_flags(path, table, flags)
     for name in flags:
-        col = table.column(name)
-        bad = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(col, value_set=pa.array([-1.0, 0.0, 1.0], pa.float32()))))
-        if pc.any(bad).as_py():
-            row = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
-            raise InputError(f"{path}: row {row + 1} (line {row + 2}): column {name} is {col[row].as_py()!r}, "
-                             "expected 1, 0 or -1 (unknown)")
-        table = table.set_column(table.column_names.index(name), name, pc.cast(col, pa.int8()))
+        table = table.set_column(table.column_names.index(name), name, pc.cast(table.column(name), pa.int8()))
     return table
 
 
@@ -235,6 +290,10 @@ class MaskStore:
         """Mask PNG -> bool array at its own size; raises ImageError('missing/corrupt mask file')."""
         from PIL import Image, UnidentifiedImageError
 
+        from soebench.manifest.schema import leaves_images_root
+
+        if mask_path and leaves_images_root(mask_path):  # a CSV is data: it must not open /etc/passwd
+            raise ImageError(MASK_PATH_OUTSIDE)  # the example is the MaskPath itself
         data: Any = None
         direct = self.root / mask_path
         hexdigit = mask_path[:1].lower()
@@ -249,7 +308,8 @@ class MaskStore:
             elif hexdigit in self._zips:
                 data = self._from_archive(hexdigit, mask_path)
         if data is None:
-            raise ImageError("missing mask file")
+            # an empty MaskPath is named "row N (no MaskPath)" already
+            raise ImageError("missing mask file", detail=self._looked_in(mask_path, hexdigit) if mask_path else None)
         try:
             with Image.open(data) as img:
                 arr = gray_array(img)
@@ -260,6 +320,32 @@ class MaskStore:
         # official masks are 0/255; 0/1 masks, soft masks and masks on a grey background are
         # cut at half their peak, so a non-zero background never becomes a whole-image object
         return arr > arr.max() // 2
+
+    def _looked_in(self, mask_path: str, hexdigit: str) -> str:
+        """Where a missing mask was looked for, for the examples of the build summary."""
+        where = [str(self.root / mask_path)]
+        if self._dirs and hexdigit in self._dirs:
+            where.append(str(self._dirs[hexdigit] / mask_path))
+        if hexdigit in self._zips:
+            where.append(f"{self._zips[hexdigit]}:{mask_path}")
+        return "looked for " + ", ".join(where)
+
+    def holds_any(self, names) -> bool:
+        """Whether any of ``names`` (an Arrow string array of MaskPaths) is in the folder, its
+        archive folders or zips: one listing each, only for the question whether --masks is wrong."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._dirs is None:
+            self._index()
+        found: set[str] = set()
+        for folder in [self.root, *(self._dirs or {}).values()]:
+            with contextlib.suppress(OSError):
+                found.update(os.listdir(folder))
+        for path in self._zips.values():
+            with contextlib.suppress(zipfile.BadZipFile, OSError, EOFError), zipfile.ZipFile(path) as archive:
+                found.update(archive.namelist())
+        return bool(found) and bool(pc.any(pc.is_in(names, value_set=pa.array(sorted(found), pa.string()))).as_py())
 
     def _from_archive(self, hexdigit: str, mask_path: str) -> io.BytesIO | None:
         """The member's bytes, None when the archive lacks it; a damaged archive or member (an
@@ -289,6 +375,15 @@ class MaskStore:
         """In a forked worker: forget the parent's open archives (their file offsets are shared
         with the parent), so that this process opens its own."""
         self._open = {}
+
+
+def mask_fits(mask_width: int, mask_height: int, width: int, height: int) -> bool:
+    """Whether a mask of ``mask_width x mask_height`` can be its ``width x height`` image scaled:
+    OpenImages masks come at another resolution than their image, the same aspect ratio up to
+    rounding each side to whole pixels (up to one pixel either way, as floor, round or ceil give).
+    A transposed or cropped mask does not: resized, it would not cover its object."""
+    # mask = image * s + e with |e| <= 1 per side  <=>  |mw * h - mh * w| = |ew * h - eh * w| <= w + h
+    return abs(mask_width * height - mask_height * width) <= width + height
 
 
 def resize_nearest(mask: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -436,6 +531,11 @@ class OpenImagesSource:
         types.update({c: pa.string() for c in ("MaskPath", "ImageID", "LabelName")})
         table = _read_csv(self.segmentation_csv, wanted, {k: v for k, v in types.items() if k in wanted})
         self._has_iou = "PredictedIoU" in wanted
+        if self._has_iou:
+            import pyarrow.compute as pc
+
+            _first_outside(self.segmentation_csv, table, "PredictedIoU", "a number in [0, 1] (or empty: unknown)",
+                           lambda col: pc.and_(pc.greater_equal(col, 0.0), pc.less_equal(col, 1.0)))
         iou = (arrow_to_numpy(table.column("PredictedIoU")).astype(np.float64) if self._has_iou
                else np.full(table.num_rows, np.nan))
         self._names = table.column("MaskPath")
@@ -458,12 +558,30 @@ class OpenImagesSource:
             return set()
         sub = self._seg_table.take(pa.array(np.asarray(rows, dtype=np.int64)))
         boxes = self._bbox_table.filter(pc.is_in(self._bbox_table.column("ImageID"), value_set=pc.unique(sub.column("ImageID"))))
+        if not boxes.num_rows:
+            self._refuse_unrelated_boxes()
         flags = _join_flags(sub, boxes, self._present)
         for flag, values in flags.items():
             self._cols[flag][rows] = values
         counts = self._cols["category_count"]
         counts[rows] = np.maximum(counts[rows], _box_counts(sub, boxes))
         return set(flags) | {"category_count"}
+
+    def _refuse_unrelated_boxes(self) -> None:
+        """No image of the surviving rows has a box: unless the two CSVs share images at all
+        (a pre-filtered bbox CSV), it is another split's or dataset's file, and every flag filter
+        would pass every object unseen."""
+        import pyarrow.compute as pc
+
+        seg_ids = pc.unique(self._seg_table.column("ImageID"))
+        if pc.any(pc.is_in(seg_ids, value_set=pc.unique(self._bbox_table.column("ImageID")))).as_py():
+            return  # a partial bbox CSV: the rows without a box are kept with the flag unknown (and counted)
+        raise InputError(
+            f"--bbox-csv {self.bbox_csv} shares no ImageID with --segmentation-csv {self.segmentation_csv} "
+            f"({len(seg_ids)} images there, {self._bbox_table.num_rows} boxes here): no object's box flags can be "
+            "looked up",
+            hint="pass the bbox CSV of the same split as the segmentation CSV (e.g. validation-annotations-bbox.csv "
+                 "with validation-annotations-object-segmentation.csv), or leave --bbox-csv out")
 
     def image_name(self, image_key) -> str:
         return self._image_ids[int(image_key)]
@@ -537,16 +655,31 @@ class OpenImagesSource:
             self._image_names[image_key] = found
         return self._image_names[image_key]
 
+    def image_lookup(self, image_key) -> str:
+        """Where the image file of ``image_key`` was looked for (the examples of a missing one)."""
+        stem = self.images_root / self.image_name(image_key)
+        return f"looked for {stem}{'|'.join(IMAGE_SUFFIXES)}"
+
+    def holds_any_mask(self, rows: np.ndarray) -> bool:
+        """Whether --masks holds the mask file of any of ``rows`` (a shard whose every mask is
+        missing may come from a partial copy; a folder with none of them is the wrong one)."""
+        import pyarrow as pa
+
+        if self._store is None or self._names is None:
+            return True  # box-only: no mask files to look for
+        return self._store.holds_any(self._names.take(pa.array(np.asarray(rows, dtype=np.int64))))
+
     def image_size(self, image_key) -> tuple[int, int]:
         name = self.image_file(image_key)
         if name is None:
-            raise ImageError("missing image file")
+            raise ImageError("missing image file", detail=self.image_lookup(image_key))
         return read_image_size(self.images_root / name)
 
-    def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str, str]]:
+    def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | ImageError, str]]:
+        """row -> (mask at its own size, "png"/"box"), or (the ImageError that drops it, "")."""
         from soebench.manifest.masks import box_mask
 
-        out: dict[int, tuple[np.ndarray | str, str]] = {}
+        out: dict[int, tuple[np.ndarray | ImageError, str]] = {}
         for r in rows:
             r = int(r)
             if self._store is None:
@@ -555,7 +688,11 @@ class OpenImagesSource:
             try:
                 mask = self._store.read(self._names[r].as_py() or "")
             except ImageError as exc:
-                out[r] = (str(exc), "")
+                out[r] = (exc, "")
+                continue
+            if not mask_fits(mask.shape[1], mask.shape[0], width, height):
+                out[r] = (ImageError(MASK_MISFIT, detail=f"mask {mask.shape[1]}x{mask.shape[0]}, "
+                                                         f"image {width}x{height}"), "")
                 continue
             out[r] = (mask, "png")
         return out

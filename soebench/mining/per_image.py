@@ -37,11 +37,21 @@ class Tally:
     invalid: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
-    def drop(self, reason: str, ann_keys) -> None:
+    def drop(self, reason: str, ann_keys, detail: str | None = None) -> None:
+        """Count ``ann_keys`` under ``reason``; ``detail`` (what of these objects, e.g. the path
+        looked for) follows each of their examples in brackets."""
         keys = list(ann_keys)
         self.invalid[reason] += len(keys)
         ex = self.examples.setdefault(reason, [])
-        ex.extend(self.namer(k) for k in keys[: EXAMPLES_PER_REASON - len(ex)])
+        suffix = f" ({detail})" if detail else ""
+        ex.extend(f"{self.namer(k)}{suffix}" for k in keys[: EXAMPLES_PER_REASON - len(ex)])
+
+    def drop_error(self, exc: ImageError, ann_keys) -> None:
+        self.drop(str(exc), ann_keys, getattr(exc, "detail", None))
+
+    def full(self, reason: str) -> bool:
+        """Whether ``reason`` has all its examples (later drops only count)."""
+        return len(self.examples.get(reason, ())) >= EXAMPLES_PER_REASON
 
 
 def _fraction(mask: np.ndarray) -> float:
@@ -96,12 +106,13 @@ class Stage:
         key = cands.image_key[rows[0]]
         rel = src.image_file(key)
         if rel is None:
-            tally.drop("missing image file", cands.ann_key[rows])
+            lookup = getattr(src, "image_lookup", None)
+            tally.drop("missing image file", cands.ann_key[rows], lookup(key) if lookup else None)
             return []
         try:
             width, height = src.image_size(key)
         except ImageError as exc:
-            tally.drop(str(exc), cands.ann_key[rows])
+            tally.drop_error(exc, cands.ann_key[rows])
             return []
         if "width" in self.later:
             cols["width"][rows] = width
@@ -118,7 +129,7 @@ class Stage:
         try:
             image, gain = pixels(src.images_root / rel)
         except ImageError as exc:
-            tally.drop(str(exc), cands.ann_key[rows])
+            tally.drop_error(exc, cands.ann_key[rows])
             return []
         if image.shape[:2] != (height, width):
             tally.drop("image size differs from the annotation", cands.ann_key[rows])
@@ -146,6 +157,9 @@ class Stage:
         found = self.src.masks(rows, width, height)
         for r in rows.tolist():
             mask, kind = found[r]
+            if isinstance(mask, ImageError):  # with what was looked for, or the sizes that do not fit
+                tally.drop_error(mask, [self.cands.ann_key[r]])
+                continue
             if isinstance(mask, str):
                 tally.drop(mask, [self.cands.ann_key[r]])
                 continue
@@ -170,7 +184,8 @@ class Stage:
         src, cands, cols = self.src, self.cands, self.cands.cols
         width, height = shared["width"], shared["height"]
         bbox = src.bbox_pixels(r, width, height)
-        flags = {f: (None if f not in cols or cols[f][r] < 0 else bool(cols[f][r])) for f in FLAG_NAMES}
+        # set is 1 exactly, as the drop filters read it (the readers refuse any other value than -1, 0, 1)
+        flags = {f: (None if f not in cols or cols[f][r] < 0 else bool(cols[f][r] == 1)) for f in FLAG_NAMES}
         iou = float(cols["predicted_iou"][r])
         category = str(cands.category[r])
         return {

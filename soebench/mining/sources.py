@@ -29,7 +29,13 @@ from soebench.mining.coco import (
 
 
 class ImageError(ValueError):
-    """An image that cannot be used; ``args[0]`` is the reject reason."""
+    """An image (or mask) that cannot be used; ``args[0]`` is the reject reason, the same for
+    every object it hits (the summary counts by it); ``detail`` says what of this one object
+    (the path looked for, the sizes) and goes into the examples only."""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(reason)
+        self.detail = detail
 
 
 @dataclass
@@ -71,7 +77,7 @@ class Source(Protocol):
     def vocabulary(self) -> dict[str, str]: ...
     def image_file(self, image_key: Any) -> str | None: ...
     def image_size(self, image_key: str) -> tuple[int, int]: ...
-    def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str, str]]: ...
+    def masks(self, rows: np.ndarray, width: int, height: int) -> dict[int, tuple[np.ndarray | str | ImageError, str]]: ...
     def bbox_pixels(self, row: int, width: int, height: int) -> list[float]: ...
     def captions(self, image_keys: list[str]) -> dict[str, list[str]]: ...
     def license(self, image_key: str) -> str | None: ...
@@ -281,6 +287,17 @@ class CocoSource:
             return None
         name = inside_root(self.images_root, d.image_files[row])
         return name if name is not None and self._index.exists(name) else None
+
+    def image_lookup(self, image_key: Any) -> str:
+        """Where the image file of ``image_key`` was looked for (the examples of a missing one)."""
+        d = self.data
+        row = d.image_row(int(image_key))
+        if row is None:
+            return f"image id {image_key} is not in the images list of {self.annotations.name}"
+        name = d.image_files[row]
+        inside = inside_root(self.images_root, name)
+        return f"looked for {self.images_root / inside}" if inside is not None else \
+            f"file_name {name!r} is outside --images {self.images_root}"
 
     def image_size(self, image_key: str) -> tuple[int, int]:
         img = self.data.image(int(image_key))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from soebench.fileio import write_text_atomic
-from soebench.metrics.bootstrap import size_buckets_note
+from soebench.metrics.bootstrap import SMALL_SAMPLE_N, size_buckets_note
 
 PLOTS = "plots"
 
@@ -53,6 +53,41 @@ NEGATIVE_KID_NOTE = (
 )
 
 
+SMALL_SAMPLE_MARK = "‡"
+SMALL_SAMPLE_NOTE = (
+    f"fewer than {SMALL_SAMPLE_N} values: the interval (none for one value) is a rough Student-t one; it assumes "
+    "normal values and may reach past the metric's range (an SSIM above 1), but no bootstrap interval reaches "
+    "95 % on so few; compare such cells with care"
+)
+#: how the report names an interval's ``method`` (summary.json); older summaries have none
+INTERVAL_METHOD_NAMES = {
+    "bca-expanded": f"expanded BCa bootstrap (from {SMALL_SAMPLE_N} values)",
+    "student-t": f"Student t (below {SMALL_SAMPLE_N} values)",
+    "percentile": "percentile bootstrap",
+}
+
+
+def small_sample(d: dict[str, Any] | None) -> bool:
+    """Whether a mean stands on fewer than :data:`SMALL_SAMPLE_N` values, but some (its
+    ``small_sample`` flag; summaries written before the flag have none and are not marked)."""
+    return bool((d or {}).get("small_sample")) and bool((d or {}).get("n"))
+
+
+def fmt_ci_marked(d: dict[str, Any] | None) -> str:
+    """:func:`fmt_ci` with the small-sample mark when the interval stands on few values."""
+    return f"{fmt_ci(d)} {SMALL_SAMPLE_MARK}" if small_sample(d) else fmt_ci(d)
+
+
+def interval_notes(cells: list[dict[str, Any] | None]) -> list[str]:
+    """The lines under a table of means: which interval methods its cells use, and the
+    small-sample footnote when a cell carries its mark (that footnote names the t interval)."""
+    small = any(small_sample(d) for d in cells)
+    methods = [m for m in dict.fromkeys(d.get("method") for d in cells if d)
+               if m in INTERVAL_METHOD_NAMES and not (small and m == "student-t")]
+    notes = [f"95 % intervals of the mean: {', '.join(INTERVAL_METHOD_NAMES[m] for m in methods)}"] if methods else []
+    return notes + (footnote_lines([(SMALL_SAMPLE_MARK, SMALL_SAMPLE_NOTE)]) if small else [])
+
+
 def negative_kid(name: str, d: dict[str, Any] | None) -> bool:
     # the KID rows are kid_crop and kid_full; their value is a float, or "inf"/None in summary.json
     value = (d or {}).get("value")
@@ -92,16 +127,16 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def summary_sections(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
     """The report's tables as ``(title, header, rows, note lines)`` (shared by the Markdown and
-    HTML writers): the notes define the size buckets and explain a negative KID under the tables
-    that show them."""
+    HTML writers): the notes define the size buckets, name the interval methods, and explain a
+    negative KID or a mean from few values (``‡``) under the tables that show them."""
     m = summary["metrics"]
     sections = []
-    rows = [[name, fmt_ci(d)] for name, d in m.get("means", {}).items()]
+    rows = [[name, fmt_ci_marked(d)] for name, d in m.get("means", {}).items()]
     distances = m.get("distances", {})
     rows += [[name, f"{fmt(d.get('value'))}{_kid_mark(name, d)} (n={d.get('n_real')}/{d.get('n_fake')}, {d.get('mode')})"
               + (f" -- {d['reason']}" if d.get("reason") else "")] for name, d in distances.items()]
-    sections.append(("Metrics (mean [95 % bootstrap interval])", ["metric", "value"], rows,
-                     _kid_note(distances.items())))
+    sections.append(("Metrics (mean [95 % interval])", ["metric", "value"], rows,
+                     interval_notes(list(m.get("means", {}).values())) + _kid_note(distances.items())))
     if m.get("skipped"):
         sections.append(("Metrics skipped", ["metric", "why"], [[k, v] for k, v in m["skipped"].items()], []))
     for key, title in (("by_size_bucket", "By object size"), ("by_category", "By category")):
@@ -113,8 +148,9 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
         if not keys:
             continue
         sections.append((title, [key.removeprefix("by_")] + names,
-                         [[g] + [fmt_ci(groups[n].get(g)) for n in names] for g in keys],
-                         [size_buckets_note()] if key == "by_size_bucket" else []))
+                         [[g] + [fmt_ci_marked(groups[n].get(g)) for n in names] for g in keys],
+                         ([size_buckets_note()] if key == "by_size_bucket" else [])
+                         + interval_notes([groups[n].get(g) for n in names for g in keys])))
     by_size = m.get("distances_by_size_bucket", {})
     if by_size:
         names = list(by_size)

@@ -1,6 +1,6 @@
 """The results of a run: ``samples.parquet`` (one row per sample) and ``summary.json``.
 
-Every mean carries a percentile-bootstrap 95 % interval and is broken down by object-size
+Every mean carries a bootstrap (or, below 10 values, Student-t) 95 % interval and is broken down by object-size
 bucket and category; the taxonomy labels are counted the same ways. Non-finite numbers are
 written to JSON as ``null`` (NaN) or the strings ``"inf"``/``"-inf"`` so the file stays
 standard JSON.

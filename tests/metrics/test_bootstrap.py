@@ -19,12 +19,12 @@ def test_interval_contains_mean_and_is_deterministic():
     assert bootstrap_ci(values, n_resamples=500, seed=2) != (mean, lo, hi)
 
 
-def test_interval_matches_reference_resampling():
+def test_percentile_interval_matches_reference_resampling():
     values = np.random.default_rng(3).exponential(size=50)
     rng = np.random.default_rng(7)
     idx = rng.integers(0, 50, size=(300, 50))
     ref = np.quantile(values[idx].mean(axis=1), [0.05, 0.95])
-    _, lo, hi = bootstrap_ci(values, n_resamples=300, seed=7, level=0.90)
+    _, lo, hi = bootstrap_ci(values, n_resamples=300, seed=7, level=0.90, method="percentile")
     assert (lo, hi) == pytest.approx(tuple(ref), rel=1e-12)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from soebench.errors import ConfigError
+from soebench.errors import ConfigError, InputError
 from soebench.manifest.io import read_manifest
 from soebench.manifest.masks import decode_mask
 from soebench.mining.build import build_dataset
@@ -226,15 +226,18 @@ def test_no_image_found_is_counted_and_the_cli_says_check_images(tmp_path, capsy
     fx = write_openimages(tmp_path / "oi", {"aaaa000000000001": [OiObj((0.1, 0.1, 0.3, 0.3))]})
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
-    res = build_dataset("openimages", tmp_path / "a.parquet", images=elsewhere, classes=fx.classes,
-                        segmentation_csv=fx.segmentation_csv, masks=fx.masks, preset="none", plots=False)
-    assert res.summary["kept"] == 0 and res.summary["invalid"] == {"missing image file": 1}  # dropped, not a crash
+    # not one image there: a wrong --images, an error (not an empty manifest and exit 0)
+    with pytest.raises(InputError, match=r"all 1 objects that passed the filters were dropped .*\(missing image "
+                       rf"file 1\); looked in --images {elsewhere}") as err:
+        build_dataset("openimages", tmp_path / "a.parquet", images=elsewhere, classes=fx.classes,
+                      segmentation_csv=fx.segmentation_csv, masks=fx.masks, preset="none", plots=False)
+    assert f"looked for {elsewhere / 'aaaa000000000001'}.jpg|" in err.value.message  # the path looked up
+    assert not (tmp_path / "a.parquet").exists() and not (tmp_path / "a.parquet.partial").exists()
     args = _cli(fx, tmp_path / "b.parquet", "--preset", "none")
     args[args.index("--images") + 1] = str(elsewhere)
-    assert main(args) == 0
+    assert main(args) == 2
     err = capsys.readouterr().err
-    assert f"no image file of the objects that passed the filters is in --images {elsewhere}" in err
-    assert "folder that holds the image files" in err
+    assert f"looked in --images {elsewhere}" in err and "folder of the image files" in err
 
 
 def test_a_sharded_build_over_a_partial_copy_completes(tmp_path):
