@@ -125,7 +125,7 @@ def agreement_cmd(
     from rich.console import Console
 
     from soebench.errors import InputError
-    from soebench.fiftyone_export import ORIGINAL_SLICE, run_label
+    from soebench.fiftyone_export import ORIGINAL_SLICE
     from soebench.fo.agreement import agreement, check_labels, collect, stale_tags, tagged_originals, write_human_labels
     from soebench.fo.db import connect
     from soebench.fo.writer import dataset_runs

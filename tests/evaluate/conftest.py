@@ -24,3 +24,19 @@ def tiny_nets(tmp_path_factory):
     inception = make_tiny_inception(folder, dim=16)
     return {"clip_model": config, "clip_pretrained": None, "clip_weights": str(weights),
             "inception_weights": str(inception)}
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The figures the plot functions save, kept for inspection after they are closed."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    real = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        figures.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return figures

@@ -21,22 +21,6 @@ from soebench.run.results import write_json
 BUCKETS = ("tiny", "small", "medium", "large")
 
 
-@pytest.fixture
-def saved_figures(monkeypatch):
-    """The figures the plot functions save, kept for inspection after they are closed."""
-    from matplotlib.figure import Figure
-
-    figures = []
-    real = Figure.savefig
-
-    def keep(self, *args, **kwargs):
-        figures.append(self)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
-    return figures
-
-
 def _ci(mean, n, **extra):
     spread = 0.0 if isinstance(mean, str) or mean is None else 0.1 * abs(mean) + 0.01
     lo, hi = (mean, mean) if spread == 0 else (mean - spread, mean + spread)

@@ -4,10 +4,8 @@ its metric, compare's bar plot has every run's metrics, size panels count every 
 
 from __future__ import annotations
 
-import copy
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -35,22 +35,6 @@ def run(tmp_path_factory, manifest6, tiny_nets):
     return out
 
 
-@pytest.fixture
-def saved_figures(monkeypatch):
-    """The figures the plot functions save, kept for inspection after they are closed."""
-    from matplotlib.figure import Figure
-
-    figures = []
-    real = Figure.savefig
-
-    def keep(self, *args, **kwargs):
-        figures.append(self)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
-    return figures
-
-
 def _md_sections(text: str) -> dict[str, str]:
     return {part.split("\n", 1)[0]: part.split("\n", 1)[1] for part in text.split("\n## ")[1:]}
 

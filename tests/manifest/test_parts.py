@@ -10,7 +10,7 @@ from soebench.cli.app import main
 from soebench.errors import InputError, OutputExistsError
 from soebench.manifest.io import merge_parts, read_manifest
 from soebench.mining.build import build_dataset
-from tests.mining.fixtures import Obj, OiObj, write_coco, write_openimages
+from tests.mining.fixtures import OiObj, write_coco, write_openimages
 from tests.mining.test_build_coco import SIZE_OBJECTS
 
 

@@ -13,6 +13,7 @@ import pytest
 from soebench.metrics import FID, KID, CLIPScore, bootstrap, bootstrap_by
 from soebench.metrics.functional import clip_score, kernel_inception_distance, masked_ssim
 from soebench.metrics.preprocess import crop_box
+from tests.metrics.test_metric_api_contract import _kid
 
 # ----------------------------------------------------------------------------------------------
 # 1. intervals: near-nominal coverage on small groups, the method recorded, few values flagged
@@ -150,13 +151,6 @@ def test_both_infinities_have_no_mean():
 
 def _features(seed: int, n: int, dim: int = 6) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, dim))
-
-
-def _kid(real: np.ndarray, fake: np.ndarray, **kwargs) -> KID:
-    kid = KID(**kwargs)
-    kid.update_features(real, real=True)
-    kid.update_features(fake, real=False)
-    return kid
 
 
 def test_kid_of_one_subset_has_no_std_and_a_reason():

@@ -9,7 +9,7 @@ from soebench.cli.app import main
 from soebench.errors import ConfigError, InputError
 from soebench.fileio import check_output_file
 from soebench.mining.build import build_dataset
-from tests.mining.fixtures import Obj, write_coco, write_openimages
+from tests.mining.fixtures import write_coco, write_openimages
 from tests.mining.test_cli_build import OBJECTS, _args
 
 
