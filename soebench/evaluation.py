@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from soebench.errors import ConfigError, InputError, OutputExistsError
+from soebench.errors import ConfigError, InputError, MissingWeightsError, OutputExistsError
 from soebench.fileio import exclusive_lock, remove_stale_temps
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,13 @@ def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOpti
         values["metrics"] = tuple(dict.fromkeys(values["metrics"]))  # each once, in the order given
     if values.get("shard") is not None:
         values["shard"] = tuple(values["shard"])
+    for key in ("clip_weights", "inception_weights"):
+        # a weights path given is a path, whether or not a chosen metric reads it: a typo would
+        # otherwise pass unnoticed (and key the run) until the metric is asked for
+        if values.get(key) is not None and not Path(values[key]).expanduser().exists():
+            option, what = "--" + key.replace("_", "-"), "CLIP" if key.startswith("clip") else "Inception"
+            raise MissingWeightsError(f"{what} weights {option} {values[key]} do not exist",
+                                      hint=f"give the weights file (or folder) that exists, or leave {option} out")
     for key in ("clip_weights", "clip_pretrained", "inception_weights"):
         # recorded with the run: a path relative to where the command ran would name nothing later
         if isinstance(values.get(key), (str, os.PathLike)) and Path(values[key]).expanduser().exists():
@@ -316,7 +323,6 @@ def judge_description(judge: Any) -> dict[str, Any]:
 def _judge(opts: EvalOptions, spec: Any, clip: Any) -> Any:
     """The taxonomy's model tier for ``opts.taxonomy_tier`` (None: weight-free only). It shares
     the CLIP encoder of the CLIP-Scores; ``model`` without CLIP metrics loads one."""
-    from soebench.errors import MissingWeightsError
     from soebench.metrics import load_clip
     from soebench.taxonomy.clip_judge import ClipJudge
 

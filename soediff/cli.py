@@ -56,12 +56,12 @@ def _train_summary(result, cfg) -> str:
     if not result.history:
         return (f"run {result.out_dir} is already complete: its checkpoint is at step {result.step} "
                 f"(max_steps {cfg.max_steps}), nothing to train\ncheckpoint: {result.checkpoint}\n"
-                f"export it with: soediff export {result.out_dir} --out DIR\n{_longer_hint(result.out_dir, cfg)}")
+                f"export it with: soediff export {result.out_dir} --out DIR\n{_longer_hint(result.out_dir, cfg, result.step)}")
     losses = ", ".join(f"{k}={result.losses[k]:.4f}" for k in ("loss", "denoise", "csd", "vae") if k in result.losses)
     return f"trained to step {result.step}: {losses}\ncheckpoint: {result.checkpoint}\nlog: {result.log_csv}"
 
 
-def _longer_hint(out, cfg) -> str:
+def _longer_hint(out, cfg, step: int) -> str:
     """How to train a complete run further, as :func:`soediff.trainer.check_resume_config` accepts it:
     a resume may extend only a schedule that is not laid out over max_steps."""
     from soediff.trainer import STEPS_SHAPED_SCHEDULES
@@ -70,7 +70,7 @@ def _longer_hint(out, cfg) -> str:
         return (f"to train longer, start over with a larger --max-steps: soediff train --config {out / 'config.yaml'} "
                 f"--out {out} --overwrite --max-steps N (or --out NEW to keep this run); a resume cannot extend it, "
                 f"its {cfg.lr_scheduler!r} learning-rate schedule is laid out over max_steps")
-    return f"to train longer: soediff train --out {out} --resume --max-steps N (N > {cfg.max_steps})"
+    return f"to train longer: soediff train --out {out} --resume --max-steps N (N > {max(cfg.max_steps, step)})"
 
 
 @app.command()

@@ -136,7 +136,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         first ``shown`` missing files and how many there are -- before training, not when a worker
         first opens the row hours in."""
         root = self.manifest.images_root
-        names = self._table.column("image_path").take(self.indices).to_pylist()
+        # an image holds several objects: each file is looked at, and counted, once
+        names = list(dict.fromkeys(self._table.column("image_path").take(self.indices).to_pylist()))
         paths = [self.manifest.image_path(n) for n in names]  # refuses a path that leaves the root
         missing = [p for p in paths if not p.is_file()]
         if missing:

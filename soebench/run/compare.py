@@ -160,9 +160,9 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], l
     prompts = {summaries[n]["prompt_key"] for n in names}
     if len(prompts) > 1:
         warnings.append(f"runs used different prompt keys: {', '.join(sorted(prompts))}")
-    counts = {summaries[n]["manifest"]["num_samples"] for n in names}
-    if len(counts) > 1:
-        warnings.append("runs cover different numbers of samples")
+    counts = {n: summaries[n]["manifest"]["num_samples"] for n in names}
+    if len(set(counts.values())) > 1:
+        warnings.append(f"runs cover different numbers of samples ({', '.join(f'{n}: {c}' for n, c in counts.items())})")
     warnings += sample_set_warnings(summaries)
     warnings += setup_warnings(summaries)
     return ["metric"] + names, rows, warnings
@@ -178,7 +178,8 @@ def sample_set_warnings(summaries: dict[str, dict[str, Any]]) -> list[str]:
         shown = ", ".join(f"{name}: {n} of {summaries[name]['manifest']['num_samples']}" for name, n in errors.items())
         warnings.append(f"runs failed on different numbers of samples ({shown}): every mean, FID/KID and taxonomy "
                         "rate is over a run's own successful samples, so the runs are not scored on the same set")
-    n_inf = {name: (s["metrics"]["means"].get("bg_psnr") or {}).get("n_inf") for name, s in summaries.items()}
+    # a run with a bg_psnr mean and no infinity has no n_inf key: it left out 0, which differs from 4
+    n_inf = {name: (_with_n_inf(s["metrics"]["means"].get("bg_psnr")) or {}).get("n_inf") for name, s in summaries.items()}
     if len({v for v in n_inf.values() if v is not None}) > 1:
         shown = ", ".join(f"{name}: {v}" for name, v in n_inf.items() if v is not None)
         warnings.append(f"bg_psnr means leave out different numbers of untouched backgrounds (infinite PSNR: {shown}); "

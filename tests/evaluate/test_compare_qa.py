@@ -219,3 +219,17 @@ def test_a_comparison_marks_the_run_that_scored_nothing(tmp_path, saved_figures)
     marks = [t for t in ax.texts if t.get_text().startswith("n/a")]
     assert len(marks) == 1 and "no scored samples" in marks[0].get_text()
     assert math.isclose(marks[0].xy[0], 1)  # at the failed run's slot
+
+
+def test_a_run_without_untouched_backgrounds_against_one_with_them_is_warned_about():
+    """summary.json leaves n_inf out when it is 0: the oracle (4 infinite PSNRs) against a model
+    with none used to give no warning."""
+    from soebench.run.compare import sample_set_warnings
+
+    def summary(psnr):
+        return {"errors": {"count": 0}, "manifest": {"num_samples": 4}, "metrics": {"means": {"bg_psnr": psnr}}}
+
+    warnings = sample_set_warnings({"oracle": summary({"mean": None, "n": 0, "n_inf": 4}),
+                                    "model": summary({"mean": 31.2, "n": 4})})
+    assert any("untouched backgrounds (infinite PSNR: oracle: 4, model: 0)" in w for w in warnings)
+    assert sample_set_warnings({"a": summary({"mean": 31.2, "n": 4}), "b": summary({"mean": 30.0, "n": 4})}) == []

@@ -146,7 +146,7 @@ def test_size_panel_counts_infinite_values_and_marks_an_infinite_bucket(tmp_path
 def test_an_explicit_weights_path_that_does_not_exist_is_an_error(tmp_path, manifest6):
     from soebench.errors import MissingWeightsError
 
-    with pytest.raises(MissingWeightsError, match="not found at"):
+    with pytest.raises(MissingWeightsError, match="do not exist"):
         evaluate(manifest6, "original", tmp_path / "a", inception_weights=str(tmp_path / "typo.pt"), progress=False)
     with pytest.raises(MissingWeightsError):
         evaluate(manifest6, "original", tmp_path / "b", clip_weights=str(tmp_path / "typo.pt"), progress=False)

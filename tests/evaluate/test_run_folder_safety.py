@@ -145,3 +145,12 @@ def test_sigterm_ends_the_command_adapter_program(tmp_path, manifest6):
             proc.communicate()
         if pid_file.is_file() and pid_file.read_text() and _alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("key", ["clip_weights", "inception_weights"])
+def test_a_weights_path_that_does_not_exist_is_an_error_even_when_unused(tmp_path, manifest6, key):
+    from soebench.errors import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match=f"weights --{key.replace('_', '-')} .*nope.pt do not exist"):
+        evaluate(manifest6, "original", tmp_path / "run", **{key: str(tmp_path / "nope.pt")}, **OPTS)
+    assert not (tmp_path / "run").exists()

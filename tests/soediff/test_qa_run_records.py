@@ -167,3 +167,13 @@ def test_export_of_a_checkpoint_that_does_not_exist(two_checkpoints, tmp_path):
     with pytest.raises(InputError, match="checkpoint-00000009") as err:
         export_run(two_checkpoints, tmp_path / "export", checkpoint="checkpoint-00000009")
     assert "checkpoint-00000002" in err.value.hint
+
+
+def test_the_longer_hint_counts_from_the_checkpoint_not_a_smaller_max_steps(tmp_path):
+    """A resume with --max-steps 2 on a run checkpointed at step 4 trains nothing; N must pass 4."""
+    from types import SimpleNamespace
+
+    from soediff.cli import _longer_hint
+
+    hint = _longer_hint(tmp_path, SimpleNamespace(lr_scheduler="constant", max_steps=2), 4)
+    assert hint.endswith("--resume --max-steps N (N > 4)")

@@ -158,6 +158,19 @@ def test_tokenizer_without_vocabulary_is_refused(tiny_pipe_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- 4. image files before training
+def test_a_missing_image_of_several_objects_is_counted_once(tmp_path):
+    from soebench.manifest.io import read_manifest
+    from soediff.data import ManifestDataset
+
+    data = make_manifest(tmp_path / "data", n=3, objects_per_image=2)
+    missing = sorted((data.parent / "images").iterdir())[0]
+    missing.unlink()
+    ds = ManifestDataset(read_manifest(data), resolution=64, vae_scale_factor=8, prompt_key="label")
+    with pytest.raises(InputError) as err:
+        ds.check_images()
+    assert err.value.message.endswith(f"1 of 3 image files are missing: {missing}")
+
+
 def test_missing_images_are_found_before_training(make_config, tmp_path):
     from soebench.manifest.io import read_manifest
     from soediff.data import ManifestDataset
