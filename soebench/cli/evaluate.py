@@ -128,7 +128,7 @@ def _print_summary(result) -> None:
 
     from rich.markup import escape
 
-    from soebench.run.report import distance_notes, fmt, fmt_ci, fmt_pct, footnote_lines, marked
+    from soebench.run.report import distance_notes, fmt, fmt_ci_marked, fmt_pct, footnote_lines, interval_notes, marked
 
     s = result.summary
     console = Console(soft_wrap=True)  # text lines whole in logs; tables still fit the width
@@ -136,7 +136,7 @@ def _print_summary(result) -> None:
     table.add_column("metric")
     table.add_column("value")
     for name, d in s["metrics"]["means"].items():
-        table.add_row(name, fmt_ci(d))
+        table.add_row(name, fmt_ci_marked(d))  # ‡: from fewer than 10 values, as report.md marks it
     notes = []  # the caveats report.md writes beside a FID/KID value, as footnotes of this table
     for name, d in s["metrics"]["distances"].items():
         cell_notes = distance_notes(name, d)
@@ -149,7 +149,7 @@ def _print_summary(result) -> None:
     for example in s["errors"]["examples"][:2]:  # the reason, not only a count (the rest: report.md)
         console.print(f"  [yellow]sample {example['sample_id']}[/]: {escape(str(example['error']))}",
                       highlight=False, soft_wrap=True)
-    for line in footnote_lines(notes):
+    for line in footnote_lines(notes) + interval_notes(list(s["metrics"]["means"].values())):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     for line in skipped_lines(s["metrics"].get("skipped", {})):
         console.print(line, highlight=False, soft_wrap=True)

@@ -14,7 +14,8 @@ from typing import Any
 
 from soebench.errors import InputError
 from soebench.fileio import check_output_file, read_json_object, refuse_existing, write_text_atomic
-from soebench.run.report import distance_notes, fmt, fmt_ci, fmt_pct, footnote_lines, marked, render_html
+from soebench.run.report import (distance_notes, fmt, fmt_ci_marked, fmt_pct, footnote_lines, interval_notes, marked,
+                                 render_html)
 from soebench.run.results import json_safe
 
 
@@ -133,7 +134,7 @@ def _cell(row: str, value: Any, summary: dict[str, Any]) -> str:
     if row.startswith("taxonomy: "):
         return fmt_pct(value)
     if isinstance(value, dict):
-        return fmt_ci(value)
+        return fmt_ci_marked(value)
     distance = summary["metrics"].get("distances", {}).get(row)
     return marked(fmt(value), distance_notes(row, distance)) if distance is not None else fmt(value)
 
@@ -142,8 +143,9 @@ def comparison_notes(summaries: dict[str, dict[str, Any]]) -> list[str]:
     """The footnotes of the table's marked FID/KID cells, the caveats report.md writes beside
     those values: a FID on fewer samples than feature dimensions, a negative KID."""
     rows = list(dict.fromkeys(d for s in summaries.values() for d in s["metrics"].get("distances", {})))
+    means = [d for s in summaries.values() for d in s["metrics"].get("means", {}).values()]
     return footnote_lines([note for row in rows for s in summaries.values()
-                           for note in distance_notes(row, s["metrics"].get("distances", {}).get(row))])
+                           for note in distance_notes(row, s["metrics"].get("distances", {}).get(row))]) + interval_notes(means)
 
 
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:

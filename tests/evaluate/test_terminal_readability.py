@@ -85,3 +85,22 @@ def test_compare_table_has_the_footnotes_and_rates_of_evaluate(tmp_path, capsys)
     assert f"\\* {FID_REASON}" in md and "† KID < 0" in md and "| taxonomy: ok | 75% | 75% |" in md
     assert f"<p class='note'>* {html.escape(FID_REASON)}</p>" in (tmp_path / "cmp" / "compare.html").read_text()
     assert compare_runs([a, b])["values"]["taxonomy: ok"] == {"a": 0.75, "b": 0.75}
+
+
+def test_the_terminal_marks_intervals_from_few_values_as_report_md_does(tmp_path, capsys):
+    few = {"mean": 30.0, "lo": 28.0, "hi": 32.0, "n": 4, "method": "student-t", "small_sample": True}
+    many = {"mean": 30.0, "lo": 29.0, "hi": 31.0, "n": 40, "method": "bca-expanded", "small_sample": False}
+    summary = _summary(0.01, 0.01)
+    summary["metrics"]["means"] = {"bg_psnr": few, "bg_ssim": many}
+    _print_summary(SimpleNamespace(summary=summary, run_dir="run", adapter_calls=4, from_cache=0))
+    out = capsys.readouterr().out
+    assert _cell(out, "bg_psnr") == ["30 [28, 32] (n=4) ‡"] and _cell(out, "bg_ssim") == ["30 [29, 31] (n=40)"]
+    assert any(line.startswith("‡ fewer than 10 values") for line in out.splitlines())
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run in (a, b):
+        run.mkdir()
+        write_json(run / "summary.json", summary)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert _cell(out, "bg_psnr") == ["30 [28, 32] (n=4) ‡"] * 2
+    assert sum(line.startswith("‡ fewer than 10 values") for line in out.splitlines()) == 1
