@@ -214,8 +214,10 @@ def build_dataset_command(
     src = pick("source")
     if src is None:
         raise ConfigError("--source is required (coco or openimages)")
-    if pick("out") is None or pick("images") is None:
-        raise ConfigError("--out and --images are required")
+    missing = [f"--{key}" for key in ("out", "images") if pick(key) is None]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required",
+                          hint="give it on the command line or in the --config file")
     filters = {k: pick(k) for k in FILTER_KEYS}
     filters["include_classes"] = _classes(filters["include_classes"])
     filters["exclude_classes"] = _classes(filters["exclude_classes"])

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from soebench.errors import ConfigError, InputError
+from soebench.errors import ConfigError, InputError, OutputExistsError
 from soebench.fileio import (check_output_file, exclusive_lock, refuse_existing, remove_stale_temps, sha256_file,
                              write_text_atomic)
 from soebench.mining.checkpoint import Progress, snapshot
@@ -343,6 +343,10 @@ def _claim_outputs(manifest_path: Path, outputs: tuple[Path, ...], *, overwrite:
         check_output_file(p, what="--out")  # before the mining, not after it
     store = Progress.prepare(manifest_path, resume=resume, overwrite=overwrite)
     replace = overwrite or (resume and store.has_state())
+    if resume and not replace and all(p.exists() for p in (manifest_path, *outputs)):
+        # --overwrite would throw a finished build away: say it is finished instead
+        raise OutputExistsError(f"the build of {manifest_path} is complete (no saved progress): nothing to resume",
+                                hint="use it as it is, or pass --overwrite (without --resume) to build it again")
     for p in (manifest_path, *outputs):
         refuse_existing(p, replace, what="output")
     return store, replace

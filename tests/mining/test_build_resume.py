@@ -236,7 +236,7 @@ def test_a_build_killed_while_writing_its_outputs_is_finished_by_resume(coco, tm
     assert out.read_bytes() == whole.manifest_path.read_bytes() and res.summary == whole.summary
     assert json.loads(summary.read_text()) == whole.summary
     assert not checkpoint.partial_dir(out).exists() and not any(p.exists() for p in stale)
-    with pytest.raises(OutputExistsError, match="already exists"):  # a finished build is not resumed over
+    with pytest.raises(OutputExistsError, match="is complete .no saved progress.: nothing to resume"):  # a finished build is not resumed over
         _build(coco, out, resume=True)
 
 

@@ -97,3 +97,23 @@ def test_summary_goes_to_stdout(fx, tmp_path, capsys):
     assert main(_args(fx, tmp_path / "m.parquet")) == 0
     captured = capsys.readouterr()
     assert "2 objects" in captured.out and "objects" not in captured.err
+
+
+def test_the_missing_required_option_is_the_one_named(fx, tmp_path, capsys):
+    args = _args(fx, tmp_path / "m.parquet")
+    i = args.index("--out")
+    without_out = args[:i] + args[i + 2:]
+    assert main(without_out) == 2
+    err = capsys.readouterr().err
+    assert "error: --out is required" in err and "--images" not in err.split("hint:")[0]
+
+
+def test_resume_of_a_finished_build_says_it_is_finished(fx, tmp_path, capsys):
+    out = tmp_path / "m.parquet"
+    assert main(_args(fx, out, "--quiet")) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(_args(fx, out, "--quiet", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "is complete (no saved progress): nothing to resume" in err and "pass --overwrite to replace" not in err
+    assert out.read_bytes() == before
