@@ -68,6 +68,7 @@ class EvalOptions:
     shard: tuple[int, int] | None = None
     shard_timeout: float = 3600.0
     taxonomy_tier: str = "auto"
+    images_root: str | None = None  # the images' folder, for a manifest moved away from them
 
     def check(self) -> None:
         from soebench.manifest.schema import PROMPT_KEYS
@@ -187,7 +188,11 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     shard = Shard(*opts.shard) if opts.shard else detect_shard()
     opts = replace(opts, device=local_device(opts.device, shard))
     check_device(opts.device)
-    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    if isinstance(manifest, Manifest):
+        man = manifest if opts.images_root is None else replace(
+            manifest, metadata={**manifest.metadata, "images_root": str(Path(opts.images_root).expanduser().resolve())})
+    else:
+        man = read_manifest(manifest, images_root=opts.images_root)
     if man.table.num_rows == 0:
         raise InputError(f"manifest {man.path} has no rows: nothing to evaluate")
     _check_images_root(man)
@@ -261,7 +266,8 @@ def _check_images_root(man) -> None:
              else "the manifest has no soebench metadata, so its own folder is assumed")
     raise InputError(
         f"manifest {man.path}: none of its first {len(paths)} image(s) exists under the images root {root} ({where})",
-        hint="keep the manifest where it was built, or rebuild it with soebench build-dataset --images PATH",
+        hint="pass --images DIR (the folder its image_path values are relative to), keep the manifest where it "
+             "was built, or rebuild it with soebench build-dataset --images PATH",
     )
 
 

@@ -42,6 +42,10 @@ BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per
 InceptionWeights = Annotated[
     str | None, typer.Option("--inception-weights", help="TorchScript FID Inception file (default: search the usual places).")
 ]
+ImagesRoot = Annotated[
+    str | None, typer.Option("--images", help="Folder of the manifest's images, when the manifest was moved away from "
+                                              "them (default: the images root it records).")
+]
 RunName = Annotated[
     str | None, typer.Option("--run-name", help="Name of the run in reports and FiftyOne (default: the --out folder's name).")
 ]
@@ -59,6 +63,7 @@ def evaluate_command(
     out: RunDir,
     model: ModelName = "original",
     model_args: ModelArgs = None,
+    images: ImagesRoot = None,
     prompt: PromptKey = "color_label",
     metrics: Metrics = None,
     limit: Limit = None,
@@ -94,7 +99,7 @@ def evaluate_command(
                 batch_size=batch_size, device=device, seed=seed, clip_model=clip_model,
                 clip_pretrained=clip_pretrained or None, clip_weights=clip_weights, inception_weights=inception_weights,
                 overwrite=overwrite, resume=resume, report=not no_report, progress=not quiet and not json_out,
-                run_name=run_name, taxonomy_tier=taxonomy_tier,
+                run_name=run_name, taxonomy_tier=taxonomy_tier, images_root=images,
             )
     except KeyboardInterrupt as exc:
         typer.echo(f"interrupted: every finished output and scored batch is kept in {out}; "

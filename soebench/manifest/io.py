@@ -339,8 +339,12 @@ def _refuse_lone_part(path: Path, meta: dict[str, Any]) -> None:
                               "as one manifest")
 
 
-def read_manifest(path: str | os.PathLike, *, validate: bool = True) -> Manifest:
+def read_manifest(path: str | os.PathLike, *, validate: bool = True,
+                  images_root: str | os.PathLike | None = None) -> Manifest:
     """Read a manifest file, or a folder of ``*.parquet`` parts (shards) as one manifest.
+
+    ``images_root``: where the images are, in place of the recorded root (stored relative to
+    the manifest's folder, it names nothing once the manifest was moved away from its images).
 
     A folder must hold every part of one build (checked from each part's recorded shard, else
     from the part-I-of-N names); its rows come back in the order of the unsharded build. With
@@ -360,4 +364,9 @@ def read_manifest(path: str | os.PathLike, *, validate: bool = True) -> Manifest
         if not path.is_dir():
             _refuse_lone_part(path, meta)
         table = validate_table(table, where=str(path))
+    if images_root is not None:
+        root = Path(images_root).expanduser()
+        if not root.is_dir():
+            raise InputError(f"images root {root} is not a folder", hint="give the folder the manifest's image_path values are relative to")
+        meta = {**meta, "images_root": str(root.resolve())}
     return Manifest(table=table, metadata=meta, path=path.resolve())

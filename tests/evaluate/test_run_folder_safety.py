@@ -154,3 +154,21 @@ def test_a_weights_path_that_does_not_exist_is_an_error_even_when_unused(tmp_pat
     with pytest.raises(MissingWeightsError, match=f"weights --{key.replace('_', '-')} .*nope.pt do not exist"):
         evaluate(manifest6, "original", tmp_path / "run", **{key: str(tmp_path / "nope.pt")}, **OPTS)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_moved_manifest_is_evaluated_with_images(tmp_path, manifest6, capsys):
+    import shutil
+
+    from soebench.cli.app import main
+
+    moved = tmp_path / "elsewhere" / "deep" / "manifest.parquet"
+    moved.parent.mkdir(parents=True)
+    shutil.copy(manifest6, moved)
+    args = ["evaluate", "--manifest", str(moved), "--model", "original", "--metrics", "bg_psnr", "-q", "--no-report"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert "pass --images DIR" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--images", str(manifest6.parent / "images")]) == 0
+    frame = pd.read_parquet(tmp_path / "run" / "samples.parquet")
+    assert len(frame) == 6 and frame["error"].isna().all()
+    with pytest.raises(Exception, match="is not a folder"):
+        evaluate(moved, "original", tmp_path / "bad", images_root=str(tmp_path / "nope"), **OPTS)
