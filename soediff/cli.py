@@ -9,25 +9,42 @@ from typing import Annotated, Optional
 import typer
 
 from soebench.errors import SoebenchError, storage_error
+from soediff.config import TrainConfig
 
 app = typer.Typer(name="soediff", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   rich_markup_mode=None,  # plain help: full option names at 80 columns, no <bool> on flags
                   help="SOEDiff training: SO-LoRA + cross-scale score distillation + VAE decoder fine-tuning.")
 
 
+#: TrainConfig's defaults, stated in the help: the options default to None, so a --config can set them
+_DEFAULTS = TrainConfig()
+
+
 @app.command()
 def train(
-    manifest: Annotated[Optional[Path], typer.Option(help="Training manifest (soebench Parquet).")] = None,
-    pretrained: Annotated[Optional[Path], typer.Option(help="Stable Diffusion inpainting pipeline folder.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (checkpoints, logs, validation images).")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(
+        help="Training manifest (soebench Parquet). Required, here or in --config.")] = None,
+    pretrained: Annotated[Optional[Path], typer.Option(
+        help="Stable Diffusion inpainting pipeline folder. Required, here or in --config.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help=f"Run folder (checkpoints, logs, validation images). "
+             f"Default: {_DEFAULTS.out}.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="YAML TrainConfig; CLI options override it (with --resume, default: the run's config.yaml).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size per device.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="LoRA learning rate.")] = None,
-    resolution: Annotated[Optional[int], typer.Option(help="Training resolution (px).")] = None,
-    mixed_precision: Annotated[Optional[str], typer.Option(help="no | fp16 | bf16.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=f"Optimizer steps. Default: {_DEFAULTS.max_steps}.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Batch size per device. "
+             f"Default: {_DEFAULTS.train_batch_size}.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(
+        help=f"LoRA learning rate. "
+             f"Default: {_DEFAULTS.learning_rate:g}.")] = None,
+    resolution: Annotated[Optional[int], typer.Option(
+        help=f"Training resolution (px). "
+             f"Default: {_DEFAULTS.resolution}.")] = None,
+    mixed_precision: Annotated[Optional[str], typer.Option(
+        help=f"no | fp16 | bf16. "
+             f"Default: {_DEFAULTS.mixed_precision} (fp16/bf16 need a GPU: no on a CPU).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Random seed. Default: {_DEFAULTS.seed}.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard an existing run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

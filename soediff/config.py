@@ -183,9 +183,10 @@ class TrainConfig:
         def finite(value: Any) -> bool:
             return isinstance(value, (int, float)) and math.isfinite(value)
 
-        need(bool(self.manifest), "manifest is required")
-        need(bool(self.pretrained), "pretrained is required")
-        need(bool(self.out), "out is required")
+        # named as a user gives them: the flag, or the key of the --config file
+        need(bool(self.manifest), "manifest is required (--manifest, or manifest: in the --config file)")
+        need(bool(self.pretrained), "pretrained is required (--pretrained, or pretrained: in the --config file)")
+        need(bool(self.out), "out is required (--out, or out: in the --config file)")
         need(self.prompt_key in PROMPT_SOURCES, f"prompt_key {self.prompt_key!r} is not one of {PROMPT_SOURCES}")
         if self.prompt_template is not None:
             problem = template_problem(self.prompt_template)

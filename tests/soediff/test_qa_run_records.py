@@ -177,3 +177,18 @@ def test_the_longer_hint_counts_from_the_checkpoint_not_a_smaller_max_steps(tmp_
 
     hint = _longer_hint(tmp_path, SimpleNamespace(lr_scheduler="constant", max_steps=2), 4)
     assert hint.endswith("--resume --max-steps N (N > 4)")
+
+
+def test_train_help_states_the_defaults_of_the_config():
+    """The options default to None (a --config may set them); their help gives TrainConfig's defaults."""
+    from typer.testing import CliRunner
+
+    from soediff.cli import app
+    from soediff.config import TrainConfig
+
+    text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output.split())
+    d = TrainConfig()
+    for option, value in (("max-steps", d.max_steps), ("batch-size", d.train_batch_size), ("resolution", d.resolution),
+                          ("mixed-precision", d.mixed_precision), ("seed", d.seed), ("out", d.out)):
+        assert f"Default: {value}" in text, option
+    assert f"Default: {d.learning_rate:g}" in text
