@@ -26,6 +26,8 @@ REQUIRED_KEYS = ("metrics.means", "metrics.by_size_bucket", "manifest.num_sample
 
 def load_summary(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "summary.json"
+    if not Path(run_dir).exists():
+        raise InputError(f"run folder {run_dir} does not exist", hint="give the --out folder of a soebench evaluate run")
     if not path.is_file():
         raise InputError(f"{run_dir} is not a finished soebench run (no summary.json)",
                          hint="run soebench evaluate --out RUN first (or --resume an interrupted one)")

@@ -233,3 +233,14 @@ def test_a_run_without_untouched_backgrounds_against_one_with_them_is_warned_abo
                                     "model": summary({"mean": 31.2, "n": 4})})
     assert any("untouched backgrounds (infinite PSNR: oracle: 4, model: 0)" in w for w in warnings)
     assert sample_set_warnings({"a": summary({"mean": 31.2, "n": 4}), "b": summary({"mean": 30.0, "n": 4})}) == []
+
+
+def test_a_run_folder_that_does_not_exist_is_named_as_such(tmp_path):
+    from soebench.errors import InputError
+    from soebench.run.compare import load_summary
+
+    with pytest.raises(InputError, match="run folder .*typo does not exist"):
+        load_summary(tmp_path / "typo")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="is not a finished soebench run"):
+        load_summary(tmp_path / "empty")
