@@ -20,6 +20,10 @@ app = typer.Typer(name="soediff", no_args_is_help=True, pretty_exceptions_enable
 _DEFAULTS = TrainConfig()
 
 
+def _with_default(text: str, value: object, note: str = "") -> str:
+    return f"{text} Default: {value}{' ' + note if note else ''}."
+
+
 @app.command()
 def train(
     manifest: Annotated[Optional[Path], typer.Option(
@@ -27,24 +31,21 @@ def train(
     pretrained: Annotated[Optional[Path], typer.Option(
         help="Stable Diffusion inpainting pipeline folder. Required, here or in --config.")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help=f"Run folder (checkpoints, logs, validation images). "
-             f"Default: {_DEFAULTS.out}.")] = None,
+        help=_with_default("Run folder (checkpoints, logs, validation images).", _DEFAULTS.out))] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="YAML TrainConfig; CLI options override it (with --resume, default: the run's config.yaml).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help=f"Optimizer steps. Default: {_DEFAULTS.max_steps}.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(
+        help=_with_default("Optimizer steps.", _DEFAULTS.max_steps))] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        help=f"Batch size per device. "
-             f"Default: {_DEFAULTS.train_batch_size}.")] = None,
+        help=_with_default("Batch size per device.", _DEFAULTS.train_batch_size))] = None,
     learning_rate: Annotated[Optional[float], typer.Option(
-        help=f"LoRA learning rate. "
-             f"Default: {_DEFAULTS.learning_rate:g}.")] = None,
+        help=_with_default("LoRA learning rate.", f"{_DEFAULTS.learning_rate:g}"))] = None,
     resolution: Annotated[Optional[int], typer.Option(
-        help=f"Training resolution (px). "
-             f"Default: {_DEFAULTS.resolution}.")] = None,
+        help=_with_default("Training resolution (px).", _DEFAULTS.resolution))] = None,
     mixed_precision: Annotated[Optional[str], typer.Option(
-        help=f"no | fp16 | bf16. "
-             f"Default: {_DEFAULTS.mixed_precision} (fp16/bf16 need a GPU: no on a CPU).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help=f"Random seed. Default: {_DEFAULTS.seed}.")] = None,
+        help=_with_default("no | fp16 | bf16.", _DEFAULTS.mixed_precision,
+                           "(fp16/bf16 need a GPU: no on a CPU)"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help=_with_default("Random seed.", _DEFAULTS.seed))] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard an existing run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
