@@ -201,4 +201,4 @@ def test_cli_evaluate_and_compare(tmp_path, manifest6, capsys):
     assert main(["compare", str(run), str(run)]) == 2  # the same run twice is refused
     assert "is given twice" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "x")]) == 2
-    assert "not a finished soebench run" in capsys.readouterr().err
+    assert "x does not exist" in capsys.readouterr().err
