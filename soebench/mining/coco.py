@@ -30,7 +30,8 @@ _LAYOUT = ArrayLayout(
     key="annotations",
     element="annotation",
     syntax_hint="the file may be truncated, damaged or not a COCO annotation file",
-    type_hint="is this a COCO annotation file?",
+    type_hint="is this a COCO annotation file of the right kind? (instances_*.json for --annotations, "
+              "captions_*.json for --captions)",
 )
 
 
@@ -200,7 +201,9 @@ def _image_columns(path: Path, members: list[_Members]):
     categories = next((m.categories for m in members if m.categories is not None), None)
     for key, value in (("images", images), ("categories", categories)):
         if value is None:
-            raise InputError(f"{path}: no {key!r} list; is this a COCO instances file?")
+            raise InputError(f"{path}: no {key!r} list; is this a COCO instances file?",
+                             hint="a captions file (captions_*.json) goes in --captions; --annotations takes "
+                                  "instances_*.json")
     licenses: dict[Any, str | None] = {}
     for m in members:
         for lic in m.licenses or []:

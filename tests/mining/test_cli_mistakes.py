@@ -117,3 +117,11 @@ def test_resume_of_a_finished_build_says_it_is_finished(fx, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is complete (no saved progress): nothing to resume" in err and "pass --overwrite to replace" not in err
     assert out.read_bytes() == before
+
+
+def test_a_captions_file_given_as_annotations_says_where_it_goes(fx, tmp_path, capsys):
+    args = _args(fx, tmp_path / "m.parquet")
+    args[args.index("--annotations") + 1] = str(fx.captions)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--captions" in err and "Traceback" not in err
