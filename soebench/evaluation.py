@@ -160,17 +160,18 @@ def _options(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOpti
         values["metrics"] = tuple(dict.fromkeys(values["metrics"]))  # each once, in the order given
     if values.get("shard") is not None:
         values["shard"] = tuple(values["shard"])
-    for key in ("clip_weights", "inception_weights"):
-        # a weights path given is a path, whether or not a chosen metric reads it: a typo would
-        # otherwise pass unnoticed (and key the run) until the metric is asked for
-        if values.get(key) is not None and not Path(values[key]).expanduser().exists():
+    for key in ("clip_weights", "clip_pretrained", "inception_weights"):
+        if not isinstance(values.get(key), (str, os.PathLike)):
+            continue
+        path = Path(values[key]).expanduser()
+        if path.exists():  # recorded with the run: a path relative to where it ran would name nothing later
+            values[key] = str(path.resolve())
+        elif key != "clip_pretrained":  # (a pretrained tag such as "openai" is no path)
+            # a weights path given is a path, whether or not a chosen metric reads it: a typo would
+            # otherwise pass unnoticed (and key the run) until the metric is asked for
             option, what = "--" + key.replace("_", "-"), "CLIP" if key.startswith("clip") else "Inception"
             raise MissingWeightsError(f"{what} weights {option} {values[key]} do not exist",
                                       hint=f"give the weights file (or folder) that exists, or leave {option} out")
-    for key in ("clip_weights", "clip_pretrained", "inception_weights"):
-        # recorded with the run: a path relative to where the command ran would name nothing later
-        if isinstance(values.get(key), (str, os.PathLike)) and Path(values[key]).expanduser().exists():
-            values[key] = str(Path(values[key]).expanduser().resolve())
     opts = EvalOptions(**values)
     opts.check()
     return opts
@@ -188,11 +189,9 @@ def _prepare(manifest: Any, model: Any, run_dir: Path, model_args: Any, opts: Ev
     shard = Shard(*opts.shard) if opts.shard else detect_shard()
     opts = replace(opts, device=local_device(opts.device, shard))
     check_device(opts.device)
-    if isinstance(manifest, Manifest):
-        man = manifest if opts.images_root is None else replace(
-            manifest, metadata={**manifest.metadata, "images_root": str(Path(opts.images_root).expanduser().resolve())})
-    else:
-        man = read_manifest(manifest, images_root=opts.images_root)
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    if opts.images_root is not None:
+        man = man.with_images_root(opts.images_root)
     if man.table.num_rows == 0:
         raise InputError(f"manifest {man.path} has no rows: nothing to evaluate")
     _check_images_root(man)
@@ -348,7 +347,7 @@ def _taxonomy_info(opts: EvalOptions, judge: Any = None) -> dict[str, Any]:
     from soebench.mining.prompts import names_colour
     from soebench.taxonomy.rules import DEFAULT_RULES
 
-    info = {"classifier": "soebench.taxonomy.classify", "tier": "model" if judge is not None else "weight_free",
+    info = {"classifier": "soebench.taxonomy.classify", "tier": taxonomy.tier_name(judge is not None),
             "requested_tier": opts.taxonomy_tier, "version": taxonomy.TAXONOMY_VERSION,
             "colour_checked": names_colour(opts.prompt_key), "rules": json.loads(DEFAULT_RULES.to_json())}
     if judge is not None:
@@ -434,6 +433,8 @@ def _nothing_done(run_dir: Path) -> bool:
 
 def _config(run: _Run) -> dict[str, Any]:
     """What defines the run's results (hashed to tell shards of different runs apart)."""
+    from soebench.taxonomy import tier_name
+
     opts = run.opts
     inception = run.scorer.inception
     inception_path = inception.source["path"] if inception is not None else opts.inception_weights
@@ -452,7 +453,7 @@ def _config(run: _Run) -> dict[str, Any]:
         "limit": opts.limit,
         "seed": opts.seed,
         # the model tier changes labels: its CLIP is the one keyed above
-        "taxonomy_tier": "model" if run.scorer.judge is not None else "weight_free",
+        "taxonomy_tier": tier_name(run.scorer.judge is not None),
         "taxonomy_judge": judge_description(run.scorer.judge) if run.scorer.judge is not None else None,
         # the code that turns outputs into numbers and labels: a resume after an upgrade re-scores
         "scoring_code": _scoring_versions(),

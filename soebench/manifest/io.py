@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,15 @@ class Manifest:
             base = self.path if self.path.is_dir() else self.path.parent
             root = (base / root).resolve()
         return root
+
+    def with_images_root(self, root: str | os.PathLike) -> "Manifest":
+        """This manifest reading its images from ``root`` instead of the recorded root (stored
+        relative to the manifest's folder, that names nothing once the manifest was moved)."""
+        folder = Path(root).expanduser()
+        if not folder.is_dir():
+            raise InputError(f"images root {folder} is not a folder",
+                             hint="give the folder the manifest's image_path values are relative to")
+        return replace(self, metadata={**self.metadata, "images_root": str(folder.resolve())})
 
     def image_path(self, relative: str) -> Path:
         """The file of a row's ``image_path``; one that would lead outside the images root
@@ -364,9 +373,5 @@ def read_manifest(path: str | os.PathLike, *, validate: bool = True,
         if not path.is_dir():
             _refuse_lone_part(path, meta)
         table = validate_table(table, where=str(path))
-    if images_root is not None:
-        root = Path(images_root).expanduser()
-        if not root.is_dir():
-            raise InputError(f"images root {root} is not a folder", hint="give the folder the manifest's image_path values are relative to")
-        meta = {**meta, "images_root": str(root.resolve())}
-    return Manifest(table=table, metadata=meta, path=path.resolve())
+    manifest = Manifest(table=table, metadata=meta, path=path.resolve())
+    return manifest if images_root is None else manifest.with_images_root(images_root)

@@ -210,10 +210,12 @@ def build_dataset(
     if num_shards > 1 and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; with --num-shards it must be a folder of parts")
     manifest_path, summary_path, sizes_path, cats_path = output_paths(out, num_shards, shard_index)
-    written = (manifest_path, summary_path, sizes_path, cats_path) if plots else (manifest_path, summary_path)
-    refuse_outputs_over_inputs(written, _input_paths(source, {
+    side = (summary_path, sizes_path, cats_path) if plots else (summary_path,)
+    inputs = {
         "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
-        "masks": masks, "classes": classes, "bbox_csv": bbox_csv, "class_hierarchy": class_hierarchy}))
+        "masks": masks, "classes": classes, "bbox_csv": bbox_csv, "class_hierarchy": class_hierarchy,
+    }
+    refuse_outputs_over_inputs((manifest_path, *side), _input_paths(source, inputs))
     if num_shards == 1 and out.suffix != ".parquet":
         # the summary and plots are named after the stem of a .parquet name; any other name would
         # hold Parquet under a .csv or .json suffix (or be a typo for an input)
@@ -223,12 +225,7 @@ def build_dataset(
     with exclusive_lock(lock_path(manifest_path), what=f"manifest {manifest_path}"):
         # a killed build's half-written files: garbage whatever this run does (no one else writes them: the lock)
         remove_stale_temps([manifest_path, summary_path, sizes_path, cats_path])
-        side = (summary_path, sizes_path, cats_path) if plots else (summary_path,)
         store, replace = _claim_outputs(manifest_path, side, overwrite=overwrite, resume=resume)
-        inputs = {
-            "images": images, "annotations": annotations, "captions": captions, "segmentation_csv": segmentation_csv,
-            "masks": masks, "classes": classes, "bbox_csv": bbox_csv, "class_hierarchy": class_hierarchy,
-        }
         src = _make_source(source, split, inputs)
         cfg = _widen_classes(src, cfg)
         hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hash beside the parse

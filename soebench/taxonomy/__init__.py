@@ -48,6 +48,11 @@ LABELS = ("ok", "missing", "mismatch", "distortion")
 TAXONOMY_VERSION = "2"
 
 
+def tier_name(judged: bool) -> str:
+    """The tier a label (or a run's labels) came from: ``model`` when a judge's verdict went in."""
+    return "model" if judged else "weight_free"
+
+
 @dataclass(frozen=True)
 class TaxonomyResult:
     """The label and its evidence (JSON-serialisable floats, strings and None)."""
@@ -112,7 +117,7 @@ def classify(
         verdict = judge.assess(judge_crop(generated, mask), category=category, expected_color=expected_color)
     label, scores = decide(features, colour, rules, judge=verdict)
     evidence: dict[str, float | str | None] = {
-        "tier": "model" if verdict is not None else "weight_free",
+        "tier": tier_name(verdict is not None),
         "evidence_version": EVIDENCE_VERSION,
         "rules": rules.fitted_on,
         **{k: float(v) for k, v in raw.items()},
@@ -126,4 +131,4 @@ def classify(
     return TaxonomyResult(label, evidence)
 
 
-__all__ = ["LABELS", "TaxonomyResult", "classify"]
+__all__ = ["LABELS", "TaxonomyResult", "classify", "tier_name"]

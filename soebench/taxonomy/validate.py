@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from soebench.taxonomy import LABELS
+from soebench.taxonomy import LABELS, tier_name
 from soebench.taxonomy.cases import method_family
 
 COLOUR_KEYS = ("colour_named", "colour_confidence", "colour_named_foreground", "colour_expected", "colour_expected_share")
@@ -199,7 +199,7 @@ def validate(
         "tuning_split": tuning_split,
         "refit": refit,
         "cv_folds": cv_folds,
-        "tier": "model" if judge is not None else "weight_free",
+        "tier": tier_name(judge is not None),
         "judge": judge.describe() if judge is not None and callable(getattr(judge, "describe", None)) else None,
         "splits": wanted,
         "objects": len(refs),
